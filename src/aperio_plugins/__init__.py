@@ -1,0 +1,67 @@
+"""aperio-plugins: a plugin host that discovers, verifies, admits, loads and runs plugin wheels."""
+
+from ._catalog import CatalogEntry
+from ._context import CredentialProvider
+from ._host import PluginHost
+from ._model import (
+    FailureStage,
+    Isolation,
+    LoadReport,
+    Origin,
+    PluginInfo,
+    PluginKind,
+    PluginState,
+    SignatureStatus,
+    TrustMode,
+)
+from ._settings import HostSettings
+from ._state import SQLiteStateStore, StateStore
+from .errors import (
+    AperioError,
+    AperioWarning,
+    CompatibilityError,
+    ConfigurationError,
+    DiscoveryError,
+    HookError,
+    LifecycleError,
+    ManifestError,
+    PluginCallError,
+    PluginLoadError,
+    StateStoreError,
+    UnknownPluginError,
+    VerificationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PluginHost",
+    "HostSettings",
+    "LoadReport",
+    "PluginInfo",
+    "CatalogEntry",
+    "CredentialProvider",
+    "StateStore",
+    "SQLiteStateStore",
+    "FailureStage",
+    "Isolation",
+    "Origin",
+    "PluginKind",
+    "PluginState",
+    "SignatureStatus",
+    "TrustMode",
+    "AperioError",
+    "AperioWarning",
+    "CompatibilityError",
+    "ConfigurationError",
+    "DiscoveryError",
+    "HookError",
+    "LifecycleError",
+    "ManifestError",
+    "PluginCallError",
+    "PluginLoadError",
+    "StateStoreError",
+    "UnknownPluginError",
+    "VerificationError",
+    "__version__",
+]

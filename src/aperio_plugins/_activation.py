@@ -1,0 +1,121 @@
+"""Register: put an imported plugin into the PluginManager, guarded, and collect its catalog entries.
+
+Everything here either completes or leaves the PluginManager as it found it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from ._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
+from ._guard import ErrorRecorder, guard_implementation, positional_parameters
+from ._model import Inspected
+from .errors import PluginLoadError
+
+
+class GuardedPlugin:
+    """Stands in for a plugin object in the PluginManager: the same hookimpls, each guarded.
+
+    Guards live in the instance `__dict__` as plain functions, which is where
+    every pluggy version finds hookimpls.
+    """
+
+    def __init__(self, plugin_id: str) -> None:
+        self._aperio_plugin_id = plugin_id
+
+    def __repr__(self) -> str:
+        return f"<guarded plugin {self._aperio_plugin_id}>"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An imported plugin, ready to register: its object, what pluggy will hold, and its raw hookimpls."""
+
+    inspected: Inspected
+    plugin: object
+    registered: object
+    implementations: dict[str, Callable[..., Any]]
+
+    @property
+    def plugin_id(self) -> str:
+        return self.inspected.candidate.plugin_id
+
+
+def _load_error(inspected: Inspected, message: str) -> PluginLoadError:
+    candidate = inspected.candidate
+    return PluginLoadError(message, plugin_id=candidate.plugin_id, distribution=candidate.describe())
+
+
+def prepare(
+    manager: pluggy.PluginManager,
+    inspected: Inspected,
+    plugin: object,
+    *,
+    guard: bool,
+    propagating: frozenset[str],
+    record: ErrorRecorder,
+) -> Prepared:
+    """Return the plugin ready for registration; raise `PluginLoadError` for a hook the API does not have."""
+    implementations: dict[str, Callable[..., Any]] = {}
+    proxy = GuardedPlugin(inspected.candidate.plugin_id)
+    for attribute in dir(plugin):
+        options = manager.parse_hookimpl_opts(plugin, attribute)
+        if options is None:
+            continue
+        function = getattr(plugin, attribute)
+        hook_name = options.get("specname") or attribute
+        caller = getattr(manager.hook, hook_name, None)
+        if (caller is None or not caller.has_spec()) and not options.get("optionalhook"):
+            raise _load_error(inspected, f"implements {hook_name!r}, which is not a hook of this plugin API")
+        implementations[hook_name] = function
+        if guard:
+            is_wrapper = bool(options.get("wrapper") or options.get("hookwrapper"))
+            guarded = guard_implementation(
+                function, hook_name, record, propagate=hook_name in propagating, is_wrapper=is_wrapper
+            )
+            setattr(proxy, attribute, guarded)
+    return Prepared(inspected, plugin, proxy if guard else plugin, implementations)
+
+
+def _call_registration_hook(prepared: Prepared) -> Callable[[str, Callable[[Any], None]], None]:
+    def call(hook_name: str, register: Callable[[Any], None]) -> None:
+        function = prepared.implementations.get(hook_name)
+        if function is None:
+            return
+        names = positional_parameters(function) or []
+        try:
+            function(**{name: register for name in names if name == "register"})
+        except RegistrationError:
+            raise
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's registration failure is its own
+            raise RegistrationError(f"{hook_name} raised {type(exc).__name__}: {exc}") from exc
+
+    return call
+
+
+def register(manager: pluggy.PluginManager, catalog: Catalog, prepared: Prepared) -> PluginRegistrations:
+    """Register `prepared` and return its catalog entries, checked against `catalog`.
+
+    Raises `PluginLoadError` (leaving the manager without the plugin) when a
+    hookimpl does not match its spec, a registration hook fails, or an entry
+    clashes with another plugin's.
+    """
+    inspected = prepared.inspected
+    plugin_id = prepared.plugin_id
+    try:
+        manager.register(prepared.registered, name=plugin_id)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise _load_error(inspected, f"hookimpl does not match its spec: {exc}") from None
+    try:
+        registrations = collect_registrations(plugin_id, _call_registration_hook(prepared), inspected.manifest.kinds)
+        conflict = catalog.conflict(plugin_id, registrations)
+        if conflict is not None:
+            raise RegistrationError(conflict)
+    except RegistrationError as exc:
+        manager.unregister(name=plugin_id)
+        raise _load_error(inspected, str(exc)) from None
+    return registrations

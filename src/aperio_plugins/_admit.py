@@ -1,0 +1,79 @@
+"""Admit: policy decisions over inspected and verified plugins. Decides, and records why."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._compat import incompatibility
+from ._model import Candidate, FailureStage, Inspected, Refusal, SignatureStatus, TrustMode, Verification
+
+
+class Decision(str, enum.Enum):
+    LOAD = "load"
+    KEEP_DISABLED = "keep_disabled"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Admission:
+    decision: Decision
+    refusal: Refusal | None = None
+    warning: str | None = None
+
+
+def split_duplicates(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[tuple[Candidate, Candidate]]]:
+    """Return (winners, [(duplicate, winner)]): the first candidate on the search path wins each id."""
+    winners: dict[str, Candidate] = {}
+    duplicates: list[tuple[Candidate, Candidate]] = []
+    for candidate in sorted(candidates, key=lambda c: c.position):
+        winner = winners.get(candidate.plugin_id)
+        if winner is None:
+            winners[candidate.plugin_id] = candidate
+        else:
+            duplicates.append((candidate, winner))
+    return list(winners.values()), duplicates
+
+
+def duplicate_refusal(duplicate: Candidate, winner: Candidate) -> Refusal:
+    return Refusal(
+        FailureStage.ADMIT,
+        f"duplicate plugin id {duplicate.plugin_id!r}: {duplicate.describe()} is shadowed by"
+        f" {winner.describe()}, which comes first on the search path",
+        event="plugin.duplicate_id",
+    )
+
+
+def admit(
+    inspected: Inspected,
+    verification: Verification,
+    *,
+    trust_mode: TrustMode,
+    host_api_version: str,
+    enabled_flag: bool,
+) -> Admission:
+    """Decide whether `inspected` may be imported. Compatibility, then trust, then the operator's flag."""
+    reason = incompatibility(inspected.api_requirement, host_api_version)
+    if reason is not None:
+        return Admission(Decision.REFUSE, Refusal(FailureStage.ADMIT, reason, event="plugin.incompatible"))
+    status = verification.status
+    warning = None
+    if status is SignatureStatus.INVALID:
+        if trust_mode is TrustMode.STRICT:
+            return Admission(Decision.REFUSE, Refusal(FailureStage.VERIFY, f"invalid signature: {verification.detail}"))
+        warning = f"loading a plugin with an invalid signature because trust mode is warn: {verification.detail}"
+    elif status is SignatureStatus.UNSIGNED:
+        if trust_mode is TrustMode.STRICT:
+            return Admission(
+                Decision.REFUSE,
+                Refusal(
+                    FailureStage.VERIFY,
+                    f"unsigned plugin refused in strict trust mode ({verification.detail});"
+                    " set APERIO_PLUGIN_TRUST_MODE=warn to load unsigned plugins",
+                ),
+            )
+        warning = f"loading an unsigned plugin because trust mode is warn: {verification.detail}"
+    if not enabled_flag:
+        return Admission(Decision.KEEP_DISABLED, warning=warning)
+    return Admission(Decision.LOAD, warning=warning)

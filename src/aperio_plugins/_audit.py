@@ -1,0 +1,45 @@
+"""Audit events: structlog loggers that the library creates but never configures globally.
+
+The default audit logger writes JSON lines to the stdlib logger `aperio.audit`,
+so that a host application routes them with ordinary logging configuration;
+an application that wants them elsewhere passes its own structlog logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import structlog
+
+AUDIT_LOGGER_NAME = "aperio.audit"
+PLUGIN_LOGGER_NAME = "aperio.plugin"
+
+
+def _stdlib_structlog(name: str) -> Any:
+    logger = logging.getLogger(name)
+    # A library's loggers stay silent until the application configures
+    # logging; without this, Python's last-resort handler would print warnings.
+    if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    return structlog.wrap_logger(
+        logger,
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+
+
+def default_audit_logger() -> Any:
+    """Return a structlog logger that renders audit events as JSON to `aperio.audit`."""
+    return _stdlib_structlog(AUDIT_LOGGER_NAME)
+
+
+def default_plugin_logger() -> Any:
+    """Return the structlog logger that plugins' invocation loggers are bound from."""
+    return _stdlib_structlog(PLUGIN_LOGGER_NAME)

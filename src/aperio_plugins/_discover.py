@@ -1,0 +1,117 @@
+"""Discover: installed distributions and their `aperio.plugins` entry points.
+
+Reads metadata only; never imports plugin code. The search path is walked in
+order, so "first on the search path" is well defined for duplicate ids.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aperio_hookspecs import ENTRY_POINT_GROUP
+
+from ._model import Candidate, Origin
+
+
+@dataclass(frozen=True)
+class SearchRoot:
+    """One directory to look for distributions in, and where it came from."""
+
+    path: Path
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class BrokenDistribution:
+    """A distribution whose entry points or metadata could not be read."""
+
+    root: Path
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    candidates: tuple[Candidate, ...]
+    broken: tuple[BrokenDistribution, ...]
+
+
+def search_roots(environment: Iterable[str | Path], plugins_dir: Path | None) -> tuple[SearchRoot, ...]:
+    """Return the existing directories to search, environment first, plugins dir last, without repeats."""
+    roots: list[SearchRoot] = []
+    seen: set[Path] = set()
+    entries = [(Path(entry), Origin.ENVIRONMENT) for entry in environment if entry]
+    if plugins_dir is not None:
+        entries.append((plugins_dir, Origin.PLUGINS_DIR))
+    for path, origin in entries:
+        try:
+            resolved = path.resolve()
+        except OSError:
+            continue
+        if resolved in seen or not resolved.is_dir():
+            continue
+        seen.add(resolved)
+        roots.append(SearchRoot(resolved, origin))
+    return tuple(roots)
+
+
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
+
+
+def _metadata_directories(root: Path) -> list[Path]:
+    # Sorted so that two distributions in one directory that claim the same
+    # plugin id resolve the same way on every machine.
+    try:
+        with os.scandir(root) as entries:
+            names = sorted(entry.name for entry in entries if entry.name.endswith(_METADATA_SUFFIXES))
+    except OSError:
+        return []
+    return [root / name for name in names]
+
+
+def _name_and_version(metadata_dir: Path, distribution: importlib.metadata.Distribution) -> tuple[str, str]:
+    # The directory name (`name-version.dist-info`) gives both without parsing
+    # METADATA, which matters with a thousand distributions installed.
+    name, _, version = metadata_dir.stem.partition("-")
+    if name and version:
+        return name, version.partition("-")[0]
+    return distribution.metadata["Name"] or metadata_dir.stem, distribution.version or "?"
+
+
+def discover(roots: Sequence[SearchRoot]) -> Discovery:
+    """Return every plugin entry point under `roots`, in search-path order.
+
+    A distribution whose entry points cannot be parsed is reported in
+    `Discovery.broken` and does not stop the others.
+    """
+    candidates: list[Candidate] = []
+    broken: list[BrokenDistribution] = []
+    for root in roots:
+        for metadata_dir in _metadata_directories(root.path):
+            distribution = importlib.metadata.Distribution.at(metadata_dir)
+            try:
+                entry_points = [ep for ep in distribution.entry_points if ep.group == ENTRY_POINT_GROUP]
+            except Exception as exc:  # noqa: BLE001 - one unparsable distribution must not stop discovery
+                broken.append(BrokenDistribution(root.path, metadata_dir.name, f"unreadable entry_points.txt: {exc}"))
+                continue
+            if not entry_points:
+                continue
+            name, version = _name_and_version(metadata_dir, distribution)
+            for entry_point in entry_points:
+                candidates.append(
+                    Candidate(
+                        plugin_id=entry_point.name,
+                        entry_point=entry_point.value,
+                        distribution=name,
+                        version=version,
+                        root=root.path,
+                        metadata_dir=metadata_dir,
+                        origin=root.origin,
+                        position=len(candidates),
+                    )
+                )
+    return Discovery(tuple(candidates), tuple(broken))

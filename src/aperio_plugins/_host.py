@@ -1,0 +1,636 @@
+"""`PluginHost`: the one stateful object. It runs the pipeline and changes state only after
+everything that can fail has run."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+import aperio_hookspecs
+from aperio_hookspecs import PROJECT_NAME, PROPAGATE_ATTRIBUTE, Payload
+from aperio_hookspecs import specs as api_specs
+
+from . import _activation, _invoke
+from ._admit import Decision, admit, duplicate_refusal, split_duplicates
+from ._audit import default_audit_logger, default_plugin_logger
+from ._catalog import Catalog, CatalogEntry, PluginRegistrations
+from ._context import CredentialProvider, new_context
+from ._discover import Discovery, SearchRoot, discover, search_roots
+from ._loader import forget_modules, import_plugin, restore_on_failure
+from ._manifest import inspect_candidate
+from ._model import (
+    Candidate,
+    FailureStage,
+    Inspected,
+    LoadReport,
+    PluginInfo,
+    PluginKind,
+    PluginState,
+    Refusal,
+    SignatureStatus,
+    TrustMode,
+    Verification,
+)
+from ._settings import HostSettings
+from ._state import SQLiteStateStore, StateStore
+from ._verify import verify
+from .errors import (
+    AperioError,
+    AperioWarning,
+    HookError,
+    LifecycleError,
+    ManifestError,
+    PluginCallError,
+    PluginLoadError,
+    UnknownPluginError,
+)
+
+_SIGNATURE_EVENTS = {
+    SignatureStatus.VERIFIED: "plugin.signature.verified",
+    SignatureStatus.UNSIGNED: "plugin.signature.unsigned",
+    SignatureStatus.INVALID: "plugin.signature.invalid",
+    SignatureStatus.SKIPPED: "plugin.signature.skipped",
+}
+_MAX_TRACEBACK_CHARS = 4000
+
+
+@dataclass
+class _Slot:
+    """The host's record of one plugin id. Replaced field by field, only after a step succeeded."""
+
+    info: PluginInfo
+    candidate: Candidate | None = None
+    prepared: _activation.Prepared | None = None
+    registrations: PluginRegistrations = field(default_factory=PluginRegistrations)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.prepared is not None
+
+
+class _Refused(Exception):
+    """Internal: a stage refused the plugin; carries the refusal to the one place that records it."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """The result of running one candidate through inspect, verify and admit."""
+
+    info: PluginInfo
+    inspected: Inspected | None
+    decision: Decision
+
+
+class PluginHost:
+    """Discovers, checks, loads and runs plugins; the operator's lifecycle actions act on it.
+
+    >>> with PluginHost() as host:
+    ...     report = host.load()
+    ...     host.hook.aperio_finding_raised(finding=finding)
+    """
+
+    def __init__(
+        self,
+        settings: HostSettings | None = None,
+        *,
+        search_path: Iterable[str | Path] | None = None,
+        state_store: StateStore | None = None,
+        audit_logger: Any = None,
+        plugin_logger: Any = None,
+        guard_calls: bool = True,
+        hookspecs: Sequence[object] = (),
+        credential_provider: CredentialProvider | None = None,
+        api_version: str | None = None,
+        call_timeout: float = 30.0,
+    ) -> None:
+        """Create a host; nothing is discovered or imported until `load()`.
+
+        Raises `ConfigurationError` for invalid settings and `StateStoreError`
+        when the state store cannot be opened: without it the host cannot know
+        which plugins the operator disabled, so it refuses to guess.
+        """
+        self.settings = settings if settings is not None else HostSettings.from_environment()
+        self.api_version = api_version or aperio_hookspecs.API_VERSION
+        self._search_path = [str(entry) for entry in (sys.path if search_path is None else search_path)]
+        self._audit = audit_logger if audit_logger is not None else default_audit_logger()
+        self._plugin_logger = plugin_logger if plugin_logger is not None else default_plugin_logger()
+        self._guard_calls = guard_calls
+        self._credential_provider = credential_provider
+        self._call_timeout = call_timeout
+        self._manager = pluggy.PluginManager(PROJECT_NAME)
+        spec_sources: tuple[object, ...] = (api_specs, *hookspecs)
+        for source in spec_sources:
+            self._manager.add_hookspecs(source)
+        self._propagating = frozenset(_propagating_hooks(spec_sources))
+        self._store = state_store if state_store is not None else SQLiteStateStore.in_directory(self.settings.state_dir)
+        self._slots: dict[str, _Slot] = {}
+        self._shadowed: list[PluginInfo] = []
+        self._broken: list[str] = []
+        self._catalog = Catalog()
+        self._lock = threading.RLock()
+        self._closed = False
+        self._warn_about_trust_mode()
+
+    # -- relay and catalog ---------------------------------------------------
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        """pluggy's relay: `host.hook.<name>(**kwargs)`, reaching every enabled plugin."""
+        return self._manager.hook
+
+    @property
+    def trust_mode(self) -> TrustMode:
+        return self.settings.plugin_trust_mode
+
+    @property
+    def connectors(self) -> Mapping[str, CatalogEntry]:
+        return self._catalog.of_kind(PluginKind.CONNECTOR)
+
+    @property
+    def remediations(self) -> Mapping[str, CatalogEntry]:
+        return self._catalog.of_kind(PluginKind.REMEDIATION)
+
+    @property
+    def destinations(self) -> Mapping[str, CatalogEntry]:
+        return self._catalog.of_kind(PluginKind.DESTINATION)
+
+    def plugins(self) -> tuple[PluginInfo, ...]:
+        """Return a snapshot of every plugin the host knows, by id, duplicates after their winner."""
+        with self._lock:
+            rows = [slot.info for slot in self._slots.values()] + list(self._shadowed)
+        return tuple(sorted(rows, key=lambda info: (info.id, info.state is PluginState.FAILED, info.location or "")))
+
+    def get(self, plugin_id: str) -> PluginInfo:
+        """Return the snapshot for `plugin_id`; raise `UnknownPluginError` if the host has none."""
+        return self._slot(plugin_id).info
+
+    @property
+    def broken_distributions(self) -> tuple[str, ...]:
+        """Distributions whose metadata could not be read during the last discovery."""
+        return tuple(self._broken)
+
+    # -- the pipeline --------------------------------------------------------
+
+    def load(self) -> LoadReport:
+        """Discover every installed plugin and bring up those not already loaded.
+
+        Never raises for a plugin's fault: each refusal is recorded in the
+        plugin's `PluginInfo` (state `failed`, `error`, `failure_stage`).
+        """
+        with self._lock:
+            self._ensure_open()
+            discovery = self._discover()
+            flags = self._store.enabled_flags()
+            winners, duplicates = split_duplicates(discovery.candidates)
+            for candidate in winners:
+                current = self._slots.get(candidate.plugin_id)
+                if current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED):
+                    continue
+                self._bring_up(candidate, flags.get(candidate.plugin_id, True))
+            self._shadowed = [self._shadowed_info(duplicate, winner) for duplicate, winner in duplicates]
+            return LoadReport(self.plugins())
+
+    def _discover(self) -> Discovery:
+        discovery = discover(self._roots())
+        self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
+        for item in discovery.broken:
+            self._audit.warning("plugin.discovery.failed", distribution=item.name, root=str(item.root), reason=item.reason)
+        return discovery
+
+    def _roots(self) -> tuple[SearchRoot, ...]:
+        return search_roots(self._search_path, self.settings.plugins_dir)
+
+    def _shadowed_info(self, duplicate: Candidate, winner: Candidate) -> PluginInfo:
+        refusal = duplicate_refusal(duplicate, winner)
+        self._audit.warning(
+            refusal.event, plugin_id=duplicate.plugin_id, distribution=duplicate.describe(), winner=winner.describe()
+        )
+        return self._failed_info(duplicate, refusal)
+
+    def _evaluate(self, candidate: Candidate, enabled_flag: bool) -> _Outcome:
+        """Run inspect, verify and admit for one candidate. Changes no state."""
+        self._audit.info(
+            "plugin.discovered", plugin_id=candidate.plugin_id, distribution=candidate.describe(), origin=candidate.origin.value
+        )
+        try:
+            inspected = inspect_candidate(candidate, [root.path for root in self._roots()])
+        except ManifestError as exc:
+            refusal = Refusal(FailureStage.INSPECT, exc.message)
+            return _Outcome(self._failed_info(candidate, refusal, enabled_flag=enabled_flag), None, Decision.REFUSE)
+        verification = verify(inspected, self.trust_mode)
+        self._audit.info(
+            _SIGNATURE_EVENTS[verification.status],
+            plugin_id=candidate.plugin_id,
+            distribution=candidate.describe(),
+            detail=verification.detail,
+        )
+        admission = admit(
+            inspected,
+            verification,
+            trust_mode=self.trust_mode,
+            host_api_version=self.api_version,
+            enabled_flag=enabled_flag,
+        )
+        if admission.warning is not None:
+            self._audit.warning("plugin.trust.warning", plugin_id=candidate.plugin_id, reason=admission.warning)
+        info = _inspected_info(inspected, verification, enabled_flag)
+        if admission.refusal is not None:
+            return _Outcome(self._refuse(info, admission.refusal), inspected, Decision.REFUSE)
+        return _Outcome(info, inspected, admission.decision)
+
+    def _refuse(self, info: PluginInfo, refusal: Refusal) -> PluginInfo:
+        fields = {"plugin_id": info.id, "distribution": info.distribution, "stage": refusal.stage.value}
+        if refusal.event != "plugin.load.failed":
+            self._audit.warning(refusal.event, reason=refusal.reason, **fields)
+        self._audit.warning("plugin.load.failed", reason=refusal.reason, **fields)
+        return dataclasses.replace(info, state=PluginState.FAILED, error=refusal.reason, failure_stage=refusal.stage)
+
+    def _failed_info(self, candidate: Candidate, refusal: Refusal, *, enabled_flag: bool = True) -> PluginInfo:
+        info = PluginInfo(
+            id=candidate.plugin_id,
+            state=PluginState.DISCOVERED,
+            distribution=candidate.distribution,
+            version=candidate.version,
+            location=str(candidate.root),
+            origin=candidate.origin,
+            entry_point=candidate.entry_point,
+            enabled_flag=enabled_flag,
+        )
+        return self._refuse(info, refusal)
+
+    def _activate(self, inspected: Inspected) -> tuple[_activation.Prepared, PluginRegistrations]:
+        """Import and register `inspected`. Raises `_Refused`; the manager is untouched on failure."""
+        try:
+            plugin = import_plugin(inspected.candidate)
+        except PluginLoadError as exc:
+            raise _Refused(Refusal(FailureStage.LOAD, exc.message)) from exc
+        try:
+            prepared = _activation.prepare(
+                self._manager,
+                inspected,
+                plugin,
+                guard=self._guard_calls,
+                propagating=self._propagating,
+                record=self._recorder(inspected.candidate.plugin_id),
+            )
+            registrations = _activation.register(self._manager, self._catalog, prepared)
+        except PluginLoadError as exc:
+            raise _Refused(Refusal(FailureStage.REGISTER, exc.message)) from exc
+        return prepared, registrations
+
+    def _bring_up(self, candidate: Candidate, enabled_flag: bool) -> PluginInfo:
+        outcome = self._evaluate(candidate, enabled_flag)
+        if outcome.decision is Decision.REFUSE or outcome.inspected is None:
+            self._slots[candidate.plugin_id] = _Slot(outcome.info, candidate)
+            return outcome.info
+        if outcome.decision is Decision.KEEP_DISABLED:
+            info = dataclasses.replace(outcome.info, state=PluginState.DISABLED)
+            self._slots[candidate.plugin_id] = _Slot(info, candidate)
+            self._audit.info("plugin.disabled", plugin_id=candidate.plugin_id, reason="operator flag; not imported")
+            return info
+        try:
+            with restore_on_failure(candidate):
+                prepared, registrations = self._activate(outcome.inspected)
+        except _Refused as refused:
+            info = self._refuse(outcome.info, refused.refusal)
+            self._slots[candidate.plugin_id] = _Slot(info, candidate)
+            return info
+        self._catalog.add(candidate.plugin_id, registrations)
+        info = _with_registrations(dataclasses.replace(outcome.info, state=PluginState.ENABLED), registrations)
+        self._slots[candidate.plugin_id] = _Slot(info, candidate, prepared, registrations)
+        self._audit.info("plugin.loaded", plugin_id=info.id, distribution=info.distribution, version=info.version)
+        self._audit.info("plugin.enabled", plugin_id=info.id)
+        return info
+
+    # -- operator lifecycle --------------------------------------------------
+
+    def persist_enabled(self, plugin_id: str, enabled: bool) -> None:
+        """Record the operator's enable flag for an installed plugin without importing anything.
+
+        It takes effect at the next `load()`. Raises `UnknownPluginError` when no
+        distribution on the search path provides `plugin_id`.
+        """
+        with self._lock:
+            installed = {candidate.plugin_id for candidate in self._discover().candidates}
+            if plugin_id not in installed and plugin_id not in self._slots:
+                known = ", ".join(sorted(installed)) or "none"
+                raise UnknownPluginError(f"no installed plugin with id {plugin_id!r} (installed: {known})", plugin_id=plugin_id)
+            self._store.set_enabled(plugin_id, enabled)
+            self._audit.info("plugin.enabled" if enabled else "plugin.disabled", plugin_id=plugin_id, persisted=True)
+
+    def enable(self, plugin_id: str) -> PluginInfo:
+        """Enable a plugin and persist the decision; import it first if it was never loaded.
+
+        Raises `UnknownPluginError`, or `LifecycleError` for a failed plugin
+        (reload it once fixed) or a catalog name another plugin now holds.
+        """
+        with self._lock:
+            slot = self._slot(plugin_id)
+            state = slot.info.state
+            if state is PluginState.ENABLED:
+                self._store.set_enabled(plugin_id, True)
+                return slot.info
+            if state is PluginState.FAILED:
+                raise LifecycleError(
+                    f"plugin {plugin_id!r} failed ({slot.info.error}); fix it, then reload it", plugin_id=plugin_id
+                )
+            if slot.prepared is None:
+                self._store.set_enabled(plugin_id, True)
+                candidate = self._current_candidate(plugin_id)
+                info = self._bring_up(candidate, True)
+                if info.state is not PluginState.ENABLED:
+                    raise PluginLoadError(f"plugin {plugin_id!r} could not be enabled: {info.error}", plugin_id=plugin_id)
+                return info
+            conflict = self._catalog.conflict(plugin_id, slot.registrations)
+            if conflict is not None:
+                raise LifecycleError(f"plugin {plugin_id!r} cannot be enabled: {conflict}", plugin_id=plugin_id)
+            self._store.set_enabled(plugin_id, True)
+            self._manager.register(slot.prepared.registered, name=plugin_id)
+            self._catalog.add(plugin_id, slot.registrations)
+            slot.info = dataclasses.replace(slot.info, state=PluginState.ENABLED, enabled_flag=True)
+            self._audit.info("plugin.enabled", plugin_id=plugin_id)
+            return slot.info
+
+    def disable(self, plugin_id: str) -> PluginInfo:
+        """Disable a plugin and persist the decision. It stays in memory but receives no calls,
+        and is not imported at the next start. Raises `UnknownPluginError`."""
+        with self._lock:
+            slot = self._slot(plugin_id)
+            self._store.set_enabled(plugin_id, False)
+            if slot.info.state is PluginState.ENABLED:
+                self._manager.unregister(name=plugin_id)
+                self._catalog.remove(plugin_id)
+            if slot.info.state is not PluginState.DISABLED:
+                self._audit.info("plugin.disabled", plugin_id=plugin_id, previous=slot.info.state.value)
+            slot.info = dataclasses.replace(slot.info, state=PluginState.DISABLED, enabled_flag=False)
+            return slot.info
+
+    def unload(self, plugin_id: str) -> PluginInfo:
+        """Remove a plugin from memory; its files stay and the next `load()` brings it back.
+
+        Raises `LifecycleError` if the plugin is not loaded.
+        """
+        with self._lock:
+            slot = self._slot(plugin_id)
+            if slot.info.state not in (PluginState.ENABLED, PluginState.DISABLED):
+                raise LifecycleError(f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id)
+            self._drop_from_memory(slot)
+            slot.info = _with_registrations(
+                dataclasses.replace(slot.info, state=PluginState.UNLOADED), PluginRegistrations()
+            )
+            self._audit.info("plugin.unloaded", plugin_id=plugin_id)
+            return slot.info
+
+    def reload(self, plugin_id: str) -> PluginInfo:
+        """Re-read, re-verify and re-import a plugin from disk in place, keeping enabled or disabled.
+
+        Raises `PluginLoadError` if the new files cannot be brought up; a plugin
+        that was loaded then keeps running the version it had.
+        """
+        with self._lock:
+            slot = self._slot(plugin_id)
+            candidate = self._current_candidate(plugin_id)
+            enabled_flag = self._store.enabled_flags().get(plugin_id, True)
+            if slot.prepared is None:
+                info = self._bring_up(candidate, enabled_flag)
+                if info.state is PluginState.FAILED:
+                    self._audit.warning("plugin.reload.failed", plugin_id=plugin_id, reason=info.error)
+                    raise PluginLoadError(f"reload of {plugin_id!r} failed: {info.error}", plugin_id=plugin_id)
+                self._audit.info("plugin.reload.completed", plugin_id=plugin_id, state=info.state.value)
+                return info
+            return self._reload_in_memory(slot, candidate, enabled_flag)
+
+    def _reload_in_memory(self, slot: _Slot, candidate: Candidate, enabled_flag: bool) -> PluginInfo:
+        plugin_id = candidate.plugin_id
+        old = slot.prepared
+        assert old is not None
+        was_enabled = slot.info.state is PluginState.ENABLED
+        outcome = self._evaluate(candidate, enabled_flag)
+        if outcome.inspected is None or outcome.decision is Decision.REFUSE:
+            return self._reload_failed(plugin_id, outcome.info.error or "refused")
+        if was_enabled:
+            self._manager.unregister(name=plugin_id)
+        try:
+            with restore_on_failure(candidate):
+                prepared, registrations = self._activate(outcome.inspected)
+        except _Refused as refused:
+            if was_enabled:
+                self._manager.register(old.registered, name=plugin_id)
+            return self._reload_failed(plugin_id, refused.refusal.reason)
+        if was_enabled:
+            self._catalog.add(plugin_id, registrations)
+        else:
+            # A disabled plugin is re-imported and its registrations checked,
+            # but it stays out of the manager until it is enabled.
+            self._manager.unregister(name=plugin_id)
+        state = PluginState.ENABLED if was_enabled else PluginState.DISABLED
+        slot.candidate, slot.prepared, slot.registrations = candidate, prepared, registrations
+        slot.info = _with_registrations(
+            dataclasses.replace(outcome.info, state=state, call_failures=0, last_call_error=None), registrations
+        )
+        self._audit.info("plugin.reload.completed", plugin_id=plugin_id, version=slot.info.version, state=state.value)
+        return slot.info
+
+    def _reload_failed(self, plugin_id: str, reason: str) -> PluginInfo:
+        self._audit.warning("plugin.reload.failed", plugin_id=plugin_id, reason=reason)
+        raise PluginLoadError(
+            f"reload of {plugin_id!r} failed, the loaded version keeps running: {reason}", plugin_id=plugin_id
+        )
+
+    def _current_candidate(self, plugin_id: str) -> Candidate:
+        discovery = self._discover()
+        winners, _ = split_duplicates(discovery.candidates)
+        for candidate in winners:
+            if candidate.plugin_id == plugin_id:
+                return candidate
+        raise LifecycleError(f"plugin {plugin_id!r} is no longer installed on the search path", plugin_id=plugin_id)
+
+    def _drop_from_memory(self, slot: _Slot) -> None:
+        plugin_id = slot.info.id
+        if slot.info.state is PluginState.ENABLED:
+            self._manager.unregister(name=plugin_id)
+            self._catalog.remove(plugin_id)
+        if slot.candidate is not None:
+            forget_modules(slot.candidate)
+        slot.prepared = None
+        slot.registrations = PluginRegistrations()
+
+    # -- calls ---------------------------------------------------------------
+
+    def run(self, plugin_id: str, payload: Payload | Mapping[str, Any], *, timeout: float | None = None) -> BaseModel:
+        """Invoke one plugin directly: a `SyncRequest` runs a connector, a `RemediationRequest` a
+        remediation handler, a `DeliveryBatch` a destination. Returns the validated result envelope.
+
+        Raises `HookError` for a payload that is malformed or names nothing the
+        plugin provides, `LifecycleError` if the plugin is not enabled, and
+        `PluginCallError` when the plugin raises or returns something malformed.
+        Findings in a sync result are broadcast through `aperio_finding_raised`.
+        """
+        try:
+            envelope = _invoke.parse_payload(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            location = ".".join(str(part) for part in first["loc"]) or "(root)"
+            raise HookError(f"invalid payload for plugin {plugin_id!r}: {location}: {first['msg']}") from None
+        with self._lock:
+            slot = self._slot(plugin_id)
+            if slot.info.state is not PluginState.ENABLED:
+                raise LifecycleError(
+                    f"plugin {plugin_id!r} is {slot.info.state.value}: it receives no calls", plugin_id=plugin_id
+                )
+            operation = _invoke.operation_for(envelope)
+            entry = slot.registrations.get(operation.kind, operation.target)
+            scopes = slot.info.credential_scopes
+        if entry is None:
+            provided = ", ".join(slot.registrations.names(operation.kind)) or "none"
+            raise HookError(
+                f"plugin {plugin_id!r} provides no {operation.kind.value} {operation.target!r} (it provides: {provided})",
+                plugin_id=plugin_id,
+            )
+        context = new_context(
+            plugin_id=plugin_id,
+            scopes=scopes,
+            store=self._store,
+            provider=self._credential_provider,
+            base_logger=self._plugin_logger,
+            timeout=self._call_timeout if timeout is None else timeout,
+        )
+        hook_name = f"{operation.kind.value}.{operation.method}"
+        try:
+            raw = getattr(entry.implementation, operation.method)(context, envelope)
+            result = _invoke.check_result(envelope, operation, raw)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the plugin raises is reported as its failure
+            self._record_call_failure(plugin_id, hook_name, exc)
+            raise PluginCallError(
+                f"plugin {plugin_id!r} failed in {operation.kind.value} {operation.target!r}: {type(exc).__name__}: {exc}",
+                plugin_id=plugin_id,
+                distribution=slot.info.distribution,
+            ) from exc
+        if isinstance(result, aperio_hookspecs.SyncResult):
+            for finding in result.findings:
+                self.hook.aperio_finding_raised(finding=finding)
+        return result
+
+    def _recorder(self, plugin_id: str) -> _activation.ErrorRecorder:
+        def record(hook_name: str, exc: BaseException) -> None:
+            self._record_call_failure(plugin_id, hook_name, exc)
+
+        return record
+
+    def _record_call_failure(self, plugin_id: str, hook_name: str, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TRACEBACK_CHARS:]
+        message = f"{hook_name}: {type(exc).__name__}: {exc}"
+        with self._lock:
+            slot = self._slots.get(plugin_id)
+            if slot is not None:
+                slot.info = dataclasses.replace(
+                    slot.info, call_failures=slot.info.call_failures + 1, last_call_error=message
+                )
+        self._audit.error(
+            "plugin.call.failed",
+            plugin_id=plugin_id,
+            hook=hook_name,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            traceback=text,
+        )
+
+    # -- shutdown ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Tell every enabled plugin the host is shutting down, then release the state store. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.hook.aperio_host_shutdown()
+            except AperioError:  # pragma: no cover - a propagating shutdown hook is the host app's choice
+                pass
+            for slot in self._slots.values():
+                if slot.info.state is PluginState.ENABLED:
+                    self._manager.unregister(name=slot.info.id)
+            self._store.close()
+
+    def __enter__(self) -> PluginHost:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _slot(self, plugin_id: str) -> _Slot:
+        slot = self._slots.get(plugin_id)
+        if slot is None:
+            known = ", ".join(sorted(self._slots)) or "none"
+            raise UnknownPluginError(f"no plugin with id {plugin_id!r} (known: {known})", plugin_id=plugin_id)
+        return slot
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise LifecycleError("this PluginHost is closed")
+
+    def _warn_about_trust_mode(self) -> None:
+        if self.trust_mode is TrustMode.DISABLED and not self.settings.is_development:
+            message = (
+                "APERIO_PLUGIN_TRUST_MODE=disabled outside a development environment: plugin files are not"
+                " checked at all. Set APERIO_ENVIRONMENT=development for a throwaway sandbox, or use strict."
+            )
+            warnings.warn(message, AperioWarning, stacklevel=3)
+            self._audit.error("host.trust.disabled", environment=self.settings.environment, reason=message)
+
+
+def _propagating_hooks(sources: Iterable[object]) -> Iterable[str]:
+    for source in sources:
+        for name in dir(source):
+            if getattr(getattr(source, name, None), PROPAGATE_ATTRIBUTE, False):
+                yield name
+
+
+def _inspected_info(inspected: Inspected, verification: Verification, enabled_flag: bool) -> PluginInfo:
+    candidate = inspected.candidate
+    manifest = inspected.manifest
+    return PluginInfo(
+        id=candidate.plugin_id,
+        state=PluginState.DISCOVERED,
+        signature_status=verification.status,
+        signature_detail=verification.detail,
+        distribution=inspected.distribution,
+        version=inspected.version,
+        location=str(candidate.root),
+        origin=candidate.origin,
+        entry_point=candidate.entry_point,
+        api_requirement=inspected.api_requirement,
+        summary=manifest.summary,
+        kinds=manifest.kinds,
+        credential_scopes=manifest.credential_scopes,
+        isolation=manifest.isolation,
+        enabled_flag=enabled_flag,
+    )
+
+
+def _with_registrations(info: PluginInfo, registrations: PluginRegistrations) -> PluginInfo:
+    return dataclasses.replace(
+        info,
+        connectors=registrations.names(PluginKind.CONNECTOR),
+        remediations=registrations.names(PluginKind.REMEDIATION),
+        destinations=registrations.names(PluginKind.DESTINATION),
+    )

@@ -1,0 +1,87 @@
+"""Direct invocation of one plugin (`PluginHost.run`): which operation a payload asks for, and a
+boundary check of what the plugin returned. A malformed result is the plugin's failure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from aperio_hookspecs import (
+    DeliveryBatch,
+    DeliveryReceipt,
+    Payload,
+    RemediationRequest,
+    RemediationResult,
+    SyncRequest,
+    SyncResult,
+)
+
+from ._model import PluginKind
+
+
+class InvalidResultError(Exception):
+    """What a plugin returned does not match the envelope its operation promises."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    kind: PluginKind
+    target: str
+    method: str
+    result_type: type[BaseModel]
+
+
+_PAYLOAD_ADAPTER: TypeAdapter[Payload] = TypeAdapter(Payload)
+
+
+def parse_payload(payload: Payload | Mapping[str, Any]) -> Payload:
+    """Return `payload` as an envelope; a mapping is validated by its `kind`. Raises pydantic's ValidationError."""
+    if isinstance(payload, (SyncRequest, RemediationRequest, DeliveryBatch)):
+        return payload
+    return _PAYLOAD_ADAPTER.validate_python(payload)
+
+
+def operation_for(payload: Payload) -> Operation:
+    """Return the operation a payload asks for."""
+    if isinstance(payload, SyncRequest):
+        return Operation(PluginKind.CONNECTOR, payload.connector, "sync", SyncResult)
+    if isinstance(payload, RemediationRequest):
+        return Operation(PluginKind.REMEDIATION, payload.action, "remediate", RemediationResult)
+    return Operation(PluginKind.DESTINATION, payload.destination, "deliver", DeliveryReceipt)
+
+
+def _revalidate(result: object, result_type: type[BaseModel]) -> BaseModel:
+    # A round trip through plain data re-checks instances made with
+    # `model_construct`, which skip validation.
+    if isinstance(result, result_type):
+        data: object = result.model_dump(mode="python")
+    elif isinstance(result, Mapping):
+        data = result
+    else:
+        raise InvalidResultError(f"returned {type(result).__name__}, expected {result_type.__name__}")
+    try:
+        return result_type.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise InvalidResultError(f"returned a malformed {result_type.__name__}: {location}: {first['msg']}") from None
+
+
+def check_result(payload: Payload, operation: Operation, result: object) -> BaseModel:
+    """Return the validated result; raise `InvalidResultError` when it does not answer `payload`."""
+    checked = _revalidate(result, operation.result_type)
+    if isinstance(checked, SyncResult) and checked.connector != operation.target:
+        raise InvalidResultError(f"returned a SyncResult for connector {checked.connector!r}, not {operation.target!r}")
+    if isinstance(checked, RemediationResult) and isinstance(payload, RemediationRequest):
+        if checked.request_id != payload.id:
+            raise InvalidResultError(f"answered request {checked.request_id!r}, not {payload.id!r}")
+    if isinstance(checked, DeliveryReceipt) and isinstance(payload, DeliveryBatch):
+        sent = {envelope.id for envelope in payload.envelopes}
+        named = set(checked.accepted) | {rejected.id for rejected in checked.rejected}
+        unknown = sorted(named - sent)
+        if unknown:
+            raise InvalidResultError(f"receipt names envelopes that were not in the batch: {', '.join(unknown[:5])}")
+    return checked

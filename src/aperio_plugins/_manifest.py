@@ -1,0 +1,179 @@
+"""Inspect: a plugin's data-only manifest and its plugin API requirement, read without importing it.
+
+The manifest is `aperio-plugin.toml` in the top-level package that the entry
+point names. One file serves every plugin id of a distribution:
+
+    manifest_version = 1
+
+    [plugins."acme.box-connector"]
+    summary = "Box events and users"
+    kinds = ["connector"]
+    credential_scopes = ["box:read"]
+    isolation = "any"
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aperio_hookspecs import DISTRIBUTION_NAME
+
+from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
+from .errors import ManifestError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised by the 3.10 nox session
+    import tomli as tomllib
+
+MANIFEST_NAME = "aperio-plugin.toml"
+MANIFEST_VERSION = 1
+_MAX_MANIFEST_BYTES = 64 * 1024
+
+_Scope = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9._*-]+)*$", max_length=128)]
+
+
+class _PluginSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    summary: Annotated[str, Field(min_length=1, max_length=200)]
+    kinds: Annotated[list[PluginKind], Field(min_length=1)]
+    credential_scopes: list[_Scope] = []
+    isolation: Isolation = Isolation.ANY
+    homepage: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+
+
+class _ManifestFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    manifest_version: Literal[1]
+    plugins: dict[str, _PluginSection]
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    # Plugin ids contain dots, so a dotted path would be ambiguous: quote keys
+    # the way TOML would.
+    parts: list[str] = []
+    for index, item in enumerate(loc):
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif index > 0 and loc[index - 1] == "plugins":
+            parts.append(f'."{item}"')
+        else:
+            parts.append(f".{item}" if parts else item)
+    return "".join(parts)
+
+
+def _find_manifest(candidate: Candidate, roots: Sequence[Path]) -> Path | None:
+    relative = Path(candidate.top_level_package) / MANIFEST_NAME
+    primary = candidate.root / relative
+    if primary.is_file():
+        return primary
+    # An editable install keeps the package outside the metadata's directory,
+    # in a source folder that is on the search path.
+    for root in roots:
+        path = root / relative
+        if path.is_file():
+            return path
+    return None
+
+
+def _fail(candidate: Candidate, message: str) -> ManifestError:
+    return ManifestError(message, plugin_id=candidate.plugin_id, distribution=candidate.describe())
+
+
+def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestEntry:
+    """Return the manifest entry for `candidate`'s plugin id.
+
+    Raises `ManifestError` naming the file and the offending field.
+    """
+    path = _find_manifest(candidate, roots)
+    if path is None:
+        raise _fail(candidate, f"no manifest: expected {candidate.top_level_package}/{MANIFEST_NAME} in the distribution")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail(candidate, f"{path}: cannot read manifest: {exc.strerror}") from None
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise _fail(candidate, f"{path}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
+    try:
+        document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise _fail(candidate, f"{path}: not valid TOML: {exc}") from None
+    version = document.get("manifest_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
+        raise _fail(
+            candidate,
+            f"{path}: manifest_version {version} is newer than this host understands ({MANIFEST_VERSION}); upgrade aperio-plugins",
+        )
+    try:
+        manifest = _ManifestFile.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise _fail(candidate, f"{path}: {_location(first['loc'])}: {first['msg']}{more}") from None
+    section = manifest.plugins.get(candidate.plugin_id)
+    if section is None:
+        declared = ", ".join(sorted(manifest.plugins)) or "none"
+        raise _fail(candidate, f'{path}: no [plugins."{candidate.plugin_id}"] table (declared: {declared})')
+    return ManifestEntry(
+        summary=section.summary,
+        kinds=tuple(dict.fromkeys(section.kinds)),
+        credential_scopes=tuple(dict.fromkeys(section.credential_scopes)),
+        isolation=section.isolation,
+        homepage=section.homepage,
+        path=path,
+    )
+
+
+def read_api_requirement(candidate: Candidate) -> tuple[str, str, str]:
+    """Return (project name, version, requirement on the plugin API) from the distribution's METADATA.
+
+    Raises `ManifestError` when the metadata is unreadable or declares no
+    requirement on aperio-hookspecs.
+    """
+    distribution = importlib.metadata.Distribution.at(candidate.metadata_dir)
+    metadata = distribution.metadata
+    name = metadata["Name"]
+    version = metadata["Version"]
+    if not name or not version:
+        raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: missing Name or Version")
+    try:
+        Version(version)
+    except InvalidVersion:
+        raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version") from None
+    specifiers = []
+    for line in metadata.get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: invalid Requires-Dist {line!r}: {exc}") from None
+        if canonicalize_name(requirement.name) != DISTRIBUTION_NAME:
+            continue
+        # A requirement behind an extra ("aperio-hookspecs; extra == 'x'") is
+        # not what the plugin needs to run.
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        specifiers.append(str(requirement.specifier))
+    if not specifiers:
+        raise _fail(
+            candidate,
+            f"declares no requirement on {DISTRIBUTION_NAME}: add e.g. '{DISTRIBUTION_NAME}>=1.0,<2' to its dependencies",
+        )
+    return name, version, ",".join(spec for spec in specifiers if spec)
+
+
+def inspect_candidate(candidate: Candidate, roots: Sequence[Path] = ()) -> Inspected:
+    """Return the inspected candidate; raise `ManifestError` if its manifest or metadata is unusable."""
+    name, version, requirement = read_api_requirement(candidate)
+    manifest = read_manifest(candidate, roots)
+    return Inspected(candidate=candidate, manifest=manifest, api_requirement=requirement, distribution=name, version=version)

@@ -1,0 +1,201 @@
+"""Frozen results of each pipeline stage, and the states and statuses they carry."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class PluginState(str, enum.Enum):
+    DISCOVERED = "discovered"
+    LOADED = "loaded"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    UNLOADED = "unloaded"
+    FAILED = "failed"
+
+
+class SignatureStatus(str, enum.Enum):
+    VERIFIED = "verified"
+    UNSIGNED = "unsigned"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+
+
+class TrustMode(str, enum.Enum):
+    STRICT = "strict"
+    WARN = "warn"
+    DISABLED = "disabled"
+
+
+class PluginKind(str, enum.Enum):
+    CONNECTOR = "connector"
+    REMEDIATION = "remediation"
+    DESTINATION = "destination"
+
+
+class Isolation(str, enum.Enum):
+    INPROCESS = "inprocess"
+    PROCESS = "process"
+    ANY = "any"
+
+
+class Origin(str, enum.Enum):
+    ENVIRONMENT = "environment"
+    PLUGINS_DIR = "plugins_dir"
+
+
+class FailureStage(str, enum.Enum):
+    """Where in the pipeline a plugin was refused; operators filter on it."""
+
+    DISCOVER = "discover"
+    INSPECT = "inspect"
+    VERIFY = "verify"
+    ADMIT = "admit"
+    LOAD = "load"
+    REGISTER = "register"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One `aperio.plugins` entry point of one installed distribution (discover)."""
+
+    plugin_id: str
+    entry_point: str
+    distribution: str
+    version: str
+    root: Path
+    metadata_dir: Path
+    origin: Origin
+    position: int
+
+    @property
+    def module_name(self) -> str:
+        return self.entry_point.partition(":")[0].strip()
+
+    @property
+    def top_level_package(self) -> str:
+        return self.module_name.split(".", 1)[0]
+
+    def describe(self) -> str:
+        """Return 'distribution version (root)', enough to tell two installs apart."""
+        return f"{self.distribution} {self.version} ({self.root})"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """What a plugin declares about itself, read without importing it."""
+
+    summary: str
+    kinds: tuple[PluginKind, ...]
+    credential_scopes: tuple[str, ...]
+    isolation: Isolation
+    homepage: str | None
+    path: Path
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """A candidate whose manifest and plugin API requirement were read and validated (inspect)."""
+
+    candidate: Candidate
+    manifest: ManifestEntry
+    api_requirement: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    path: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of the verify stage: a status and a per-file report."""
+
+    status: SignatureStatus
+    detail: str
+    files: tuple[FileCheck, ...] = ()
+    signer: str | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a plugin did not pass a stage. Failures are data."""
+
+    stage: FailureStage
+    reason: str
+    event: str = "plugin.load.failed"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Everything the host knows about one plugin id, as a snapshot."""
+
+    id: str
+    state: PluginState
+    signature_status: SignatureStatus | None = None
+    distribution: str | None = None
+    version: str | None = None
+    location: str | None = None
+    origin: Origin | None = None
+    entry_point: str | None = None
+    api_requirement: str | None = None
+    summary: str | None = None
+    kinds: tuple[PluginKind, ...] = ()
+    credential_scopes: tuple[str, ...] = ()
+    isolation: Isolation | None = None
+    error: str | None = None
+    failure_stage: FailureStage | None = None
+    enabled_flag: bool = True
+    connectors: tuple[str, ...] = ()
+    remediations: tuple[str, ...] = ()
+    destinations: tuple[str, ...] = ()
+    call_failures: int = 0
+    last_call_error: str | None = None
+    signature_detail: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """Return a JSON-ready dict (what `aperio plugin list --json` prints)."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "distribution": self.distribution,
+            "location": self.location,
+            "origin": self.origin.value if self.origin else None,
+            "entry_point": self.entry_point,
+            "kinds": [kind.value for kind in self.kinds],
+            "summary": self.summary,
+            "state": self.state.value,
+            "signature_status": self.signature_status.value if self.signature_status else None,
+            "signature_detail": self.signature_detail,
+            "api_requirement": self.api_requirement,
+            "credential_scopes": list(self.credential_scopes),
+            "isolation": self.isolation.value if self.isolation else None,
+            "enabled_flag": self.enabled_flag,
+            "connectors": list(self.connectors),
+            "remediations": list(self.remediations),
+            "destinations": list(self.destinations),
+            "call_failures": self.call_failures,
+            "last_call_error": self.last_call_error,
+            "failure_stage": self.failure_stage.value if self.failure_stage else None,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What one `PluginHost.load()` did: which plugins loaded and which were refused, and why."""
+
+    plugins: tuple[PluginInfo, ...]
+
+    @property
+    def enabled(self) -> tuple[PluginInfo, ...]:
+        return tuple(info for info in self.plugins if info.state is PluginState.ENABLED)
+
+    @property
+    def failed(self) -> tuple[PluginInfo, ...]:
+        return tuple(info for info in self.plugins if info.state is PluginState.FAILED)

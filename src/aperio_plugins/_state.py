@@ -1,0 +1,156 @@
+"""The host's state store: operator decisions and plugin key-value data that outlive a process.
+
+`StateStore` is the interface; `SQLiteStateStore` the embedded default. The SQL
+is kept portable (no SQLite-only syntax) so that a shared PostgreSQL store can
+implement the same interface for a fleet of hosts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from .errors import StateStoreError
+
+SCHEMA_VERSION = 1
+STATE_FILE_NAME = "state.sqlite3"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS plugin_flags ("
+    " plugin_id VARCHAR(200) PRIMARY KEY,"
+    " enabled INTEGER NOT NULL,"
+    " updated_at VARCHAR(40) NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS plugin_kv ("
+    " plugin_id VARCHAR(200) NOT NULL,"
+    " item_key VARCHAR(500) NOT NULL,"
+    " item_value TEXT NOT NULL,"
+    " PRIMARY KEY (plugin_id, item_key))",
+)
+
+
+class StateStore(Protocol):
+    """What the host persists. Implementations must be safe to share between threads."""
+
+    def enabled_flags(self) -> dict[str, bool]: ...
+    def set_enabled(self, plugin_id: str, enabled: bool) -> None: ...
+    def forget_plugin(self, plugin_id: str) -> None: ...
+    def kv_get(self, plugin_id: str, key: str) -> str | None: ...
+    def kv_set(self, plugin_id: str, key: str, value: str) -> None: ...
+    def kv_delete(self, plugin_id: str, key: str) -> None: ...
+    def kv_keys(self, plugin_id: str, prefix: str = "") -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class SQLiteStateStore:
+    """A `StateStore` in one SQLite file, created with owner-only permissions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            path.chmod(0o600)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateStoreError(
+                f"state store {path} is unreadable ({exc}); move it aside to start with empty state,"
+                " or restore it from a backup"
+            ) from None
+        except OSError as exc:
+            raise StateStoreError(f"cannot open state store {path}: {exc.strerror or exc}") from None
+
+    @classmethod
+    def in_directory(cls, state_dir: Path) -> SQLiteStateStore:
+        return cls(state_dir / STATE_FILE_NAME)
+
+    def _migrate(self) -> None:
+        with self._transaction() as cursor:
+            for statement in _SCHEMA:
+                cursor.execute(statement)
+            row = cursor.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StateStoreError(
+                    f"state store {self.path} has schema version {row[0]}, newer than this host's"
+                    f" {SCHEMA_VERSION}; upgrade aperio-plugins"
+                )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cursor = self._connection.cursor()
+            try:
+                cursor.execute("BEGIN")
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException:
+                if self._connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+
+    def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """Run `statements` in one transaction; return the rows of the last one."""
+        rows: list[tuple[object, ...]] = []
+        try:
+            with self._transaction() as cursor:
+                for statement, parameters in statements:
+                    rows = list(cursor.execute(statement, parameters).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StateStoreError(f"state store {self.path}: {exc}") from None
+        return rows
+
+    def enabled_flags(self) -> dict[str, bool]:
+        rows = self._run(("SELECT plugin_id, enabled FROM plugin_flags", ()))
+        return {str(plugin_id): bool(enabled) for plugin_id, enabled in rows}
+
+    def set_enabled(self, plugin_id: str, enabled: bool) -> None:
+        # Portable upsert: delete then insert inside one transaction.
+        self._run(
+            ("DELETE FROM plugin_flags WHERE plugin_id = ?", (plugin_id,)),
+            (
+                "INSERT INTO plugin_flags (plugin_id, enabled, updated_at) VALUES (?, ?, ?)",
+                (plugin_id, 1 if enabled else 0, _now()),
+            ),
+        )
+
+    def forget_plugin(self, plugin_id: str) -> None:
+        self._run(
+            ("DELETE FROM plugin_flags WHERE plugin_id = ?", (plugin_id,)),
+            ("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)),
+        )
+
+    def kv_get(self, plugin_id: str, key: str) -> str | None:
+        rows = self._run(("SELECT item_value FROM plugin_kv WHERE plugin_id = ? AND item_key = ?", (plugin_id, key)))
+        return str(rows[0][0]) if rows else None
+
+    def kv_set(self, plugin_id: str, key: str, value: str) -> None:
+        self._run(
+            ("DELETE FROM plugin_kv WHERE plugin_id = ? AND item_key = ?", (plugin_id, key)),
+            ("INSERT INTO plugin_kv (plugin_id, item_key, item_value) VALUES (?, ?, ?)", (plugin_id, key, value)),
+        )
+
+    def kv_delete(self, plugin_id: str, key: str) -> None:
+        self._run(("DELETE FROM plugin_kv WHERE plugin_id = ? AND item_key = ?", (plugin_id, key)))
+
+    def kv_keys(self, plugin_id: str, prefix: str = "") -> list[str]:
+        # Prefix matching in Python rather than LIKE, whose escaping differs between databases.
+        rows = self._run(("SELECT item_key FROM plugin_kv WHERE plugin_id = ? ORDER BY item_key", (plugin_id,)))
+        return [str(key) for (key,) in rows if str(key).startswith(prefix)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()

@@ -1,0 +1,51 @@
+"""Entry point and error handling for `aperio`: expected failures become one line and exit 1."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ..errors import AperioError
+from ._plugin import plugin_group
+
+EXIT_ERROR = 1
+
+
+def _configure_logging(verbose: int) -> None:
+    # Audit events go to stderr so that stdout stays machine-readable (--json).
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("aperio.audit", "aperio.plugin"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Show audit events on stderr (-v: info, -vv: debug).")
+@click.version_option(package_name="aperio-plugins")
+def cli(verbose: int) -> None:
+    """Manage the plugins of an aperio host."""
+    _configure_logging(verbose)
+
+
+cli.add_command(plugin_group)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; an `AperioError` prints `error: <message>` on stderr and exits 1."""
+    try:
+        return cli.main(args=argv, prog_name="aperio", standalone_mode=False)
+    except AperioError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

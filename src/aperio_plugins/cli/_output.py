@@ -1,0 +1,56 @@
+"""Rendering of plugin snapshots: a rich table for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .._model import PluginInfo, PluginState
+
+_STATE_STYLES = {
+    PluginState.ENABLED: "green",
+    PluginState.DISABLED: "yellow",
+    PluginState.FAILED: "bold red",
+    PluginState.UNLOADED: "dim",
+}
+
+
+def print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("ID", "VERSION", "KINDS", "STATE", "SIGNATURE", "ERROR"):
+        table.add_column(column, overflow="fold")
+    for info in plugins:
+        style = _STATE_STYLES.get(info.state, "")
+        table.add_row(
+            info.id,
+            info.version or "",
+            ",".join(kind.value for kind in info.kinds),
+            f"[{style}]{info.state.value}[/]" if style else info.state.value,
+            info.signature_status.value if info.signature_status else "",
+            info.error or "",
+        )
+    return table
+
+
+def print_table(plugins: Sequence[PluginInfo]) -> None:
+    console = Console(soft_wrap=False)
+    if not plugins:
+        console.print("no plugins installed")
+        return
+    console.print(plugin_table(plugins))
+
+
+def print_info(info: PluginInfo) -> None:
+    console = Console(highlight=False)
+    for key, value in info.as_dict().items():
+        if isinstance(value, list):
+            value = ", ".join(str(item) for item in value) or "-"
+        console.print(f"[bold]{key:>18}[/]  {value if value is not None else '-'}", markup=True)

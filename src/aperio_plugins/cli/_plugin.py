@@ -1,0 +1,77 @@
+"""`aperio plugin …`: list, info, enable, disable."""
+
+from __future__ import annotations
+
+import click
+
+from .._host import PluginHost
+from .._model import PluginInfo, PluginKind, PluginState
+from ..errors import AperioError
+from ._output import print_info, print_json, print_table
+
+_KINDS = [kind.value for kind in PluginKind]
+
+
+@click.group("plugin")
+def plugin_group() -> None:
+    """Inspect and manage installed plugins."""
+
+
+@plugin_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
+@click.option("--kind", type=click.Choice(_KINDS), help="Only plugins that provide this kind.")
+def list_plugins(as_json: bool, kind: str | None) -> None:
+    """List every installed plugin with its state and signature status."""
+    with PluginHost() as host:
+        report = host.load()
+        broken = host.broken_distributions
+    plugins = [info for info in report.plugins if kind is None or PluginKind(kind) in info.kinds]
+    if as_json:
+        print_json([info.as_dict() for info in plugins])
+    else:
+        print_table(plugins)
+    for problem in broken:
+        click.echo(f"warning: unreadable distribution {problem}", err=True)
+
+
+@plugin_group.command("info")
+@click.argument("plugin_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the plugin as one JSON object.")
+def plugin_info(plugin_id: str, as_json: bool) -> None:
+    """Show everything known about one plugin, including why it failed."""
+    with PluginHost() as host:
+        host.load()
+        info = host.get(plugin_id)
+        shadowed = [other for other in host.plugins() if other.id == plugin_id and other is not info]
+    if as_json:
+        print_json({**info.as_dict(), "shadowed": [other.as_dict() for other in shadowed]})
+        return
+    print_info(info)
+    for other in shadowed:
+        click.echo(f"\nshadowed duplicate: {other.error}")
+
+
+def _require_state(info: PluginInfo, expected: PluginState) -> None:
+    if info.state is not expected:
+        raise AperioError(f"plugin {info.id!r} is {info.state.value}: {info.error or 'see aperio plugin info'}")
+
+
+@plugin_group.command("enable")
+@click.argument("plugin_id")
+def enable_plugin(plugin_id: str) -> None:
+    """Enable a plugin (persisted) and load it to show that it comes up."""
+    with PluginHost() as host:
+        host.persist_enabled(plugin_id, True)
+        host.load()
+        info = host.get(plugin_id)
+    _require_state(info, PluginState.ENABLED)
+    click.echo(f"{plugin_id}: enabled")
+
+
+@plugin_group.command("disable")
+@click.argument("plugin_id")
+def disable_plugin(plugin_id: str) -> None:
+    """Disable a plugin (persisted); it is not imported at the next start. Imports nothing."""
+    with PluginHost() as host:
+        host.persist_enabled(plugin_id, False)
+    click.echo(f"{plugin_id}: disabled")

@@ -1,0 +1,75 @@
+"""The whole exception tree of aperio-plugins.
+
+One base, `AperioError`, whose `diagnostics()` gives a human a few lines on what
+went wrong and what to do. Every error names the plugin and distribution when
+they are known. The CLI is the one place that turns these into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class AperioError(Exception):
+    """Base of every error aperio-plugins raises on purpose."""
+
+    def __init__(self, message: str, *, plugin_id: str | None = None, distribution: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.plugin_id = plugin_id
+        self.distribution = distribution
+
+    def diagnostics(self) -> str:
+        """Return a readable explanation, naming the plugin and distribution when known."""
+        lines = [self.message]
+        if self.plugin_id is not None:
+            lines.append(f"plugin: {self.plugin_id}")
+        if self.distribution is not None:
+            lines.append(f"distribution: {self.distribution}")
+        return "\n".join(lines)
+
+
+class ConfigurationError(AperioError):
+    """A setting (environment variable or constructor argument) is invalid."""
+
+
+class StateStoreError(AperioError):
+    """The host's state store cannot be opened, read or written."""
+
+
+class DiscoveryError(AperioError):
+    """A distribution or its entry point cannot be read."""
+
+
+class ManifestError(AperioError):
+    """A plugin's manifest or metadata is missing or malformed."""
+
+
+class CompatibilityError(AperioError):
+    """A plugin needs a plugin API version this host does not provide."""
+
+
+class VerificationError(AperioError):
+    """A plugin's files or signature failed verification."""
+
+
+class LifecycleError(AperioError):
+    """An operator action is not possible in the plugin's current state."""
+
+
+class UnknownPluginError(LifecycleError):
+    """No plugin with that id is known to the host."""
+
+
+class PluginLoadError(AperioError):
+    """A plugin could not be imported or registered."""
+
+
+class HookError(AperioError):
+    """A call into a plugin failed."""
+
+
+class PluginCallError(HookError):
+    """A plugin raised, or returned something malformed, during an invocation."""
+
+
+class AperioWarning(UserWarning):
+    """The one warning category of aperio-plugins (insecure settings, skipped checks)."""

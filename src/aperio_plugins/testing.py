@@ -1,0 +1,148 @@
+"""A public test kit: build spec-valid plugin wheels and install them with real pip.
+
+    from aperio_plugins.testing import PluginWheel, install_wheels
+
+    wheel = PluginWheel("acme-hello", plugins={"acme.hello": "acme_hello"},
+                        files={"acme_hello/__init__.py": HOOKIMPL_SOURCE}).build(tmp_path)
+    install_wheels([wheel], target=tmp_path / "plugins")
+
+The wheels carry METADATA, WHEEL, entry_points.txt and a RECORD with sha256
+digests, as a build backend would write them, so that pip and the host treat
+them exactly like a published plugin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from ._manifest import MANIFEST_NAME
+
+DEFAULT_API_REQUIREMENT = "aperio-hookspecs>=1.0,<2"
+
+
+def _record_digest(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+    return f"sha256={digest}"
+
+
+def _toml_string(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(value)
+
+
+def manifest_toml(plugins: Mapping[str, Mapping[str, object]]) -> str:
+    """Return an `aperio-plugin.toml` text for `{plugin_id: {field: value}}`."""
+    lines = ["manifest_version = 1", ""]
+    for plugin_id, fields in plugins.items():
+        lines.append(f"[plugins.{_toml_string(plugin_id)}]")
+        for key, value in fields.items():
+            if isinstance(value, str):
+                lines.append(f"{key} = {_toml_string(value)}")
+            elif isinstance(value, (list, tuple)):
+                lines.append(f"{key} = [{', '.join(_toml_string(str(item)) for item in value)}]")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@dataclass
+class PluginWheel:
+    """A plugin distribution to build as a wheel. Defaults make a valid connector plugin."""
+
+    distribution: str
+    plugins: Mapping[str, str]
+    files: Mapping[str, str | bytes] = field(default_factory=dict)
+    version: str = "1.0.0"
+    requires: Sequence[str] = (DEFAULT_API_REQUIREMENT,)
+    manifest: str | None = None
+    kinds: Sequence[str] = ("connector",)
+    credential_scopes: Sequence[str] = ()
+    extra_metadata: Sequence[str] = ()
+    entry_points_text: str | None = None
+
+    @property
+    def wheel_name(self) -> str:
+        return canonicalize_name(self.distribution).replace("-", "_")
+
+    @property
+    def dist_info(self) -> str:
+        return f"{self.wheel_name}-{self.version}.dist-info"
+
+    def manifest_text(self) -> str:
+        if self.manifest is not None:
+            return self.manifest
+        sections = {
+            plugin_id: {
+                "summary": f"{plugin_id} test plugin",
+                "kinds": list(self.kinds),
+                "credential_scopes": list(self.credential_scopes),
+            }
+            for plugin_id in self.plugins
+        }
+        return manifest_toml(sections)
+
+    def _package_of_first_plugin(self) -> str:
+        first = next(iter(self.plugins.values()))
+        return first.partition(":")[0].split(".")[0].strip()
+
+    def contents(self) -> dict[str, bytes]:
+        """Return every file of the wheel except RECORD, by archive path."""
+        contents = {path: data.encode() if isinstance(data, str) else data for path, data in self.files.items()}
+        if self.plugins:
+            manifest_path = f"{self._package_of_first_plugin()}/{MANIFEST_NAME}"
+            if manifest_path not in contents and self.manifest != "":
+                contents[manifest_path] = self.manifest_text().encode()
+        metadata = [
+            "Metadata-Version: 2.1",
+            f"Name: {self.distribution}",
+            f"Version: {self.version}",
+            *(f"Requires-Dist: {requirement}" for requirement in self.requires),
+            *self.extra_metadata,
+        ]
+        contents[f"{self.dist_info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
+        contents[f"{self.dist_info}/WHEEL"] = (
+            b"Wheel-Version: 1.0\nGenerator: aperio-plugins-testing\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        entry_points = self.entry_points_text
+        if entry_points is None:
+            lines = ["[aperio.plugins]", *(f"{plugin_id} = {value}" for plugin_id, value in self.plugins.items())]
+            entry_points = "\n".join(lines) + "\n"
+        contents[f"{self.dist_info}/entry_points.txt"] = entry_points.encode()
+        return contents
+
+    def build(self, directory: Path) -> Path:
+        """Write the wheel into `directory` and return its path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.wheel_name}-{self.version}-py3-none-any.whl"
+        contents = self.contents()
+        record_path = f"{self.dist_info}/RECORD"
+        record = [f"{name},{_record_digest(data)},{len(data)}" for name, data in contents.items()]
+        record.append(f"{record_path},,")
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in contents.items():
+                archive.writestr(name, data)
+            archive.writestr(record_path, "\n".join(record) + "\n")
+        return path
+
+
+def install_wheels(wheels: Iterable[Path], *, target: Path) -> None:
+    """Install `wheels` into the directory `target` with real pip (no index, no dependencies).
+
+    Raises `subprocess.CalledProcessError` with pip's output when pip refuses.
+    """
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--no-deps", "--no-index", "--upgrade", "--target", str(target), *(str(wheel) for wheel in wheels),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True)
