@@ -91,7 +91,7 @@ def _call_registration_hook(prepared: Prepared) -> Callable[[str, Callable[[Any]
             function(**{name: register for name in names if name == "register"})
         except RegistrationError:
             raise
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's registration failure is its own
+        except (Exception, SystemExit) as exc:
             raise RegistrationError(f"{hook_name} raised {type(exc).__name__}: {exc}") from exc
 
     return call

@@ -67,12 +67,16 @@ def collect_registrations(
     Raises `RegistrationError` for an object of the wrong type, a nameless or
     repeated name, or a kind the manifest does not declare.
     """
-    entries: dict[PluginKind, dict[str, CatalogEntry]] = {}
+    entries: dict[PluginKind, Mapping[str, CatalogEntry]] = {}
     for hook_name, (kind, expected) in REGISTRATION_HOOKS.items():
         collected: dict[str, CatalogEntry] = {}
 
-        def register(implementation: Any, kind: PluginKind = kind, expected: type[Any] = expected,
-                     collected: dict[str, CatalogEntry] = collected) -> None:
+        def register(
+            implementation: Any,
+            kind: PluginKind = kind,
+            expected: type[Any] = expected,
+            collected: dict[str, CatalogEntry] = collected,
+        ) -> None:
             if not isinstance(implementation, expected):
                 raise RegistrationError(
                     f"registered {type(implementation).__name__} as a {kind.value}, but it is not a {expected.__name__}"
@@ -86,7 +90,8 @@ def collect_registrations(
         if collected and kind not in declared_kinds:
             declared = ", ".join(k.value for k in declared_kinds)
             raise RegistrationError(
-                f"registers a {kind.value} ({', '.join(sorted(collected))}) but its manifest declares kinds [{declared}]"
+                f"registers a {kind.value} ({', '.join(sorted(collected))})"
+                f" but its manifest declares kinds [{declared}]"
             )
         if collected:
             entries[kind] = MappingProxyType(collected)

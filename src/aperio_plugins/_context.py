@@ -81,7 +81,9 @@ class HostInvocationContext:
 
     def check_deadline(self) -> None:
         if time.monotonic() >= self.deadline:
-            raise DeadlineExceededError(f"plugin {self.plugin_id!r}: invocation {self.invocation_id} ran past its deadline")
+            raise DeadlineExceededError(
+                f"plugin {self.plugin_id!r}: invocation {self.invocation_id} ran past its deadline"
+            )
 
 
 def new_context(

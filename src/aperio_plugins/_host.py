@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any
 
 import pluggy
@@ -27,6 +27,7 @@ from ._audit import default_audit_logger, default_plugin_logger
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider, new_context
 from ._discover import Discovery, SearchRoot, discover, search_roots
+from ._guard import ErrorRecorder
 from ._loader import forget_modules, import_plugin, restore_on_failure
 from ._manifest import inspect_candidate
 from ._model import (
@@ -46,7 +47,6 @@ from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
 from ._verify import verify
 from .errors import (
-    AperioError,
     AperioWarning,
     HookError,
     LifecycleError,
@@ -113,7 +113,7 @@ class PluginHost:
         audit_logger: Any = None,
         plugin_logger: Any = None,
         guard_calls: bool = True,
-        hookspecs: Sequence[object] = (),
+        hookspecs: Sequence[ModuleType | type] = (),
         credential_provider: CredentialProvider | None = None,
         api_version: str | None = None,
         call_timeout: float = 30.0,
@@ -133,7 +133,7 @@ class PluginHost:
         self._credential_provider = credential_provider
         self._call_timeout = call_timeout
         self._manager = pluggy.PluginManager(PROJECT_NAME)
-        spec_sources: tuple[object, ...] = (api_specs, *hookspecs)
+        spec_sources: tuple[ModuleType | type, ...] = (api_specs, *hookspecs)
         for source in spec_sources:
             self._manager.add_hookspecs(source)
         self._propagating = frozenset(_propagating_hooks(spec_sources))
@@ -209,7 +209,9 @@ class PluginHost:
         discovery = discover(self._roots())
         self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
         for item in discovery.broken:
-            self._audit.warning("plugin.discovery.failed", distribution=item.name, root=str(item.root), reason=item.reason)
+            self._audit.warning(
+                "plugin.discovery.failed", distribution=item.name, root=str(item.root), reason=item.reason
+            )
         return discovery
 
     def _roots(self) -> tuple[SearchRoot, ...]:
@@ -225,7 +227,10 @@ class PluginHost:
     def _evaluate(self, candidate: Candidate, enabled_flag: bool) -> _Outcome:
         """Run inspect, verify and admit for one candidate. Changes no state."""
         self._audit.info(
-            "plugin.discovered", plugin_id=candidate.plugin_id, distribution=candidate.describe(), origin=candidate.origin.value
+            "plugin.discovered",
+            plugin_id=candidate.plugin_id,
+            distribution=candidate.describe(),
+            origin=candidate.origin.value,
         )
         try:
             inspected = inspect_candidate(candidate, [root.path for root in self._roots()])
@@ -329,7 +334,9 @@ class PluginHost:
             installed = {candidate.plugin_id for candidate in self._discover().candidates}
             if plugin_id not in installed and plugin_id not in self._slots:
                 known = ", ".join(sorted(installed)) or "none"
-                raise UnknownPluginError(f"no installed plugin with id {plugin_id!r} (installed: {known})", plugin_id=plugin_id)
+                raise UnknownPluginError(
+                    f"no installed plugin with id {plugin_id!r} (installed: {known})", plugin_id=plugin_id
+                )
             self._store.set_enabled(plugin_id, enabled)
             self._audit.info("plugin.enabled" if enabled else "plugin.disabled", plugin_id=plugin_id, persisted=True)
 
@@ -354,7 +361,9 @@ class PluginHost:
                 candidate = self._current_candidate(plugin_id)
                 info = self._bring_up(candidate, True)
                 if info.state is not PluginState.ENABLED:
-                    raise PluginLoadError(f"plugin {plugin_id!r} could not be enabled: {info.error}", plugin_id=plugin_id)
+                    raise PluginLoadError(
+                        f"plugin {plugin_id!r} could not be enabled: {info.error}", plugin_id=plugin_id
+                    )
                 return info
             conflict = self._catalog.conflict(plugin_id, slot.registrations)
             if conflict is not None:
@@ -388,7 +397,9 @@ class PluginHost:
         with self._lock:
             slot = self._slot(plugin_id)
             if slot.info.state not in (PluginState.ENABLED, PluginState.DISABLED):
-                raise LifecycleError(f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id)
+                raise LifecycleError(
+                    f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id
+                )
             self._drop_from_memory(slot)
             slot.info = _with_registrations(
                 dataclasses.replace(slot.info, state=PluginState.UNLOADED), PluginRegistrations()
@@ -499,7 +510,8 @@ class PluginHost:
         if entry is None:
             provided = ", ".join(slot.registrations.names(operation.kind)) or "none"
             raise HookError(
-                f"plugin {plugin_id!r} provides no {operation.kind.value} {operation.target!r} (it provides: {provided})",
+                f"plugin {plugin_id!r} provides no {operation.kind.value} {operation.target!r}"
+                f" (it provides: {provided})",
                 plugin_id=plugin_id,
             )
         context = new_context(
@@ -514,10 +526,11 @@ class PluginHost:
         try:
             raw = getattr(entry.implementation, operation.method)(context, envelope)
             result = _invoke.check_result(envelope, operation, raw)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the plugin raises is reported as its failure
+        except (Exception, SystemExit) as exc:
             self._record_call_failure(plugin_id, hook_name, exc)
             raise PluginCallError(
-                f"plugin {plugin_id!r} failed in {operation.kind.value} {operation.target!r}: {type(exc).__name__}: {exc}",
+                f"plugin {plugin_id!r} failed in {operation.kind.value} {operation.target!r}:"
+                f" {type(exc).__name__}: {exc}",
                 plugin_id=plugin_id,
                 distribution=slot.info.distribution,
             ) from exc
@@ -526,7 +539,7 @@ class PluginHost:
                 self.hook.aperio_finding_raised(finding=finding)
         return result
 
-    def _recorder(self, plugin_id: str) -> _activation.ErrorRecorder:
+    def _recorder(self, plugin_id: str) -> ErrorRecorder:
         def record(hook_name: str, exc: BaseException) -> None:
             self._record_call_failure(plugin_id, hook_name, exc)
 
@@ -560,12 +573,13 @@ class PluginHost:
             self._closed = True
             try:
                 self.hook.aperio_host_shutdown()
-            except AperioError:  # pragma: no cover - a propagating shutdown hook is the host app's choice
-                pass
-            for slot in self._slots.values():
-                if slot.info.state is PluginState.ENABLED:
-                    self._manager.unregister(name=slot.info.id)
-            self._store.close()
+            finally:
+                # An unguarded host lets a plugin's shutdown error through,
+                # but the manager and the store are released all the same.
+                for slot in self._slots.values():
+                    if slot.info.state is PluginState.ENABLED:
+                        self._manager.unregister(name=slot.info.id)
+                self._store.close()
 
     def __enter__(self) -> PluginHost:
         return self

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from aperio_hookspecs import (
     DeliveryBatch,
@@ -34,7 +34,9 @@ class Operation:
     result_type: type[BaseModel]
 
 
-_PAYLOAD_ADAPTER: TypeAdapter[Payload] = TypeAdapter(Payload)
+# Discriminated by `kind`, so that an error names the field of the payload
+# the caller meant rather than every member of the union.
+_PAYLOAD_ADAPTER: TypeAdapter[Payload] = TypeAdapter(Annotated[Payload, Field(discriminator="kind")])
 
 
 def parse_payload(payload: Payload | Mapping[str, Any]) -> Payload:
@@ -75,9 +77,12 @@ def check_result(payload: Payload, operation: Operation, result: object) -> Base
     checked = _revalidate(result, operation.result_type)
     if isinstance(checked, SyncResult) and checked.connector != operation.target:
         raise InvalidResultError(f"returned a SyncResult for connector {checked.connector!r}, not {operation.target!r}")
-    if isinstance(checked, RemediationResult) and isinstance(payload, RemediationRequest):
-        if checked.request_id != payload.id:
-            raise InvalidResultError(f"answered request {checked.request_id!r}, not {payload.id!r}")
+    if (
+        isinstance(checked, RemediationResult)
+        and isinstance(payload, RemediationRequest)
+        and checked.request_id != payload.id
+    ):
+        raise InvalidResultError(f"answered request {checked.request_id!r}, not {payload.id!r}")
     if isinstance(checked, DeliveryReceipt) and isinstance(payload, DeliveryBatch):
         sent = {envelope.id for envelope in payload.envelopes}
         named = set(checked.accepted) | {rejected.id for rejected in checked.rejected}

@@ -71,7 +71,7 @@ def import_plugin(candidate: Candidate) -> object:
         raise PluginLoadError(str(exc), plugin_id=candidate.plugin_id, distribution=candidate.describe()) from None
     try:
         obj: object = importlib.import_module(module_name)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever plugin code raises at import is its own failure
+    except (Exception, SystemExit) as exc:
         raise PluginLoadError(
             f"{where}: import failed: {type(exc).__name__}: {exc}",
             plugin_id=candidate.plugin_id,

@@ -98,7 +98,9 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
     """
     path = _find_manifest(candidate, roots)
     if path is None:
-        raise _fail(candidate, f"no manifest: expected {candidate.top_level_package}/{MANIFEST_NAME} in the distribution")
+        raise _fail(
+            candidate, f"no manifest: expected {candidate.top_level_package}/{MANIFEST_NAME} in the distribution"
+        )
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -113,7 +115,8 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
     if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
         raise _fail(
             candidate,
-            f"{path}: manifest_version {version} is newer than this host understands ({MANIFEST_VERSION}); upgrade aperio-plugins",
+            f"{path}: manifest_version {version} is newer than this host understands ({MANIFEST_VERSION});"
+            " upgrade aperio-plugins",
         )
     try:
         manifest = _ManifestFile.model_validate(document)
@@ -150,13 +153,17 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str]:
     try:
         Version(version)
     except InvalidVersion:
-        raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version") from None
+        raise _fail(
+            candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version"
+        ) from None
     specifiers = []
     for line in metadata.get_all("Requires-Dist") or []:
         try:
             requirement = Requirement(line)
         except InvalidRequirement as exc:
-            raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: invalid Requires-Dist {line!r}: {exc}") from None
+            raise _fail(
+                candidate, f"{candidate.metadata_dir}/METADATA: invalid Requires-Dist {line!r}: {exc}"
+            ) from None
         if canonicalize_name(requirement.name) != DISTRIBUTION_NAME:
             continue
         # A requirement behind an extra ("aperio-hookspecs; extra == 'x'") is
@@ -167,7 +174,8 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str]:
     if not specifiers:
         raise _fail(
             candidate,
-            f"declares no requirement on {DISTRIBUTION_NAME}: add e.g. '{DISTRIBUTION_NAME}>=1.0,<2' to its dependencies",
+            f"declares no requirement on {DISTRIBUTION_NAME}:"
+            f" add e.g. '{DISTRIBUTION_NAME}>=1.0,<2' to its dependencies",
         )
     return name, version, ",".join(spec for spec in specifiers if spec)
 
@@ -176,4 +184,6 @@ def inspect_candidate(candidate: Candidate, roots: Sequence[Path] = ()) -> Inspe
     """Return the inspected candidate; raise `ManifestError` if its manifest or metadata is unusable."""
     name, version, requirement = read_api_requirement(candidate)
     manifest = read_manifest(candidate, roots)
-    return Inspected(candidate=candidate, manifest=manifest, api_requirement=requirement, distribution=name, version=version)
+    return Inspected(
+        candidate=candidate, manifest=manifest, api_requirement=requirement, distribution=name, version=version
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,8 +27,13 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from ._manifest import MANIFEST_NAME
+from .errors import AperioError
 
 DEFAULT_API_REQUIREMENT = "aperio-hookspecs>=1.0,<2"
+
+
+class WheelInstallError(AperioError):
+    """pip refused to install a test wheel."""
 
 
 def _record_digest(data: bytes) -> str:
@@ -136,13 +142,30 @@ class PluginWheel:
         return path
 
 
-def install_wheels(wheels: Iterable[Path], *, target: Path) -> None:
-    """Install `wheels` into the directory `target` with real pip (no index, no dependencies).
+def _remove_other_versions(wheels: Sequence[Path], target: Path) -> None:
+    # `pip install --target --upgrade` replaces package folders but leaves the
+    # previous release's .dist-info behind, which would look like a second
+    # distribution claiming the same plugin id.
+    for wheel in wheels:
+        name = wheel.name.split("-", 1)[0]
+        for stale in target.glob(f"{name}-*.dist-info"):
+            shutil.rmtree(stale)
 
-    Raises `subprocess.CalledProcessError` with pip's output when pip refuses.
+
+def install_wheels(wheels: Iterable[Path], *, target: Path) -> None:
+    """Install `wheels` into the directory `target` with real pip (no index, no dependencies),
+    replacing any installed release of the same distributions.
+
+    Raises `WheelInstallError` with pip's output when pip refuses.
     """
+    wheels = list(wheels)
+    _remove_other_versions(wheels, target)
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
         "--no-deps", "--no-index", "--upgrade", "--target", str(target), *(str(wheel) for wheel in wheels),
     ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise WheelInstallError(
+            f"pip install into {target} failed: {completed.stderr.strip() or completed.stdout.strip()}"
+        )

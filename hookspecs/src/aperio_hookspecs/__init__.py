@@ -20,7 +20,13 @@ from ._envelopes import (
     SyncRequest,
     SyncResult,
 )
-from ._errors import CredentialNotGrantedError, DeadlineExceededError, PluginAPIError, ProviderError
+from ._errors import (
+    CredentialNotGrantedError,
+    DeadlineExceededError,
+    PluginAPIError,
+    PluginConfigurationError,
+    ProviderError,
+)
 from ._extensions import Connector, Destination, RemediationHandler
 from ._markers import PROJECT_NAME, PROPAGATE_ATTRIBUTE, hookimpl, hookspec, propagate_errors
 from ._version import __version__
@@ -53,6 +59,7 @@ __all__ = [
     "KeyValueStore",
     "Payload",
     "PluginAPIError",
+    "PluginConfigurationError",
     "PluginLogger",
     "ProviderError",
     "RejectedEnvelope",

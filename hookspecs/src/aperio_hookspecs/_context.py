@@ -8,10 +8,9 @@ come from the context, scoped to the plugin and to the invocation.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr
 
 
 class PluginLogger(Protocol):
@@ -40,7 +39,7 @@ class Credential(BaseModel):
 
     scope: str
     secret: SecretStr
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class Credentials(Protocol):

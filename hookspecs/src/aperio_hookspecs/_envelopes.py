@@ -9,12 +9,11 @@ and it is reported at the boundary rather than silently dropped.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION: Literal[1] = 1
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -57,7 +56,7 @@ class Event(_Envelope):
     id: NonEmpty
     provider: NonEmpty
     type: NonEmpty
-    occurred_at: datetime
+    occurred_at: AwareDatetime
     actor: Actor | None = None
     resource: Resource | None = None
     ip_address: str | None = None
@@ -76,7 +75,7 @@ class Finding(_Envelope):
     severity: Severity
     resource: Resource
     description: str = ""
-    detected_at: datetime
+    detected_at: AwareDatetime
     remediation_action: str | None = None
     evidence: dict[str, JsonValue] = Field(default_factory=dict)
 
@@ -101,6 +100,8 @@ class SyncResult(_Envelope):
     events: tuple[Event, ...] = ()
     findings: tuple[Finding, ...] = ()
     next_cursor: str | None = None
+    has_more: bool = False
+    """True when the connector stopped early (max_items, deadline) and another sync would find more."""
 
 
 class ActionDefinition(_Envelope):
@@ -124,6 +125,8 @@ class RemediationRequest(_Envelope):
     action: NonEmpty
     resource: Resource
     parameters: dict[str, JsonValue] = Field(default_factory=dict)
+    config: dict[str, JsonValue] = Field(default_factory=dict)
+    """Connection settings for the handler (base URL, retries), kept apart from the action's parameters."""
     dry_run: bool = False
 
 
@@ -146,7 +149,7 @@ class RemediationResult(_Envelope):
     changes: dict[str, JsonValue] = Field(default_factory=dict)
 
 
-DeliverableEnvelope = Annotated[Union[Event, Finding], Field(discriminator="kind")]
+DeliverableEnvelope = Annotated[Event | Finding, Field(discriminator="kind")]
 
 
 class DeliveryBatch(_Envelope):
@@ -162,6 +165,8 @@ class DeliveryBatch(_Envelope):
 class RejectedEnvelope(_Envelope):
     id: NonEmpty
     reason: NonEmpty
+    retryable: bool = False
+    """True when the destination was busy or unreachable, false when the envelope itself was refused."""
 
 
 class DeliveryReceipt(_Envelope):
@@ -174,7 +179,7 @@ class DeliveryReceipt(_Envelope):
     rejected: tuple[RejectedEnvelope, ...] = ()
 
 
-Payload = Union[SyncRequest, RemediationRequest, DeliveryBatch]
+Payload = SyncRequest | RemediationRequest | DeliveryBatch
 
 ENVELOPE_MODELS: tuple[type[BaseModel], ...] = (
     Event,
@@ -187,5 +192,3 @@ ENVELOPE_MODELS: tuple[type[BaseModel], ...] = (
     DeliveryBatch,
     DeliveryReceipt,
 )
-
-

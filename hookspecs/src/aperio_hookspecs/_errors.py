@@ -23,6 +23,11 @@ class DeadlineExceededError(PluginAPIError):
     `InvocationContext.check_deadline()`; the host raises it to callers."""
 
 
+class PluginConfigurationError(PluginAPIError):
+    """The configuration a plugin was invoked with is unusable. The message names the key,
+    so that operators can tell a misconfiguration from a plugin bug."""
+
+
 class ProviderError(PluginAPIError):
     """The provider a plugin talks to refused or failed a request.
 

@@ -7,7 +7,7 @@ reach every enabled plugin.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ._envelopes import Finding
 from ._extensions import Connector, Destination, RemediationHandler

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -107,7 +108,9 @@ class MemoryContext:
 
     def check_deadline(self) -> None:
         if time.monotonic() >= self.deadline:
-            raise DeadlineExceededError(f"plugin {self.plugin_id!r}: invocation {self.invocation_id} ran past its deadline")
+            raise DeadlineExceededError(
+                f"plugin {self.plugin_id!r}: invocation {self.invocation_id} ran past its deadline"
+            )
 
 
 def make_context(

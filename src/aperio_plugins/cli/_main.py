@@ -16,7 +16,9 @@ EXIT_ERROR = 1
 
 def _configure_logging(verbose: int) -> None:
     # Audit events go to stderr so that stdout stays machine-readable (--json).
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    # Refusals already show in the command's own output, so by default only
+    # errors (a host with trust disabled, a plugin call that failed) are echoed.
+    level = logging.ERROR if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("aperio.audit", "aperio.plugin"):
@@ -26,7 +28,7 @@ def _configure_logging(verbose: int) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="Show audit events on stderr (-v: info, -vv: debug).")
+@click.option("-v", "--verbose", count=True, help="Show audit events on stderr as JSON lines (-v: info, -vv: debug).")
 @click.version_option(package_name="aperio-plugins")
 def cli(verbose: int) -> None:
     """Manage the plugins of an aperio host."""

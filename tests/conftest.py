@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from aperio_plugins import HostSettings, PluginHost, TrustMode
+from aperio_plugins.testing import install_wheels
+
+
+@dataclass
+class AuditTrail:
+    """Collects the host's audit events as (name, fields) pairs."""
+
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+        event = dict(event_dict)
+        self.events.append((event.pop("event"), event))
+        raise structlog.DropEvent
+
+    @property
+    def logger(self) -> Any:
+        return structlog.wrap_logger(structlog.ReturnLogger(), processors=[self])
+
+    def names(self, plugin_id: str | None = None) -> list[str]:
+        return [name for name, fields in self.events if plugin_id is None or fields.get("plugin_id") == plugin_id]
+
+    def fields_of(self, name: str) -> list[dict[str, Any]]:
+        return [fields for event, fields in self.events if event == name]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_imports() -> Iterator[None]:
+    """Plugins imported by one test must not leak into the next through sys.modules or sys.path."""
+    modules = set(sys.modules)
+    path = list(sys.path)
+    yield
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+    sys.path[:] = path
+
+
+@pytest.fixture
+def audit() -> AuditTrail:
+    return AuditTrail()
+
+
+@pytest.fixture
+def plugins_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "plugins"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def wheel_dir(tmp_path: Path) -> Path:
+    return tmp_path / "wheels"
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    return tmp_path / "imported.txt"
+
+
+@pytest.fixture
+def install(plugins_dir: Path) -> Callable[..., None]:
+    def install(*wheels: Path, target: Path | None = None) -> None:
+        install_wheels(wheels, target=target or plugins_dir)
+
+    return install
+
+
+@pytest.fixture
+def make_host(tmp_path: Path, plugins_dir: Path, audit: AuditTrail) -> Iterator[Callable[..., PluginHost]]:
+    hosts: list[PluginHost] = []
+
+    def make_host(trust: str = "warn", *, environment: str = "production", **kwargs: Any) -> PluginHost:
+        settings = HostSettings(
+            plugins_dir=kwargs.pop("plugins_dir", plugins_dir),
+            state_dir=tmp_path / "state",
+            plugin_trust_mode=TrustMode(trust),
+            environment=environment,
+        )
+        kwargs.setdefault("search_path", [])
+        kwargs.setdefault("audit_logger", audit.logger)
+        host = PluginHost(settings, **kwargs)
+        hosts.append(host)
+        return host
+
+    yield make_host
+    for host in hosts:
+        host.close()

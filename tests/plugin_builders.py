@@ -1,0 +1,71 @@
+"""Small plugin sources and wheel builders shared by the tests.
+
+Each plugin is an ordinary module with hookimpls; `marker` plugins append a
+line to a file when imported, so a test can prove which plugins' code ran.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aperio_plugins.testing import PluginWheel
+
+CONNECTOR_SOURCE = """
+from aperio_hookspecs import Connector, SyncResult, hookimpl
+
+class {cls}(Connector):
+    name = "{name}"
+    provider = "test"
+
+    def sync(self, context, request):
+        return SyncResult(connector="{name}", next_cursor="{version}")
+
+@hookimpl
+def aperio_register_connectors(register):
+    register({cls}())
+
+@hookimpl
+def aperio_finding_raised(finding):
+    return "{plugin_id}"
+"""
+
+MARKER_PREFIX = """
+import pathlib as _pathlib
+with _pathlib.Path({marker!r}).open("a") as _marker:
+    _marker.write("{plugin_id}\\n")
+"""
+
+
+def connector_wheel(
+    directory: Path,
+    plugin_id: str,
+    *,
+    package: str | None = None,
+    distribution: str | None = None,
+    connector: str | None = None,
+    version: str = "1.0.0",
+    marker: Path | None = None,
+    extra_source: str = "",
+    **options: object,
+) -> Path:
+    """Build a working connector plugin wheel; return its path."""
+    package = package or plugin_id.replace(".", "_").replace("-", "_")
+    connector = connector or package
+    source = CONNECTOR_SOURCE.format(cls="TestConnector", name=connector, version=version, plugin_id=plugin_id)
+    if marker is not None:
+        source = MARKER_PREFIX.format(marker=str(marker), plugin_id=plugin_id) + source
+    wheel = PluginWheel(
+        distribution or package.replace("_", "-"),
+        plugins={plugin_id: package},
+        files={f"{package}/__init__.py": source + extra_source},
+        version=version,
+        **options,  # type: ignore[arg-type]
+    )
+    return wheel.build(directory)
+
+
+def imported_ids(marker: Path) -> list[str]:
+    """Return the plugin ids whose module ran, in import order."""
+    if not marker.exists():
+        return []
+    return marker.read_text().split()
