@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
+from ._cache import DiscoveryCache, file_key
 from ._model import Candidate, Origin
 
 
@@ -73,39 +74,54 @@ def _metadata_directories(root: Path) -> list[Path]:
     return [root / name for name in names]
 
 
-def _name_and_version(metadata_dir: Path, distribution: importlib.metadata.Distribution) -> tuple[str, str]:
+def _name_and_version(metadata_dir: Path) -> tuple[str, str]:
     # The directory name (`name-version.dist-info`) gives both without parsing
-    # METADATA, which matters with a thousand distributions installed.
+    # METADATA, which matters with a thousand distributions installed; inspect
+    # reads the authoritative values for the few that are plugins.
     name, _, version = metadata_dir.stem.partition("-")
     if name and version:
         return name, version.partition("-")[0]
+    distribution = importlib.metadata.Distribution.at(metadata_dir)
     return distribution.metadata["Name"] or metadata_dir.stem, distribution.version or "?"
 
 
-def discover(roots: Sequence[SearchRoot]) -> Discovery:
+def _plugin_entry_points(metadata_dir: Path) -> list[tuple[str, str]]:
+    distribution = importlib.metadata.Distribution.at(metadata_dir)
+    return [(ep.name, ep.value) for ep in distribution.entry_points if ep.group == ENTRY_POINT_GROUP]
+
+
+def discover(roots: Sequence[SearchRoot], cache: DiscoveryCache | None = None) -> Discovery:
     """Return every plugin entry point under `roots`, in search-path order.
 
     A distribution whose entry points cannot be parsed is reported in
-    `Discovery.broken` and does not stop the others.
+    `Discovery.broken` and does not stop the others. With a `cache`, an
+    `entry_points.txt` whose stat signature is unchanged is not read again.
     """
     candidates: list[Candidate] = []
     broken: list[BrokenDistribution] = []
     for root in roots:
         for metadata_dir in _metadata_directories(root.path):
-            distribution = importlib.metadata.Distribution.at(metadata_dir)
-            try:
-                entry_points = [ep for ep in distribution.entry_points if ep.group == ENTRY_POINT_GROUP]
-            except Exception as exc:  # noqa: BLE001 - one unparsable distribution must not stop discovery
-                broken.append(BrokenDistribution(root.path, metadata_dir.name, f"unreadable entry_points.txt: {exc}"))
-                continue
+            key = file_key(metadata_dir / "entry_points.txt")
+            if key is None:
+                continue  # no entry points at all: nothing to parse
+            entry_points = cache.entry_points(metadata_dir, key) if cache is not None else None
+            if entry_points is None:
+                try:
+                    entry_points = _plugin_entry_points(metadata_dir)
+                except Exception as exc:  # noqa: BLE001 - one unparsable distribution must not stop discovery
+                    reason = f"unreadable entry_points.txt: {exc}"
+                    broken.append(BrokenDistribution(root.path, metadata_dir.name, reason))
+                    continue
+                if cache is not None:
+                    cache.remember_entry_points(metadata_dir, key, entry_points)
             if not entry_points:
                 continue
-            name, version = _name_and_version(metadata_dir, distribution)
-            for entry_point in entry_points:
+            name, version = _name_and_version(metadata_dir)
+            for plugin_id, value in entry_points:
                 candidates.append(
                     Candidate(
-                        plugin_id=entry_point.name,
-                        entry_point=entry_point.value,
+                        plugin_id=plugin_id,
+                        entry_point=value,
                         distribution=name,
                         version=version,
                         root=root.path,

@@ -24,6 +24,7 @@ from aperio_hookspecs import specs as api_specs
 from . import _activation, _invoke
 from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
+from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider, new_context
 from ._discover import Discovery, SearchRoot, discover, search_roots
@@ -117,12 +118,15 @@ class PluginHost:
         credential_provider: CredentialProvider | None = None,
         api_version: str | None = None,
         call_timeout: float = 30.0,
+        discovery_cache: bool = True,
     ) -> None:
         """Create a host; nothing is discovered or imported until `load()`.
 
         Raises `ConfigurationError` for invalid settings and `StateStoreError`
         when the state store cannot be opened: without it the host cannot know
-        which plugins the operator disabled, so it refuses to guess.
+        which plugins the operator disabled, so it refuses to guess. With
+        `discovery_cache`, what discovery read is remembered in the state
+        directory, keyed by each file's stat signature.
         """
         self.settings = settings if settings is not None else HostSettings.from_environment()
         self.api_version = api_version or aperio_hookspecs.API_VERSION
@@ -142,6 +146,8 @@ class PluginHost:
         self._shadowed: list[PluginInfo] = []
         self._broken: list[str] = []
         self._catalog = Catalog()
+        cache_path = self.settings.state_dir / CACHE_FILE_NAME
+        self._cache = DiscoveryCache(cache_path) if discovery_cache else None
         self._lock = threading.RLock()
         self._closed = False
         self._warn_about_trust_mode()
@@ -203,10 +209,12 @@ class PluginHost:
                     continue
                 self._bring_up(candidate, flags.get(candidate.plugin_id, True))
             self._shadowed = [self._shadowed_info(duplicate, winner) for duplicate, winner in duplicates]
+            if self._cache is not None:
+                self._cache.save()
             return LoadReport(self.plugins())
 
     def _discover(self) -> Discovery:
-        discovery = discover(self._roots())
+        discovery = discover(self._roots(), self._cache)
         self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
         for item in discovery.broken:
             self._audit.warning(
@@ -233,7 +241,7 @@ class PluginHost:
             origin=candidate.origin.value,
         )
         try:
-            inspected = inspect_candidate(candidate, [root.path for root in self._roots()])
+            inspected = inspect_candidate(candidate, [root.path for root in self._roots()], self._cache)
         except ManifestError as exc:
             refusal = Refusal(FailureStage.INSPECT, exc.message)
             return _Outcome(self._failed_info(candidate, refusal, enabled_flag=enabled_flag), None, Decision.REFUSE)

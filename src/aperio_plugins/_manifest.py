@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aperio_hookspecs import DISTRIBUTION_NAME
 
+from ._cache import DiscoveryCache, file_key
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 from .errors import ManifestError
 
@@ -180,10 +181,29 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str]:
     return name, version, ",".join(spec for spec in specifiers if spec)
 
 
-def inspect_candidate(candidate: Candidate, roots: Sequence[Path] = ()) -> Inspected:
-    """Return the inspected candidate; raise `ManifestError` if its manifest or metadata is unusable."""
+def inspect_candidate(
+    candidate: Candidate, roots: Sequence[Path] = (), cache: DiscoveryCache | None = None
+) -> Inspected:
+    """Return the inspected candidate; raise `ManifestError` if its manifest or metadata is unusable.
+
+    With a `cache`, a candidate whose METADATA and manifest are unchanged is not parsed again.
+    """
+    manifest_path = _find_manifest(candidate, roots)
+    keys: list[object] = [
+        file_key(candidate.metadata_dir / "METADATA"),
+        str(manifest_path),
+        file_key(manifest_path) if manifest_path is not None else None,
+    ]
+    cacheable = cache is not None and None not in keys
+    if cache is not None and cacheable:
+        cached = cache.inspected(candidate, keys)
+        if cached is not None:
+            return cached
     name, version, requirement = read_api_requirement(candidate)
     manifest = read_manifest(candidate, roots)
-    return Inspected(
+    inspected = Inspected(
         candidate=candidate, manifest=manifest, api_requirement=requirement, distribution=name, version=version
     )
+    if cache is not None and cacheable:
+        cache.remember_inspected(inspected, keys)
+    return inspected
