@@ -1,0 +1,58 @@
+"""The distribution as the host sees it: entry point, hook implementation, manifest."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+
+import pluggy
+import pytest
+from aperio_box_connector import READ_SCOPE, BoxConnector
+
+from aperio_hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, specs
+
+PLUGIN_ID = "aperio.box-connector"
+
+
+def entry_point() -> importlib.metadata.EntryPoint:
+    (found,) = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == PLUGIN_ID]
+    return found
+
+
+def test_entry_point_names_the_hookimpl_module_and_depends_only_on_the_sdk():
+    found = entry_point()
+
+    assert found.value == "aperio_box_connector.plugin"
+    assert found.dist is not None
+    assert (found.dist.name, found.dist.version) == ("aperio-box-connector", "1.0.0")
+    requirements = found.dist.requires or []
+    assert [requirement.split("<")[0].split(">")[0] for requirement in requirements] == ["aperio-hookspecs"]
+
+
+def test_the_hookimpl_registers_one_box_connector():
+    manager = pluggy.PluginManager(PROJECT_NAME)
+    manager.add_hookspecs(specs)
+    manager.register(entry_point().load(), name=PLUGIN_ID)
+    registered: list[object] = []
+
+    manager.hook.aperio_register_connectors(register=registered.append)
+
+    (connector,) = registered
+    assert isinstance(connector, BoxConnector)
+    assert (connector.name, connector.provider) == ("box", "box")
+
+
+def test_manifest_declares_exactly_what_the_code_uses():
+    tomllib = pytest.importorskip("tomllib")
+    text = importlib.resources.files("aperio_box_connector").joinpath("aperio-plugin.toml").read_text("utf-8")
+
+    manifest = tomllib.loads(text)
+
+    assert manifest["manifest_version"] == 1
+    assert list(manifest["plugins"]) == [PLUGIN_ID]
+    section = manifest["plugins"][PLUGIN_ID]
+    assert set(section) <= {"summary", "kinds", "credential_scopes", "isolation", "homepage"}
+    assert section["kinds"] == ["connector"]
+    assert section["credential_scopes"] == [READ_SCOPE] == ["box:read"]
+    assert section["isolation"] in {"inprocess", "process", "any"}
+    assert 0 < len(section["summary"]) <= 200
