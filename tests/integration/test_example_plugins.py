@@ -121,7 +121,7 @@ def test_sync_remediate_and_deliver_through_the_host(example_wheels, provider, m
 
 
 def test_a_plugin_without_its_credential_fails_alone(example_wheels, provider, make_host, plugins_dir):
-    state, url = provider
+    _, url = provider
     install_wheels(example_wheels, target=plugins_dir)
     host = make_host(credential_provider=lambda plugin_id, scope: "wrong-token")
     host.load()
