@@ -84,6 +84,8 @@ def make_host(tmp_path: Path, plugins_dir: Path, audit: AuditTrail) -> Iterator[
         settings = HostSettings(
             plugins_dir=kwargs.pop("plugins_dir", plugins_dir),
             state_dir=tmp_path / "state",
+            plugin_trusted_keys_dir=kwargs.pop("keys_dir", tmp_path / "keys"),
+            plugin_trusted_identities=tmp_path / "trusted-identities.toml",
             plugin_trust_mode=TrustMode(trust),
             environment=environment,
         )

@@ -17,7 +17,7 @@ from typing import Any
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 
 CACHE_FILE_NAME = "discovery-cache.json"
-_FORMAT = 1
+_FORMAT = 2
 
 FileKey = tuple[int, int, int]
 
@@ -131,6 +131,8 @@ def _inspected_data(inspected: Inspected) -> dict[str, Any]:
         "isolation": manifest.isolation.value,
         "homepage": manifest.homepage,
         "path": str(manifest.path),
+        "manifest_sha256": manifest.sha256,
+        "metadata_sha256": inspected.metadata_sha256,
     }
 
 
@@ -142,6 +144,7 @@ def _inspected_from(candidate: Candidate, data: dict[str, Any]) -> Inspected:
         isolation=Isolation(data["isolation"]),
         homepage=data["homepage"],
         path=Path(data["path"]),
+        sha256=str(data["manifest_sha256"]),
     )
     return Inspected(
         candidate=candidate,
@@ -149,4 +152,5 @@ def _inspected_from(candidate: Candidate, data: dict[str, Any]) -> Inspected:
         api_requirement=str(data["api_requirement"]),
         distribution=str(data["distribution"]),
         version=str(data["version"]),
+        metadata_sha256=str(data["metadata_sha256"]),
     )

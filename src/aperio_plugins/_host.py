@@ -46,7 +46,8 @@ from ._model import (
 )
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
-from ._verify import verify
+from ._trust import Severity, TrustStore, load_trust_store
+from ._verify import verify_installed
 from .errors import (
     AperioWarning,
     HookError,
@@ -150,7 +151,8 @@ class PluginHost:
         self._cache = DiscoveryCache(cache_path) if discovery_cache else None
         self._lock = threading.RLock()
         self._closed = False
-        self._warn_about_trust_mode()
+        self._trust = load_trust_store(self.settings)
+        self._report_trust_problems()
 
     # -- relay and catalog ---------------------------------------------------
 
@@ -245,12 +247,13 @@ class PluginHost:
         except ManifestError as exc:
             refusal = Refusal(FailureStage.INSPECT, exc.message)
             return _Outcome(self._failed_info(candidate, refusal, enabled_flag=enabled_flag), None, Decision.REFUSE)
-        verification = verify(inspected, self.trust_mode)
+        verification = verify_installed(inspected, self._trust)
         self._audit.info(
             _SIGNATURE_EVENTS[verification.status],
             plugin_id=candidate.plugin_id,
             distribution=candidate.describe(),
             detail=verification.detail,
+            signer=verification.signer,
         )
         admission = admit(
             inspected,
@@ -471,6 +474,20 @@ class PluginHost:
             f"reload of {plugin_id!r} failed, the loaded version keeps running: {reason}", plugin_id=plugin_id
         )
 
+    def verify(self, plugin_id: str) -> tuple[Inspected, Verification]:
+        """Inspect and verify the installed plugin `plugin_id` from disk, importing nothing.
+
+        Raises `UnknownPluginError` if it is not installed and `ManifestError`
+        if it cannot be inspected.
+        """
+        with self._lock:
+            try:
+                candidate = self._current_candidate(plugin_id)
+            except LifecycleError:
+                raise UnknownPluginError(f"no installed plugin with id {plugin_id!r}", plugin_id=plugin_id) from None
+            inspected = inspect_candidate(candidate, [root.path for root in self._roots()], self._cache)
+            return inspected, verify_installed(inspected, self._trust)
+
     def _current_candidate(self, plugin_id: str) -> Candidate:
         discovery = self._discover()
         winners, _ = split_duplicates(discovery.candidates)
@@ -610,7 +627,12 @@ class PluginHost:
         if self._closed:
             raise LifecycleError("this PluginHost is closed")
 
-    def _warn_about_trust_mode(self) -> None:
+    @property
+    def trust_store(self) -> TrustStore:
+        """The trust configuration this host checks plugins against, with the problems found in it."""
+        return self._trust
+
+    def _report_trust_problems(self) -> None:
         if self.trust_mode is TrustMode.DISABLED and not self.settings.is_development:
             message = (
                 "APERIO_PLUGIN_TRUST_MODE=disabled outside a development environment: plugin files are not"
@@ -618,6 +640,9 @@ class PluginHost:
             )
             warnings.warn(message, AperioWarning, stacklevel=3)
             self._audit.error("host.trust.disabled", environment=self.settings.environment, reason=message)
+        for problem in self._trust.problems:
+            log = self._audit.error if problem.severity is Severity.ERROR else self._audit.warning
+            log("host.trust.problem", subject=problem.subject, reason=problem.message)
 
 
 def _propagating_hooks(sources: Iterable[object]) -> Iterable[str]:

@@ -14,7 +14,8 @@ point names. One file serves every plugin id of a distribution:
 
 from __future__ import annotations
 
-import importlib.metadata
+import email
+import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,17 +137,22 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
         isolation=section.isolation,
         homepage=section.homepage,
         path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
     )
 
 
-def read_api_requirement(candidate: Candidate) -> tuple[str, str, str]:
-    """Return (project name, version, requirement on the plugin API) from the distribution's METADATA.
+def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
+    """Return (project name, version, requirement on the plugin API, METADATA's sha256) from METADATA.
 
     Raises `ManifestError` when the metadata is unreadable or declares no
     requirement on aperio-hookspecs.
     """
-    distribution = importlib.metadata.Distribution.at(candidate.metadata_dir)
-    metadata = distribution.metadata
+    path = candidate.metadata_dir / "METADATA"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail(candidate, f"{path}: cannot read: {exc.strerror}") from None
+    metadata = email.message_from_string(data.decode("utf-8", errors="replace"))
     name = metadata["Name"]
     version = metadata["Version"]
     if not name or not version:
@@ -178,7 +184,7 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str]:
             f"declares no requirement on {DISTRIBUTION_NAME}:"
             f" add e.g. '{DISTRIBUTION_NAME}>=1.0,<2' to its dependencies",
         )
-    return name, version, ",".join(spec for spec in specifiers if spec)
+    return name, version, ",".join(spec for spec in specifiers if spec), hashlib.sha256(data).hexdigest()
 
 
 def inspect_candidate(
@@ -199,10 +205,15 @@ def inspect_candidate(
         cached = cache.inspected(candidate, keys)
         if cached is not None:
             return cached
-    name, version, requirement = read_api_requirement(candidate)
+    name, version, requirement, metadata_sha256 = read_api_requirement(candidate)
     manifest = read_manifest(candidate, roots)
     inspected = Inspected(
-        candidate=candidate, manifest=manifest, api_requirement=requirement, distribution=name, version=version
+        candidate=candidate,
+        manifest=manifest,
+        api_requirement=requirement,
+        distribution=name,
+        version=version,
+        metadata_sha256=metadata_sha256,
     )
     if cache is not None and cacheable:
         cache.remember_inspected(inspected, keys)

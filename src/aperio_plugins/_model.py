@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -93,6 +94,7 @@ class ManifestEntry:
     isolation: Isolation
     homepage: str | None
     path: Path
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -104,22 +106,40 @@ class Inspected:
     api_requirement: str
     distribution: str
     version: str
+    metadata_sha256: str
+
+
+class FileStatus(str, enum.Enum):
+    OK = "ok"
+    MODIFIED = "modified"
+    MISSING = "missing"
+    UNEXPECTED = "unexpected"
 
 
 @dataclass(frozen=True)
 class FileCheck:
     path: str
-    status: str
+    status: FileStatus
 
 
 @dataclass(frozen=True)
 class Verification:
-    """The outcome of the verify stage: a status and a per-file report."""
+    """The outcome of the verify stage: a status, who signed, and a per-file report.
+
+    For a `verified` plugin, `digests` maps every signed file outside the
+    metadata directory (relative to the install root) to its sha256: exactly
+    what the loader may execute.
+    """
 
     status: SignatureStatus
     detail: str
     files: tuple[FileCheck, ...] = ()
     signer: str | None = None
+    digests: Mapping[str, str] = field(default_factory=dict)
+    packages: frozenset[str] = frozenset()
+
+    def with_status(self, status: FileStatus) -> tuple[str, ...]:
+        return tuple(check.path for check in self.files if check.status is status)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,216 @@
-"""Verify: the signature status of a plugin's installed files.
+"""Verify: check a plugin's signature and recompute every file's sha256, before any of its code runs.
 
-Signature checking arrives with the trust work; until then every plugin is
-`unsigned`, or `skipped` when the operator turned trust off. This stage exists
-on its own already so that admission decides on its result, not on a guess.
+`verify_installed` checks an installed distribution, `verify_wheel` a wheel
+file. Both return a `Verification` and never raise for a plugin's fault.
 """
 
 from __future__ import annotations
 
-from ._model import Inspected, SignatureStatus, TrustMode, Verification
+import configparser
+import hashlib
+import hmac
+import importlib.metadata
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from aperio_hookspecs import ENTRY_POINT_GROUP
+
+from ._keys import verify_envelope
+from ._model import FileCheck, FileStatus, Inspected, Origin, SignatureStatus, TrustMode, Verification
+from ._signing import Ed25519Signature, parse_signature_file
+from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, SignedStatement, is_signed_path, parse_statement
+from ._trust import TrustStore
+from ._wheel import Wheel
+from .errors import VerificationError
+
+# Files an installer adds to `.dist-info/` (PEP 376, PEP 610) and compiled caches: never executed by the
+# verified loader, so their presence is not tampering.
+_INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", SIGNATURE_FILE_NAME})
 
 
-def verify(inspected: Inspected, trust_mode: TrustMode) -> Verification:
-    """Return the verification of `inspected`'s files under `trust_mode`. Never raises."""
-    if trust_mode is TrustMode.DISABLED:
+def _is_bytecode_cache(path: str) -> bool:
+    return "/__pycache__/" in f"/{path}" and path.endswith(".pyc")
+
+
+def _sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def check_signatures(document: bytes, trust: TrustStore) -> tuple[SignedStatement, str]:
+    """Return the signed statement and who signed it, trying every signature against the trust store.
+
+    Raises `VerificationError` listing why each signature was refused.
+    """
+    signatures = parse_signature_file(document).signatures
+    reasons = []
+    for index, signature in enumerate(signatures):
+        try:
+            if isinstance(signature, Ed25519Signature):
+                envelope = verify_envelope(signature.envelope, trust.keyring.keys)
+                payload, payload_type = envelope.payload, envelope.payload_type
+                signer = f"ed25519 key {envelope.key.key_id} ({envelope.key.path.name})"
+            else:
+                from ._sigstore import verify_dsse_bundle  # imports sigstore: only when a bundle is checked
+
+                dsse = verify_dsse_bundle(json.dumps(signature.bundle).encode(), trust.sigstore)
+                payload, payload_type, signer = dsse.payload, dsse.payload_type, dsse.signer
+            if payload_type != PAYLOAD_TYPE:
+                raise VerificationError(f"payload type {payload_type!r} is not {PAYLOAD_TYPE}")
+            return parse_statement(payload), signer
+        except VerificationError as exc:
+            reasons.append(f"signature {index + 1} ({signature.kind}): {exc.message}")
+    raise VerificationError("; ".join(reasons))
+
+
+def _report(signed: Mapping[str, str], actual: Mapping[str, str | None], extra: Iterable[str]) -> list[FileCheck]:
+    checks = []
+    for path, expected in sorted(signed.items()):
+        digest = actual.get(path)
+        if digest is None:
+            checks.append(FileCheck(path, FileStatus.MISSING))
+        elif hmac.compare_digest(digest, expected):
+            checks.append(FileCheck(path, FileStatus.OK))
+        else:
+            checks.append(FileCheck(path, FileStatus.MODIFIED))
+    checks.extend(FileCheck(path, FileStatus.UNEXPECTED) for path in sorted(set(extra) - set(signed)))
+    return checks
+
+
+def _outcome(statement: SignedStatement, signer: str, checks: list[FileCheck], problems: list[str]) -> Verification:
+    bad = [check for check in checks if check.status is not FileStatus.OK]
+    if bad:
+        listed = ", ".join(f"{check.path} {check.status.value}" for check in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        problems.insert(0, f"files do not match the signed statement: {listed}{more}")
+    if problems:
+        return Verification(SignatureStatus.INVALID, "; ".join(problems), tuple(checks), signer)
+    digests = {path: digest for path, digest in statement.digests.items() if ".dist-info/" not in path}
+    packages = frozenset(path.split("/", 1)[0].removesuffix(".py") for path in digests)
+    return Verification(SignatureStatus.VERIFIED, f"signed by {signer}", tuple(checks), signer, digests, packages)
+
+
+def _installed_files(
+    root: Path, statement: SignedStatement, metadata_dir: Path
+) -> tuple[dict[str, str | None], set[str]]:
+    """Hash every signed file as installed, and list files that are present but not signed."""
+    actual = {path: _sha256(root / path) for path in statement.digests}
+    present: set[str] = set()
+    tops = {path.split("/", 1)[0] for path in statement.digests if "/" in path}
+    tops.add(metadata_dir.name)
+    for top in tops:
+        for directory, _, names in os.walk(root / top):
+            for name in names:
+                relative = (Path(directory) / name).relative_to(root).as_posix()
+                present.add(relative)
+    record = importlib.metadata.Distribution.at(metadata_dir).files or []
+    present.update(str(entry) for entry in record)
+    unexpected = {
+        path
+        for path in present
+        if path not in statement.digests
+        and not _is_bytecode_cache(path)
+        and not (path.startswith(f"{metadata_dir.name}/") and path.rsplit("/", 1)[1] in _INSTALLER_FILES)
+    }
+    return actual, unexpected
+
+
+def verify_installed(inspected: Inspected, trust: TrustStore) -> Verification:
+    """Verify an installed plugin's signature and files under the store's trust mode. Never raises."""
+    candidate = inspected.candidate
+    # 1. Trust turned off: nothing is checked, and the status says so.
+    if trust.mode is TrustMode.DISABLED:
         return Verification(SignatureStatus.SKIPPED, "trust mode is disabled: no checks were made")
-    return Verification(
-        SignatureStatus.UNSIGNED,
-        f"{inspected.distribution} {inspected.version} carries no signature this host can check",
-    )
+    # 2. A plugins directory others can write to is not a place to trust code from.
+    from_plugins_dir = candidate.origin is Origin.PLUGINS_DIR
+    if trust.untrusted_plugins_dir is not None and trust.mode is TrustMode.STRICT and from_plugins_dir:
+        return Verification(SignatureStatus.INVALID, trust.untrusted_plugins_dir)
+    # 3. No signature file: unsigned.
+    signature_path = candidate.metadata_dir / SIGNATURE_FILE_NAME
+    try:
+        document = signature_path.read_bytes()
+    except FileNotFoundError:
+        return Verification(SignatureStatus.UNSIGNED, f"{inspected.distribution} {inspected.version} is not signed")
+    except OSError as exc:
+        return Verification(SignatureStatus.INVALID, f"{signature_path}: unreadable: {exc.strerror}")
+    # 4. A signature from a trusted signer over a statement of ours.
+    try:
+        statement, signer = check_signatures(document, trust)
+    except VerificationError as exc:
+        return Verification(SignatureStatus.INVALID, exc.message)
+    problems = []
+    # 5. The statement is for this release, not another plugin's or an older one.
+    if not statement.matches_release(inspected.distribution, inspected.version):
+        problems.append(
+            f"the signature is for {statement.distribution} {statement.version},"
+            f" but the installed release is {inspected.distribution} {inspected.version}"
+        )
+    # 6. Every signed file is present and unchanged, and nothing unsigned sits beside them.
+    actual, unexpected = _installed_files(candidate.root, statement, candidate.metadata_dir)
+    checks = _report(statement.digests, actual, unexpected)
+    # 7. What inspect and discover read is what was signed: METADATA, the manifest, the entry point.
+    problems.extend(_decision_inputs_problems(inspected, statement))
+    return _outcome(statement, signer, checks, problems)
+
+
+def _decision_inputs_problems(inspected: Inspected, statement: SignedStatement) -> list[str]:
+    candidate = inspected.candidate
+    problems = []
+    metadata = f"{candidate.metadata_dir.name}/METADATA"
+    if statement.digests.get(metadata) != inspected.metadata_sha256:
+        problems.append(f"{metadata} that was inspected is not the signed one")
+    try:
+        manifest = inspected.manifest.path.relative_to(candidate.root).as_posix()
+    except ValueError:
+        manifest = str(inspected.manifest.path)
+    if statement.digests.get(manifest) != inspected.manifest.sha256:
+        problems.append(f"{manifest} that was inspected is not the signed one")
+    entry_points = candidate.metadata_dir / "entry_points.txt"
+    signed_digest = statement.digests.get(f"{candidate.metadata_dir.name}/entry_points.txt")
+    try:
+        data = entry_points.read_bytes()
+    except OSError:
+        data = b""
+    if signed_digest is None or not hmac.compare_digest(hashlib.sha256(data).hexdigest(), signed_digest):
+        problems.append("entry_points.txt is not the signed one")
+    elif _entry_point(data, candidate.plugin_id) != candidate.entry_point:
+        problems.append(f"entry point {candidate.plugin_id} is not the one that was signed")
+    return problems
+
+
+def _entry_point(data: bytes, plugin_id: str) -> str | None:
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # entry point names are case-sensitive
+    try:
+        parser.read_string(data.decode("utf-8"))
+        return parser.get(ENTRY_POINT_GROUP, plugin_id, fallback=None)
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+
+
+def verify_wheel(wheel: Wheel, trust: TrustStore) -> Verification:
+    """Verify a wheel file's embedded signature and every member against the signed statement."""
+    document = wheel.members.get(f"{wheel.dist_info}/{SIGNATURE_FILE_NAME}")
+    if document is None:
+        return Verification(SignatureStatus.UNSIGNED, f"{wheel.path.name} is not signed")
+    try:
+        statement, signer = check_signatures(document, trust)
+    except VerificationError as exc:
+        return Verification(SignatureStatus.INVALID, exc.message)
+    problems = []
+    if not statement.matches_release(wheel.distribution, wheel.version):
+        problems.append(
+            f"the signature is for {statement.distribution} {statement.version},"
+            f" but the wheel is {wheel.distribution} {wheel.version}"
+        )
+    digests = {name: digest for name, digest in wheel.digests().items() if is_signed_path(name)}
+    checks = _report(statement.digests, digests, digests)
+    return _outcome(statement, signer, checks, problems)

@@ -73,3 +73,12 @@ class PluginCallError(HookError):
 
 class AperioWarning(UserWarning):
     """The one warning category of aperio-plugins (insecure settings, skipped checks)."""
+
+
+class InvalidWheelError(AperioError):
+    """A file is not a usable wheel: not a zip, no metadata, unsafe member names,
+    or contents that contradict its own RECORD."""
+
+
+class SigningError(AperioError):
+    """A wheel could not be signed (no key, no identity token, a signing service refused)."""

@@ -26,7 +26,9 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from ._keys import generate_keypair
 from ._manifest import MANIFEST_NAME
+from ._signing import ed25519_signer, sign_wheel
 from .errors import AperioError
 
 DEFAULT_API_REQUIREMENT = "aperio-hookspecs>=1.0,<2"
@@ -152,13 +154,13 @@ def _remove_other_versions(wheels: Sequence[Path], target: Path) -> None:
             shutil.rmtree(stale)
 
 
-def install_wheels(wheels: Iterable[Path], *, target: Path) -> None:
+def install_wheels(wheels: Iterable[Path | str], *, target: Path) -> None:
     """Install `wheels` into the directory `target` with real pip (no index, no dependencies),
     replacing any installed release of the same distributions.
 
     Raises `WheelInstallError` with pip's output when pip refuses.
     """
-    wheels = list(wheels)
+    wheels = [Path(wheel) for wheel in wheels]
     _remove_other_versions(wheels, target)
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
@@ -169,3 +171,13 @@ def install_wheels(wheels: Iterable[Path], *, target: Path) -> None:
         raise WheelInstallError(
             f"pip install into {target} failed: {completed.stderr.strip() or completed.stdout.strip()}"
         )
+
+
+def generate_signing_key(directory: Path, name: str = "test-signer") -> tuple[Path, Path]:
+    """Create an Ed25519 key pair in `directory`; return (private PEM, public PEM)."""
+    return generate_keypair(name, directory)
+
+
+def sign_wheel_with_key(wheel: Path, private_key: Path, *, out: Path | None = None) -> Path:
+    """Embed an Ed25519 signature in `wheel` (in place unless `out`); return the signed wheel's path."""
+    return sign_wheel(wheel, out, ed25519_signer(private_key)).path

@@ -74,4 +74,4 @@ def test_a_corrupted_cache_is_ignored(make_host, install, wheel_dir, tmp_path):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "discovery-cache.json").write_text('{"format": 1, "entry_points": [1, 2')
     assert _ids(make_host()) == ["acme.one"]
-    assert json.loads((tmp_path / "state" / "discovery-cache.json").read_text())["format"] == 1
+    assert "entry_points" in json.loads((tmp_path / "state" / "discovery-cache.json").read_text())

@@ -10,6 +10,7 @@ import click
 
 from ..errors import AperioError
 from ._plugin import plugin_group
+from ._trust import doctor, keygen, sign, verify
 
 EXIT_ERROR = 1
 
@@ -35,7 +36,10 @@ def cli(verbose: int) -> None:
     _configure_logging(verbose)
 
 
+for command in (keygen, sign, verify):
+    plugin_group.add_command(command)
 cli.add_command(plugin_group)
+cli.add_command(doctor)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 
 import click
@@ -41,7 +42,8 @@ def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
 
 
 def print_table(plugins: Sequence[PluginInfo]) -> None:
-    console = Console(soft_wrap=False)
+    # Piped output has no terminal width to fit; a wide table stays one row per plugin for grep.
+    console = Console() if sys.stdout.isatty() else Console(width=240)
     if not plugins:
         console.print("no plugins installed")
         return

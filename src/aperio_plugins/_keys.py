@@ -1,0 +1,165 @@
+"""Ed25519 keys: generation, the trusted keys directory, and DSSE envelopes signed with them.
+
+A key id is the sha256 of the public key's DER SubjectPublicKeyInfo, in hex:
+derived from the key alone, so that anyone can compute it from the PEM.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import ConfigurationError, VerificationError
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Return the hex sha256 of the key's DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    key_id: str
+    path: Path
+    public_key: Ed25519PublicKey
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    """A file in the keys directory that could not be used, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Keyring:
+    keys: tuple[TrustedKey, ...]
+    problems: tuple[KeyProblem, ...]
+
+
+def generate_keypair(name: str, directory: Path) -> tuple[Path, Path]:
+    """Write `NAME.pem` (private, mode 0600) and `NAME.pub.pem` into `directory`; return both paths.
+
+    Raises `ConfigurationError` if either file exists: a key is never overwritten.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigurationError(f"key name {name!r} must be a plain file name")
+    directory.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = directory / f"{name}.pem", directory / f"{name}.pub.pem"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise ConfigurationError(f"{path} already exists; refusing to overwrite a key")
+    private_key = Ed25519PrivateKey.generate()
+    private_pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # Created with 0600 from the start, so the private key is never readable by others, even briefly.
+    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(private_pem)
+    public_path.write_bytes(public_pem)
+    return private_path, public_path
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Return the Ed25519 private key in the PEM file `path`; raise `ConfigurationError` otherwise."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read key {path}: {exc.strerror}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{path} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+    return key
+
+
+def load_keyring(directory: Path) -> Keyring:
+    """Return every usable Ed25519 public key in `directory` (`*.pem`), and the files that were not usable."""
+    keys: list[TrustedKey] = []
+    problems: list[KeyProblem] = []
+    try:
+        paths = sorted(path for path in directory.iterdir() if path.suffix == ".pem")
+    except OSError:
+        return Keyring((), ())
+    for path in paths:
+        try:
+            public_key = serialization.load_pem_public_key(path.read_bytes())
+        except OSError as exc:
+            problems.append(KeyProblem(path, f"unreadable: {exc.strerror}"))
+            continue
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            problems.append(KeyProblem(path, f"not a PEM public key: {exc}"))
+            continue
+        if not isinstance(public_key, Ed25519PublicKey):
+            problems.append(KeyProblem(path, f"a {type(public_key).__name__}, not an Ed25519 public key"))
+            continue
+        keys.append(TrustedKey(key_id(public_key), path, public_key))
+    return Keyring(tuple(keys), tuple(problems))
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """Return DSSE's pre-authentication encoding of a payload, which is what gets signed."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+
+
+def sign_envelope(payload: bytes, payload_type: str, private_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Return a DSSE envelope over `payload`, signed by `private_key`."""
+    signature = private_key.sign(pae(payload_type, payload))
+    return {
+        "payloadType": payload_type,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": key_id(private_key.public_key()), "sig": base64.b64encode(signature).decode()}],
+    }
+
+
+@dataclass(frozen=True)
+class VerifiedEnvelope:
+    payload: bytes
+    payload_type: str
+    key: TrustedKey
+
+
+def verify_envelope(envelope: Any, keys: Sequence[TrustedKey]) -> VerifiedEnvelope:
+    """Return the payload of a DSSE envelope signed by any of `keys`.
+
+    Every signature is tried against every key, whatever key id it claims (a
+    key id is a hint, never trusted). Raises `VerificationError` otherwise.
+    """
+    try:
+        payload_type = envelope["payloadType"]
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        signatures = [(s.get("keyid", ""), base64.b64decode(s["sig"], validate=True)) for s in envelope["signatures"]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise VerificationError("malformed DSSE envelope") from None
+    if not isinstance(payload_type, str) or not signatures:
+        raise VerificationError("malformed DSSE envelope: no payload type or no signatures")
+    if not keys:
+        raise VerificationError("no trusted Ed25519 keys are configured")
+    message = pae(payload_type, payload)
+    for _, signature in signatures:
+        for key in keys:
+            try:
+                key.public_key.verify(signature, message)
+            except InvalidSignature:
+                continue
+            return VerifiedEnvelope(payload, payload_type, key)
+    claimed = ", ".join(sorted({claim[:16] for claim, _ in signatures if claim})) or "none"
+    raise VerificationError(
+        f"no trusted key verifies the signature (key ids claimed: {claimed}; trusted: {len(keys)} key(s))"
+    )

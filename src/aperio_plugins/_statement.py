@@ -1,0 +1,94 @@
+"""The signed statement: an in-toto Statement v1 that lists every file of a plugin wheel with its sha256.
+
+The statement is serialized with RFC 8785 (JSON Canonicalization Scheme), so
+the same wheel always yields the same bytes, and it is what both signature
+backends sign. Its format is documented in docs/signing.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+from packaging.utils import canonicalize_name
+
+from .errors import VerificationError
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://aperio-plugins.dev/wheel-files/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+SIGNATURE_FILE_NAME = "aperio-signature.json"
+
+# Files of `.dist-info/` that are not signed: RECORD, because installers
+# rewrite it, and the signature file itself.
+UNSIGNED_METADATA_FILES = frozenset({"RECORD", SIGNATURE_FILE_NAME})
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_signed_path(path: str) -> bool:
+    """Return whether a wheel member at `path` belongs in the statement."""
+    directory, _, name = path.rpartition("/")
+    return not (directory.endswith(".dist-info") and "/" not in directory and name in UNSIGNED_METADATA_FILES)
+
+
+@dataclass(frozen=True)
+class SignedStatement:
+    """What a signature vouches for: one distribution release and the digest of each of its files."""
+
+    distribution: str
+    version: str
+    digests: Mapping[str, str]
+
+    def matches_release(self, distribution: str, version: str) -> bool:
+        return canonicalize_name(self.distribution) == canonicalize_name(distribution) and self.version == version
+
+
+def build_statement(distribution: str, version: str, digests: Mapping[str, str]) -> bytes:
+    """Return the canonical statement bytes for a release whose files have `digests` (path -> sha256 hex)."""
+    statement: dict[str, Any] = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": path, "digest": {"sha256": digests[path]}} for path in sorted(digests)],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {"distribution": distribution, "version": version},
+    }
+    return rfc8785.dumps(statement)
+
+
+def _fail(reason: str) -> VerificationError:
+    return VerificationError(f"malformed signed statement: {reason}")
+
+
+def parse_statement(payload: bytes) -> SignedStatement:
+    """Return the statement in a verified payload; raise `VerificationError` if it is not one of ours."""
+    try:
+        document: Any = json.loads(payload)
+    except ValueError:
+        raise _fail("not JSON") from None
+    if not isinstance(document, dict) or document.get("_type") != STATEMENT_TYPE:
+        raise _fail(f"_type is not {STATEMENT_TYPE}")
+    if document.get("predicateType") != PREDICATE_TYPE:
+        raise _fail(f"predicateType {document.get('predicateType')!r} is not {PREDICATE_TYPE}")
+    predicate = document.get("predicate")
+    release_named = isinstance(predicate, dict) and all(
+        isinstance(predicate.get(key), str) for key in ("distribution", "version")
+    )
+    if not isinstance(predicate, dict) or not release_named:
+        raise _fail("predicate must name the distribution and version")
+    subjects = document.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        raise _fail("no subjects")
+    digests: dict[str, str] = {}
+    for subject in subjects:
+        name = subject.get("name") if isinstance(subject, dict) else None
+        digest = subject.get("digest", {}).get("sha256") if isinstance(subject, dict) else None
+        if not isinstance(name, str) or not isinstance(digest, str) or not _SHA256.match(digest):
+            raise _fail(f"subject {subject!r} needs a name and a sha256 digest")
+        if name.startswith("/") or ".." in name.split("/") or name in digests:
+            raise _fail(f"subject name {name!r} is absolute, escapes the install root, or repeats")
+        digests[name] = digest
+    return SignedStatement(predicate["distribution"], predicate["version"], digests)

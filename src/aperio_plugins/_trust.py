@@ -1,0 +1,116 @@
+"""The operator's trust configuration, and the preflight checks that `aperio doctor` and the host share.
+
+In `strict`, a keys directory that others can write to is not trusted at all
+(anyone who can add a key there can sign plugins), and plugins in a plugins
+directory that others can write to are refused. In `warn` both are reported
+and used.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._keys import Keyring, load_keyring
+from ._model import TrustMode
+from ._settings import HostSettings
+from ._sigstore import SigstoreTrust, load_trusted_identities
+from .errors import ConfigurationError
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class TrustProblem:
+    severity: Severity
+    subject: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.value}: {self.subject}: {self.message}"
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """What signers the host trusts, with every problem found while loading it."""
+
+    mode: TrustMode
+    keyring: Keyring
+    sigstore: SigstoreTrust
+    problems: tuple[TrustProblem, ...]
+    untrusted_plugins_dir: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.keyring.keys and not self.sigstore.identities
+
+
+def writable_by_others(path: Path) -> str | None:
+    """Return why users other than the owner could change `path`'s contents, or None."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"mode {stat.filemode(status.st_mode)} lets group or others write"
+    if status.st_uid not in (os.geteuid(), 0):
+        return f"owned by uid {status.st_uid}, not by this user ({os.geteuid()}) or root"
+    return None
+
+
+def load_trust_store(settings: HostSettings) -> TrustStore:
+    """Return the trust store the settings describe. Never raises: problems are part of the result."""
+    mode = settings.plugin_trust_mode
+    problems: list[TrustProblem] = []
+    if mode is TrustMode.DISABLED and not settings.is_development:
+        problems.append(
+            TrustProblem(
+                Severity.ERROR,
+                "APERIO_PLUGIN_TRUST_MODE",
+                "trust is disabled outside a development environment: plugin files are not checked at all",
+            )
+        )
+    keys_dir = settings.plugin_trusted_keys_dir
+    keyring = load_keyring(keys_dir)
+    insecure_keys = writable_by_others(keys_dir)
+    if insecure_keys is not None:
+        consequence = "its keys are ignored" if mode is TrustMode.STRICT else "its keys are used because of warn"
+        problems.append(TrustProblem(Severity.ERROR, str(keys_dir), f"keys directory {insecure_keys}; {consequence}"))
+        if mode is TrustMode.STRICT:
+            keyring = Keyring((), keyring.problems)
+    problems.extend(TrustProblem(Severity.WARNING, str(p.path), p.reason) for p in keyring.problems)
+    try:
+        sigstore = load_trusted_identities(settings.plugin_trusted_identities)
+    except ConfigurationError as exc:
+        problems.append(TrustProblem(Severity.ERROR, str(settings.plugin_trusted_identities), exc.message))
+        sigstore = SigstoreTrust((), None)
+    untrusted_plugins_dir = None
+    insecure_plugins = writable_by_others(settings.plugins_dir)
+    if insecure_plugins is not None:
+        untrusted_plugins_dir = f"plugins directory {settings.plugins_dir} {insecure_plugins}"
+        consequence = "its plugins are refused" if mode is TrustMode.STRICT else "its plugins load because of warn"
+        problems.append(TrustProblem(Severity.ERROR, str(settings.plugins_dir), f"{insecure_plugins}; {consequence}"))
+    store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir)
+    if mode is TrustMode.STRICT and store.is_empty:
+        store = TrustStore(
+            mode,
+            keyring,
+            sigstore,
+            (
+                *store.problems,
+                TrustProblem(
+                    Severity.WARNING,
+                    "trust store",
+                    f"strict mode with no trusted keys in {keys_dir} and no Sigstore identities in"
+                    f" {settings.plugin_trusted_identities}: every plugin will be refused",
+                ),
+            ),
+            untrusted_plugins_dir,
+        )
+    return store

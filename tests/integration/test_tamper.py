@@ -1,0 +1,199 @@
+"""The tamper suite: each case is an attack on a signed plugin, named after it. Each asserts the
+signature status and that none of the plugin's code ran."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from plugin_builders import connector_wheel, imported_ids
+
+from aperio_plugins import FailureStage, PluginState, SignatureStatus
+from aperio_plugins._keys import load_private_key, sign_envelope
+from aperio_plugins._signing import SIGNATURE_FORMAT
+from aperio_plugins._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, build_statement
+from aperio_plugins.testing import generate_signing_key, sign_wheel_with_key
+
+PLUGIN = "acme.signed"
+DIST_INFO = "acme_signed-1.0.0.dist-info"
+
+
+@pytest.fixture
+def keys(tmp_path):
+    private, public = generate_signing_key(tmp_path / "author")
+    trusted = tmp_path / "keys"
+    trusted.mkdir(mode=0o700)
+    shutil.copy(public, trusted / public.name)
+    return private
+
+
+@pytest.fixture
+def signed_wheel(wheel_dir, keys, marker):
+    return sign_wheel_with_key(
+        connector_wheel(wheel_dir / "signed", PLUGIN, package="acme_signed", marker=marker), keys
+    )
+
+
+@pytest.fixture
+def installed(signed_wheel, install, plugins_dir):
+    install(signed_wheel)
+    return plugins_dir
+
+
+def load(make_host, trust="strict"):
+    host = make_host(trust)
+    infos = {info.id: info for info in host.load().plugins}
+    return host, infos[PLUGIN]
+
+
+def assert_refused(info, marker, *fragments):
+    assert info.signature_status is SignatureStatus.INVALID
+    assert info.state is PluginState.FAILED
+    assert info.failure_stage is FailureStage.VERIFY
+    for fragment in fragments:
+        assert fragment in info.error
+    assert PLUGIN not in imported_ids(marker)
+
+
+def test_a_signed_plugin_from_a_trusted_key_is_verified_and_enabled(installed, make_host, marker, audit):
+    _, info = load(make_host)
+    assert info.signature_status is SignatureStatus.VERIFIED
+    assert info.state is PluginState.ENABLED
+    assert info.signature_detail.startswith("signed by ed25519 key ")
+    assert imported_ids(marker) == [PLUGIN]
+    assert audit.fields_of("plugin.signature.verified")[0]["signer"].endswith("(test-signer.pub.pem)")
+
+
+def test_modified_source_file(installed, make_host, marker):
+    source = installed / "acme_signed" / "__init__.py"
+    source.write_text(source.read_text() + "\nimport os  # a backdoor would go here\n")
+    _, info = load(make_host)
+    assert_refused(info, marker, "acme_signed/__init__.py modified")
+
+
+def test_added_module(installed, make_host, marker):
+    (installed / "acme_signed" / "extra.py").write_text("print('not signed')\n")
+    _, info = load(make_host)
+    assert_refused(info, marker, "acme_signed/extra.py unexpected")
+
+
+def test_modified_entry_points_file(installed, make_host, marker):
+    path = installed / DIST_INFO / "entry_points.txt"
+    path.write_text(path.read_text().replace("= acme_signed", "= acme_signed.evil"))
+    _, info = load(make_host)
+    assert_refused(info, marker, f"{DIST_INFO}/entry_points.txt modified", "entry_points.txt is not the signed one")
+
+
+def test_modified_metadata_widens_the_api_requirement(installed, make_host, marker):
+    path = installed / DIST_INFO / "METADATA"
+    path.write_text(path.read_text().replace("aperio-hookspecs>=1.0,<2", "aperio-hookspecs>=0"))
+    _, info = load(make_host)
+    assert_refused(info, marker, f"{DIST_INFO}/METADATA modified", "METADATA that was inspected is not the signed one")
+
+
+def test_signature_copied_from_another_plugin(installed, make_host, marker, wheel_dir, keys, install, plugins_dir):
+    other = sign_wheel_with_key(connector_wheel(wheel_dir / "other", "acme.other", package="acme_other"), keys)
+    install(other)
+    shutil.copy(
+        plugins_dir / "acme_other-1.0.0.dist-info" / SIGNATURE_FILE_NAME, installed / DIST_INFO / SIGNATURE_FILE_NAME
+    )
+    _, info = load(make_host)
+    assert_refused(
+        info, marker, "the signature is for acme-other 1.0.0, but the installed release is acme-signed 1.0.0"
+    )
+
+
+def test_signature_by_an_untrusted_key(wheel_dir, tmp_path, install, make_host, marker, keys):
+    stranger, _ = generate_signing_key(tmp_path / "stranger", "stranger")
+    install(sign_wheel_with_key(connector_wheel(wheel_dir, PLUGIN, package="acme_signed", marker=marker), stranger))
+    _, info = load(make_host)
+    assert_refused(info, marker, "no trusted key verifies the signature")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"format": 1, "signatures": [{"kind": "ed25519", "envel', "malformed signature file: (root): Invalid JSON"),
+        (b"", "malformed signature file"),
+        (b'{"format": 1, "signatures": []}', "holds no signatures"),
+        (b'{"format": 7, "signatures": []}', "malformed signature file: format"),
+        (
+            b'{"format": 1, "signatures": [{"kind": "ed25519", "envelope": {"payload": "!!"}}]}',
+            "malformed DSSE envelope",
+        ),
+    ],
+    ids=["truncated", "empty", "no_signatures", "unknown_format", "garbage_envelope"],
+)
+def test_truncated_or_malformed_signature_file(installed, make_host, marker, content, message):
+    (installed / DIST_INFO / SIGNATURE_FILE_NAME).write_bytes(content)
+    _, info = load(make_host)
+    assert_refused(info, marker, message)
+
+
+def test_statement_that_omits_a_file(wheel_dir, keys, install, plugins_dir, make_host, marker):
+    from aperio_plugins._wheel import read_wheel, write_wheel
+
+    wheel = read_wheel(connector_wheel(wheel_dir, PLUGIN, package="acme_signed", marker=marker))
+    digests = {name: digest for name, digest in wheel.digests().items() if not name.endswith(("RECORD", "__init__.py"))}
+    envelope = sign_envelope(
+        build_statement(wheel.distribution, wheel.version, digests), PAYLOAD_TYPE, load_private_key(keys)
+    )
+    document = json.dumps({"format": SIGNATURE_FORMAT, "signatures": [{"kind": "ed25519", "envelope": envelope}]})
+    write_wheel(wheel, {f"{DIST_INFO}/{SIGNATURE_FILE_NAME}": document.encode()}, wheel.path)
+    install(wheel.path)
+    _, info = load(make_host)
+    assert_refused(info, marker, "acme_signed/__init__.py unexpected")
+
+
+def test_signature_of_an_older_release_next_to_the_newer_files(
+    wheel_dir, keys, install, plugins_dir, make_host, marker
+):
+    old = sign_wheel_with_key(connector_wheel(wheel_dir / "old", PLUGIN, package="acme_signed", marker=marker), keys)
+    install(old)
+    old_signature = (plugins_dir / DIST_INFO / SIGNATURE_FILE_NAME).read_bytes()
+    new = connector_wheel(wheel_dir / "new", PLUGIN, package="acme_signed", version="1.1.0", marker=marker)
+    install(sign_wheel_with_key(new, keys))
+    (plugins_dir / "acme_signed-1.1.0.dist-info" / SIGNATURE_FILE_NAME).write_bytes(old_signature)
+    _, info = load(make_host)
+    assert_refused(
+        info, marker, "the signature is for acme-signed 1.0.0, but the installed release is acme-signed 1.1.0"
+    )
+
+
+def test_key_directory_writable_by_others_is_not_trusted_in_strict(installed, make_host, marker, tmp_path, audit):
+    (tmp_path / "keys").chmod(0o777)
+    _, info = load(make_host)
+    assert_refused(info, marker, "no trusted Ed25519 keys are configured")
+    problems = audit.fields_of("host.trust.problem")
+    assert any("lets group or others write" in problem["reason"] for problem in problems)
+
+
+def test_key_directory_writable_by_others_is_used_with_a_warning_in_warn(installed, make_host, marker, tmp_path, audit):
+    (tmp_path / "keys").chmod(0o777)
+    _, info = load(make_host, "warn")
+    assert info.signature_status is SignatureStatus.VERIFIED
+    assert any("keys are used because of warn" in p["reason"] for p in audit.fields_of("host.trust.problem"))
+
+
+def test_plugins_directory_writable_by_others_is_refused_in_strict(installed, make_host, marker):
+    installed.chmod(0o777)
+    _, info = load(make_host)
+    assert_refused(info, marker, "lets group or others write")
+
+
+def test_a_malformed_key_is_reported_and_skipped(installed, make_host, tmp_path, audit):
+    (tmp_path / "keys" / "broken.pem").write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    _, info = load(make_host)
+    assert info.signature_status is SignatureStatus.VERIFIED
+    assert any(p["subject"].endswith("broken.pem") for p in audit.fields_of("host.trust.problem"))
+
+
+def test_warn_mode_loads_an_invalid_plugin_and_says_so(installed, make_host, marker, audit):
+    source = installed / "acme_signed" / "__init__.py"
+    source.write_text(source.read_text() + "\n")
+    _, info = load(make_host, "warn")
+    assert info.signature_status is SignatureStatus.INVALID
+    assert info.state is PluginState.ENABLED
+    assert "plugin.signature.invalid" in audit.names(PLUGIN)
+    assert "plugin.trust.warning" in audit.names(PLUGIN)
