@@ -1,22 +1,42 @@
 #!/usr/bin/env bash
 # Install the host, the plugin API and the three example plugins into ./.venv,
-# then list the plugins the host finds. Safe to run again: it reuses the venv.
+# sign the example plugins with a key made here, trust that key, and list the
+# plugins under the default `strict` trust mode. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python="${PYTHON:-python3}"
+pip_quiet=(--quiet --disable-pip-version-check)
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-# The example plugins are built into real wheels by their own build backend and
-# installed like any published plugin (not editable), so the host reads them
-# exactly as an operator's host would.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    -e ./hookspecs -e '.[dev]' \
-    ./example_plugins/box-connector ./example_plugins/box-remediation ./example_plugins/splunk-hec
+.venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
+.venv/bin/python -m pip install "${pip_quiet[@]}" -e ./hookspecs -e '.[dev]'
 
-# Until plugin signing lands, the example plugins are unsigned: `warn` loads
-# them and says so; the default, `strict`, would refuse them.
-export APERIO_PLUGIN_TRUST_MODE="${APERIO_PLUGIN_TRUST_MODE:-warn}"
+# The demo's own signing key and trust store, kept inside the checkout so that
+# nothing in ~/.aperio changes. An operator would drop the author's public key
+# into APERIO_PLUGIN_TRUSTED_KEYS_DIR instead.
+demo=.demo
+mkdir -p "$demo/keys" "$demo/dist"
+mkdir -p -m 0700 "$demo/trusted-keys"
+if [[ ! -f "$demo/keys/demo-author.pem" ]]; then
+    .venv/bin/aperio plugin keygen demo-author --out "$demo/keys"
+fi
+cp "$demo/keys/demo-author.pub.pem" "$demo/trusted-keys/"
+
+# Build each example plugin into a wheel with its own build backend, sign it,
+# and install it like any published plugin.
+rm -f "$demo"/dist/*.whl
+.venv/bin/python -m pip wheel "${pip_quiet[@]}" --no-deps -w "$demo/dist" \
+    ./example_plugins/box-connector ./example_plugins/box-remediation ./example_plugins/splunk-hec
+for wheel in "$demo"/dist/*.whl; do
+    .venv/bin/aperio plugin sign "$wheel" --key "$demo/keys/demo-author.pem"
+done
+.venv/bin/python -m pip install "${pip_quiet[@]}" --no-deps --force-reinstall "$demo"/dist/*.whl
+
+export APERIO_PLUGIN_TRUST_MODE=strict
+export APERIO_PLUGIN_TRUSTED_KEYS_DIR="$PWD/$demo/trusted-keys"
 .venv/bin/aperio plugin list
+echo
+echo "To use this trust store in your shell:"
+echo "  export APERIO_PLUGIN_TRUSTED_KEYS_DIR=$APERIO_PLUGIN_TRUSTED_KEYS_DIR"
