@@ -15,7 +15,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 import aperio_hookspecs
 from aperio_hookspecs import PROJECT_NAME, PROPAGATE_ATTRIBUTE, Payload
@@ -50,7 +50,6 @@ from ._trust import Severity, TrustStore, load_trust_store
 from ._verify import verify_installed
 from .errors import (
     AperioWarning,
-    HookError,
     LifecycleError,
     ManifestError,
     PluginCallError,
@@ -517,48 +516,29 @@ class PluginHost:
         `PluginCallError` when the plugin raises or returns something malformed.
         Findings in a sync result are broadcast through `aperio_finding_raised`.
         """
-        try:
-            envelope = _invoke.parse_payload(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            location = ".".join(str(part) for part in first["loc"]) or "(root)"
-            raise HookError(f"invalid payload for plugin {plugin_id!r}: {location}: {first['msg']}") from None
+        envelope = _invoke.parse_payload(plugin_id, payload)
         with self._lock:
             slot = self._slot(plugin_id)
             if slot.info.state is not PluginState.ENABLED:
                 raise LifecycleError(
                     f"plugin {plugin_id!r} is {slot.info.state.value}: it receives no calls", plugin_id=plugin_id
                 )
-            operation = _invoke.operation_for(envelope)
-            entry = slot.registrations.get(operation.kind, operation.target)
-            scopes = slot.info.credential_scopes
-        if entry is None:
-            provided = ", ".join(slot.registrations.names(operation.kind)) or "none"
-            raise HookError(
-                f"plugin {plugin_id!r} provides no {operation.kind.value} {operation.target!r}"
-                f" (it provides: {provided})",
-                plugin_id=plugin_id,
-            )
+            info, registrations = slot.info, slot.registrations
+        operation = _invoke.operation_for(envelope)
+        entry = _invoke.catalog_entry(plugin_id, registrations, operation)
         context = new_context(
             plugin_id=plugin_id,
-            scopes=scopes,
+            scopes=info.credential_scopes,
             store=self._store,
             provider=self._credential_provider,
             base_logger=self._plugin_logger,
             timeout=self._call_timeout if timeout is None else timeout,
         )
-        hook_name = f"{operation.kind.value}.{operation.method}"
         try:
-            raw = getattr(entry.implementation, operation.method)(context, envelope)
-            result = _invoke.check_result(envelope, operation, raw)
-        except (Exception, SystemExit) as exc:
-            self._record_call_failure(plugin_id, hook_name, exc)
-            raise PluginCallError(
-                f"plugin {plugin_id!r} failed in {operation.kind.value} {operation.target!r}:"
-                f" {type(exc).__name__}: {exc}",
-                plugin_id=plugin_id,
-                distribution=slot.info.distribution,
-            ) from exc
+            result = _invoke.invoke(entry, operation, envelope, context)
+        except PluginCallError as exc:
+            self._record_call_failure(plugin_id, operation.hook_name, exc.__cause__ or exc)
+            raise
         if isinstance(result, aperio_hookspecs.SyncResult):
             for finding in result.findings:
                 self.hook.aperio_finding_raised(finding=finding)

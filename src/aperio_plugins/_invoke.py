@@ -19,7 +19,9 @@ from aperio_hookspecs import (
     SyncResult,
 )
 
+from ._catalog import CatalogEntry, PluginRegistrations
 from ._model import PluginKind
+from .errors import HookError, PluginCallError
 
 
 class InvalidResultError(Exception):
@@ -33,17 +35,55 @@ class Operation:
     method: str
     result_type: type[BaseModel]
 
+    @property
+    def hook_name(self) -> str:
+        return f"{self.kind.value}.{self.method}"
+
 
 # Discriminated by `kind`, so that an error names the field of the payload
 # the caller meant rather than every member of the union.
 _PAYLOAD_ADAPTER: TypeAdapter[Payload] = TypeAdapter(Annotated[Payload, Field(discriminator="kind")])
 
 
-def parse_payload(payload: Payload | Mapping[str, Any]) -> Payload:
-    """Return `payload` as an envelope; a mapping is validated by its `kind`. Raises pydantic's ValidationError."""
+def parse_payload(plugin_id: str, payload: Payload | Mapping[str, Any]) -> Payload:
+    """Return `payload` as an envelope; a mapping is validated by its `kind`. Raises `HookError`."""
     if isinstance(payload, (SyncRequest, RemediationRequest, DeliveryBatch)):
         return payload
-    return _PAYLOAD_ADAPTER.validate_python(payload)
+    try:
+        return _PAYLOAD_ADAPTER.validate_python(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise HookError(f"invalid payload for plugin {plugin_id!r}: {location}: {first['msg']}") from None
+
+
+def catalog_entry(plugin_id: str, registrations: PluginRegistrations, operation: Operation) -> CatalogEntry:
+    """Return what `operation` targets among one plugin's registrations; raise `HookError` if it has none."""
+    entry = registrations.get(operation.kind, operation.target)
+    if entry is None:
+        provided = ", ".join(registrations.names(operation.kind)) or "none"
+        raise HookError(
+            f"plugin {plugin_id!r} provides no {operation.kind.value} {operation.target!r} (it provides: {provided})",
+            plugin_id=plugin_id,
+        )
+    return entry
+
+
+def invoke(entry: CatalogEntry, operation: Operation, payload: Payload, context: object) -> BaseModel:
+    """Call the registered implementation and return its validated result.
+
+    Raises `PluginCallError` (with the plugin's exception as its cause) when the
+    plugin raises or returns something that does not answer `payload`.
+    """
+    try:
+        raw = getattr(entry.implementation, operation.method)(context, payload)
+        return check_result(payload, operation, raw)
+    except (Exception, SystemExit) as exc:
+        raise PluginCallError(
+            f"plugin {entry.plugin_id!r} failed in {operation.kind.value} {operation.target!r}:"
+            f" {type(exc).__name__}: {exc}",
+            plugin_id=entry.plugin_id,
+        ) from exc
 
 
 def operation_for(payload: Payload) -> Operation:

@@ -160,11 +160,11 @@ def install_wheels(wheels: Iterable[Path | str], *, target: Path) -> None:
 
     Raises `WheelInstallError` with pip's output when pip refuses.
     """
-    wheels = [Path(wheel) for wheel in wheels]
-    _remove_other_versions(wheels, target)
+    paths = [Path(wheel) for wheel in wheels]
+    _remove_other_versions(paths, target)
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "--no-deps", "--no-index", "--upgrade", "--target", str(target), *(str(wheel) for wheel in wheels),
+        "--no-deps", "--no-index", "--upgrade", "--target", str(target), *(str(wheel) for wheel in paths),
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
