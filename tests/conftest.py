@@ -35,15 +35,33 @@ class AuditTrail:
         return [fields for event, fields in self.events if event == name]
 
 
+_INSTALLED = tuple({sys.prefix, sys.base_prefix})
+
+
+def _installed_library(module: object) -> bool:
+    origin = getattr(getattr(module, "__spec__", None), "origin", None) or ""
+    return origin.startswith(_INSTALLED) or origin in ("built-in", "frozen")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_imports() -> Iterator[None]:
-    """Plugins imported by one test must not leak into the next through sys.modules or sys.path."""
-    modules = set(sys.modules)
+    """Plugins imported by one test must not leak into the next through sys.modules, sys.path or
+    sys.meta_path. Libraries a test imported for the first time (sigstore, say) stay: re-importing
+    them per test would only cost time."""
+    modules = dict(sys.modules)
     path = list(sys.path)
+    meta_path = list(sys.meta_path)
     yield
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
+    for name, module in list(sys.modules.items()):
+        # A new submodule of a package that is restored below would hold the test's copies.
+        restored_parent = name.partition(".")[0] in modules
+        if name not in modules and (restored_parent or not _installed_library(module)):
+            del sys.modules[name]
+    for name, module in modules.items():
+        if sys.modules.get(name) is not module:
+            sys.modules[name] = module
     sys.path[:] = path
+    sys.meta_path[:] = meta_path
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from ._model import (
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
 from ._trust import Severity, TrustStore, load_trust_store
+from ._verified_import import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
 from ._verify import verify_installed
 from .errors import (
     AperioWarning,
@@ -64,6 +65,7 @@ _SIGNATURE_EVENTS = {
     SignatureStatus.SKIPPED: "plugin.signature.skipped",
 }
 _MAX_TRACEBACK_CHARS = 4000
+CODE_CACHE_DIR = "code-cache"
 
 
 @dataclass
@@ -74,10 +76,20 @@ class _Slot:
     candidate: Candidate | None = None
     prepared: _activation.Prepared | None = None
     registrations: PluginRegistrations = field(default_factory=PluginRegistrations)
+    importer: VerifiedImporter | None = None
 
     @property
     def in_memory(self) -> bool:
         return self.prepared is not None
+
+
+@dataclass(frozen=True)
+class _Activated:
+    """An imported and registered plugin, and the importer that serves its verified files."""
+
+    prepared: _activation.Prepared
+    registrations: PluginRegistrations
+    importer: VerifiedImporter | None
 
 
 class _Refused(Exception):
@@ -95,6 +107,7 @@ class _Outcome:
     info: PluginInfo
     inspected: Inspected | None
     decision: Decision
+    verification: Verification | None = None
 
 
 class PluginHost:
@@ -265,8 +278,8 @@ class PluginHost:
             self._audit.warning("plugin.trust.warning", plugin_id=candidate.plugin_id, reason=admission.warning)
         info = _inspected_info(inspected, verification, enabled_flag)
         if admission.refusal is not None:
-            return _Outcome(self._refuse(info, admission.refusal), inspected, Decision.REFUSE)
-        return _Outcome(info, inspected, admission.decision)
+            return _Outcome(self._refuse(info, admission.refusal), inspected, Decision.REFUSE, verification)
+        return _Outcome(info, inspected, admission.decision, verification)
 
     def _refuse(self, info: PluginInfo, refusal: Refusal) -> PluginInfo:
         fields = {"plugin_id": info.id, "distribution": info.distribution, "stage": refusal.stage.value}
@@ -288,25 +301,47 @@ class PluginHost:
         )
         return self._refuse(info, refusal)
 
-    def _activate(self, inspected: Inspected) -> tuple[_activation.Prepared, PluginRegistrations]:
-        """Import and register `inspected`. Raises `_Refused`; the manager is untouched on failure."""
-        try:
-            plugin = import_plugin(inspected.candidate)
-        except PluginLoadError as exc:
-            raise _Refused(Refusal(FailureStage.LOAD, exc.message)) from exc
-        try:
-            prepared = _activation.prepare(
-                self._manager,
-                inspected,
-                plugin,
-                guard=self._guard_calls,
-                propagating=self._propagating,
-                record=self._recorder(inspected.candidate.plugin_id),
+    def _activate(self, outcome: _Outcome) -> _Activated:
+        """Import and register an admitted plugin. Raises `_Refused`; the manager is untouched on failure.
+
+        A verified plugin is imported through a `VerifiedImporter` that executes
+        only the bytes verification hashed; it stays installed while the plugin
+        is loaded, for imports the plugin makes later.
+        """
+        inspected, verification = outcome.inspected, outcome.verification
+        assert inspected is not None
+        importer = None
+        if verification is not None and verification.status is SignatureStatus.VERIFIED:
+            tree = VerifiedTree(
+                inspected.candidate.plugin_id, inspected.candidate.root, verification.digests, verification.packages
             )
-            registrations = _activation.register(self._manager, self._catalog, prepared)
-        except PluginLoadError as exc:
-            raise _Refused(Refusal(FailureStage.REGISTER, exc.message)) from exc
-        return prepared, registrations
+            importer = install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
+        try:
+            try:
+                plugin = import_plugin(inspected.candidate)
+            except PluginLoadError as exc:
+                stage = FailureStage.VERIFY if isinstance(exc.__cause__, TamperedFileError) else FailureStage.LOAD
+                raise _Refused(Refusal(stage, exc.message)) from exc
+            if importer is not None and importer.refusals:
+                # The plugin caught the ImportError its tampered file raised; it is refused all the same.
+                raise _Refused(Refusal(FailureStage.VERIFY, importer.refusals[0].message))
+            try:
+                prepared = _activation.prepare(
+                    self._manager,
+                    inspected,
+                    plugin,
+                    guard=self._guard_calls,
+                    propagating=self._propagating,
+                    record=self._recorder(inspected.candidate.plugin_id),
+                )
+                registrations = _activation.register(self._manager, self._catalog, prepared)
+            except PluginLoadError as exc:
+                raise _Refused(Refusal(FailureStage.REGISTER, exc.message)) from exc
+        except _Refused:
+            if importer is not None:
+                remove_importer(importer)
+            raise
+        return _Activated(prepared, registrations, importer)
 
     def _bring_up(self, candidate: Candidate, enabled_flag: bool) -> PluginInfo:
         outcome = self._evaluate(candidate, enabled_flag)
@@ -320,14 +355,15 @@ class PluginHost:
             return info
         try:
             with restore_on_failure(candidate):
-                prepared, registrations = self._activate(outcome.inspected)
+                activated = self._activate(outcome)
         except _Refused as refused:
-            info = self._refuse(outcome.info, refused.refusal)
+            info = self._refuse(_tampered_if_verify(outcome.info, refused.refusal), refused.refusal)
             self._slots[candidate.plugin_id] = _Slot(info, candidate)
             return info
+        registrations = activated.registrations
         self._catalog.add(candidate.plugin_id, registrations)
         info = _with_registrations(dataclasses.replace(outcome.info, state=PluginState.ENABLED), registrations)
-        self._slots[candidate.plugin_id] = _Slot(info, candidate, prepared, registrations)
+        self._slots[candidate.plugin_id] = _Slot(info, candidate, activated.prepared, registrations, activated.importer)
         self._audit.info("plugin.loaded", plugin_id=info.id, distribution=info.distribution, version=info.version)
         self._audit.info("plugin.enabled", plugin_id=info.id)
         return info
@@ -448,11 +484,15 @@ class PluginHost:
             self._manager.unregister(name=plugin_id)
         try:
             with restore_on_failure(candidate):
-                prepared, registrations = self._activate(outcome.inspected)
+                activated = self._activate(outcome)
         except _Refused as refused:
             if was_enabled:
                 self._manager.register(old.registered, name=plugin_id)
             return self._reload_failed(plugin_id, refused.refusal.reason)
+        prepared, registrations = activated.prepared, activated.registrations
+        if slot.importer is not None:
+            remove_importer(slot.importer)
+        slot.importer = activated.importer
         if was_enabled:
             self._catalog.add(plugin_id, registrations)
         else:
@@ -502,6 +542,9 @@ class PluginHost:
             self._catalog.remove(plugin_id)
         if slot.candidate is not None:
             forget_modules(slot.candidate)
+        if slot.importer is not None:
+            remove_importer(slot.importer)
+            slot.importer = None
         slot.prepared = None
         slot.registrations = PluginRegistrations()
 
@@ -584,6 +627,8 @@ class PluginHost:
                 for slot in self._slots.values():
                     if slot.info.state is PluginState.ENABLED:
                         self._manager.unregister(name=slot.info.id)
+                    if slot.importer is not None:
+                        remove_importer(slot.importer)
                 self._store.close()
 
     def __enter__(self) -> PluginHost:
@@ -652,6 +697,14 @@ def _inspected_info(inspected: Inspected, verification: Verification, enabled_fl
         isolation=manifest.isolation,
         enabled_flag=enabled_flag,
     )
+
+
+def _tampered_if_verify(info: PluginInfo, refusal: Refusal) -> PluginInfo:
+    # A file that changed after verification is caught at import: the plugin's
+    # signature status is then invalid, whatever verification said a moment earlier.
+    if refusal.stage is FailureStage.VERIFY:
+        return dataclasses.replace(info, signature_status=SignatureStatus.INVALID)
+    return info
 
 
 def _with_registrations(info: PluginInfo, registrations: PluginRegistrations) -> PluginInfo:

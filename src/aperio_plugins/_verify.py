@@ -23,7 +23,7 @@ from ._signing import Ed25519Signature, parse_signature_file
 from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, SignedStatement, is_signed_path, parse_statement
 from ._trust import TrustStore
 from ._wheel import Wheel
-from .errors import VerificationError
+from .errors import ConfigurationError, VerificationError
 
 # Files an installer adds to `.dist-info/` (PEP 376, PEP 610) and compiled caches: never executed by the
 # verified loader, so their presence is not tampering.
@@ -66,7 +66,8 @@ def check_signatures(document: bytes, trust: TrustStore) -> tuple[SignedStatemen
             if payload_type != PAYLOAD_TYPE:
                 raise VerificationError(f"payload type {payload_type!r} is not {PAYLOAD_TYPE}")
             return parse_statement(payload), signer
-        except VerificationError as exc:
+        except (VerificationError, ConfigurationError) as exc:
+            # A Sigstore trust root that cannot be used refuses that signature; others may still verify.
             reasons.append(f"signature {index + 1} ({signature.kind}): {exc.message}")
     raise VerificationError("; ".join(reasons))
 

@@ -28,10 +28,23 @@ from packaging.utils import canonicalize_name
 
 from ._keys import generate_keypair
 from ._manifest import MANIFEST_NAME
-from ._signing import ed25519_signer, sign_wheel
+from ._signing import Ed25519Signature, SigstoreSignature, ed25519_signer, sign_wheel
+from ._testing_sigstore import PrivateSigstore
 from .errors import AperioError
 
 DEFAULT_API_REQUIREMENT = "aperio-hookspecs>=1.0,<2"
+
+
+__all__ = [
+    "PluginWheel",
+    "PrivateSigstore",
+    "WheelInstallError",
+    "generate_signing_key",
+    "install_wheels",
+    "manifest_toml",
+    "sign_wheel_with_key",
+    "sign_wheel_with_sigstore",
+]
 
 
 class WheelInstallError(AperioError):
@@ -181,3 +194,13 @@ def generate_signing_key(directory: Path, name: str = "test-signer") -> tuple[Pa
 def sign_wheel_with_key(wheel: Path, private_key: Path, *, out: Path | None = None) -> Path:
     """Embed an Ed25519 signature in `wheel` (in place unless `out`); return the signed wheel's path."""
     return sign_wheel(wheel, out, ed25519_signer(private_key)).path
+
+
+def sign_wheel_with_sigstore(wheel: Path, instance: PrivateSigstore, *, identity: str, issuer: str) -> Path:
+    """Embed a Sigstore signature made by a private test instance in `wheel`; return its path."""
+
+    def sign(statement: bytes) -> tuple[Ed25519Signature | SigstoreSignature, str]:
+        bundle = json.loads(instance.sign_dsse(statement, identity=identity, issuer=issuer))
+        return SigstoreSignature(kind="sigstore", bundle=bundle), f"sigstore identity {identity}"
+
+    return sign_wheel(wheel, None, sign).path

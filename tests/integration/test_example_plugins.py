@@ -3,6 +3,7 @@ against Box and Splunk HEC emulators on 127.0.0.1: sync, remediate, deliver."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 from provider_emulators import ProviderState, provider_server
 
 from aperio_hookspecs import DeliveryBatch, RemediationRequest, RemediationStatus, SyncRequest
-from aperio_plugins import PluginState
-from aperio_plugins.testing import install_wheels
+from aperio_plugins import PluginState, SignatureStatus
+from aperio_plugins.testing import generate_signing_key, install_wheels, sign_wheel_with_key
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_plugins"
 
@@ -36,7 +37,24 @@ def example_wheels(tmp_path_factory) -> list[Path]:
         ],
         check=True,
     )
-    return sorted(out.glob("*.whl"))
+    private_key, public_key = generate_signing_key(out / "author")
+    wheels = [sign_wheel_with_key(wheel, private_key) for wheel in sorted(out.glob("*.whl"))]
+    return wheels, public_key
+
+
+@pytest.fixture
+def signed_host(example_wheels, make_host, plugins_dir, tmp_path):
+    """A strict host with the examples' signer trusted: their code is served by the verified importer
+    from the plugins directory, whatever copies the running environment has."""
+    wheels, public_key = example_wheels
+    install_wheels(wheels, target=plugins_dir)
+    (tmp_path / "keys").mkdir(mode=0o700)
+    shutil.copy(public_key, tmp_path / "keys")
+
+    def signed_host(credential_provider):
+        return make_host("strict", credential_provider=credential_provider)
+
+    return signed_host
 
 
 @pytest.fixture
@@ -82,11 +100,10 @@ def provider():
         yield state, url
 
 
-def test_sync_remediate_and_deliver_through_the_host(example_wheels, provider, make_host, plugins_dir):
+def test_sync_remediate_and_deliver_through_the_host(signed_host, provider, plugins_dir):
     state, url = provider
-    install_wheels(example_wheels, target=plugins_dir)
     tokens = {"box:read": state.box_token, "box:write": state.box_token, "splunk:hec": state.hec_token}
-    host = make_host(credential_provider=lambda plugin_id, scope: tokens[scope])
+    host = signed_host(lambda plugin_id, scope: tokens[scope])
 
     report = host.load()
     assert {info.id: info.state for info in report.plugins} == {
@@ -94,6 +111,8 @@ def test_sync_remediate_and_deliver_through_the_host(example_wheels, provider, m
         "aperio.box-remediation": PluginState.ENABLED,
         "aperio.splunk-hec": PluginState.ENABLED,
     }
+    assert {info.signature_status for info in report.plugins} == {SignatureStatus.VERIFIED}
+    assert sys.modules["aperio_box_connector.plugin"].__file__.startswith(str(plugins_dir))
     assert list(host.connectors) == ["box"]
     assert list(host.remediations) == ["box.remove-shared-link"]
     assert list(host.destinations) == ["splunk-hec"]
@@ -120,10 +139,9 @@ def test_sync_remediate_and_deliver_through_the_host(example_wheels, provider, m
     assert sorted(event["event"]["id"] for event in state.hec_events) == sorted(receipt.accepted)
 
 
-def test_a_plugin_without_its_credential_fails_alone(example_wheels, provider, make_host, plugins_dir):
+def test_a_plugin_without_its_credential_fails_alone(signed_host, provider):
     _, url = provider
-    install_wheels(example_wheels, target=plugins_dir)
-    host = make_host(credential_provider=lambda plugin_id, scope: "wrong-token")
+    host = signed_host(lambda plugin_id, scope: "wrong-token")
     host.load()
     from aperio_plugins import PluginCallError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 from plugin_builders import connector_wheel, imported_ids
@@ -197,3 +198,107 @@ def test_warn_mode_loads_an_invalid_plugin_and_says_so(installed, make_host, mar
     assert info.state is PluginState.ENABLED
     assert "plugin.signature.invalid" in audit.names(PLUGIN)
     assert "plugin.trust.warning" in audit.names(PLUGIN)
+
+
+IDENTITY = "https://github.com/acme/signed/.github/workflows/release.yml@refs/tags/v1.0.0"
+ISSUER = "https://token.actions.githubusercontent.com"
+
+
+@pytest.fixture(scope="module")
+def sigstore_instances(tmp_path_factory):
+    from aperio_plugins.testing import PrivateSigstore
+
+    return PrivateSigstore.create(tmp_path_factory.mktemp("sigstore")), PrivateSigstore.create(
+        tmp_path_factory.mktemp("rogue")
+    )
+
+
+@pytest.fixture
+def trusted_identity(tmp_path, sigstore_instances):
+    trusted, _ = sigstore_instances
+    (tmp_path / "trusted-identities.toml").write_text(
+        f'trusted_root = "{trusted.trusted_root_path}"\n\n[[identity]]\nidentity = "{IDENTITY}"\nissuer = "{ISSUER}"\n'
+    )
+
+
+def _sigstore_signed(wheel_dir, marker, instance, identity=IDENTITY, issuer=ISSUER):
+    from aperio_plugins.testing import sign_wheel_with_sigstore
+
+    wheel = connector_wheel(wheel_dir, PLUGIN, package="acme_signed", marker=marker)
+    return sign_wheel_with_sigstore(wheel, instance, identity=identity, issuer=issuer)
+
+
+def test_a_sigstore_signature_from_a_trusted_identity_is_verified(
+    trusted_identity, sigstore_instances, wheel_dir, marker, install, make_host
+):
+    install(_sigstore_signed(wheel_dir, marker, sigstore_instances[0]))
+    _, info = load(make_host)
+    assert info.signature_status is SignatureStatus.VERIFIED
+    assert IDENTITY in info.signature_detail
+    assert imported_ids(marker) == [PLUGIN]
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        ("wrong_identity", "is not a trusted identity"),
+        ("wrong_issuer", "wrong OIDC issuer"),
+        ("wrong_instance", "signature 1 (sigstore)"),
+    ],
+)
+def test_sigstore_bundle_from_an_untrusted_signer(
+    attack, message, trusted_identity, sigstore_instances, wheel_dir, marker, install, make_host
+):
+    trusted, rogue = sigstore_instances
+    instance, identity, issuer = {
+        "wrong_identity": (
+            trusted,
+            "https://github.com/mallory/fork/.github/workflows/release.yml@refs/heads/main",
+            ISSUER,
+        ),
+        "wrong_issuer": (trusted, IDENTITY, "https://accounts.example.com"),
+        "wrong_instance": (rogue, IDENTITY, ISSUER),
+    }[attack]
+    install(_sigstore_signed(wheel_dir, marker, instance, identity, issuer))
+    _, info = load(make_host)
+    assert_refused(info, marker, message)
+
+
+def test_planted_pyc_with_a_matching_header_never_runs(installed, make_host, marker, tmp_path):
+    import importlib.util
+    import py_compile
+    import struct
+
+    source = installed / "acme_signed" / "__init__.py"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'a').write('evil\\n')\n")
+    pyc = installed / "acme_signed" / "__pycache__" / f"__init__.{sys.implementation.cache_tag}.pyc"
+    pyc.parent.mkdir(exist_ok=True)
+    py_compile.compile(str(evil), cfile=str(pyc))
+    # Forge the header so that the normal import system would take the pyc for the real source.
+    data = bytearray(pyc.read_bytes())
+    status = source.stat()
+    data[8:16] = struct.pack("<II", int(status.st_mtime) & 0xFFFFFFFF, status.st_size & 0xFFFFFFFF)
+    pyc.write_bytes(bytes(data))
+    assert bytes(data[:4]) == importlib.util.MAGIC_NUMBER
+
+    _, info = load(make_host)
+
+    assert info.signature_status is SignatureStatus.VERIFIED
+    assert info.state is PluginState.ENABLED
+    assert imported_ids(marker) == [PLUGIN]  # the signed source ran, the planted bytecode did not
+
+
+def test_file_swapped_between_verification_and_import_is_caught(installed, make_host, marker, monkeypatch):
+    from aperio_plugins import _host
+
+    real_activate = _host.PluginHost._activate
+
+    def swap_then_activate(self, outcome):
+        source = installed / "acme_signed" / "__init__.py"
+        source.write_text(source.read_text() + "\nopen('/dev/null', 'w')  # swapped in after verification\n")
+        return real_activate(self, outcome)
+
+    monkeypatch.setattr(_host.PluginHost, "_activate", swap_then_activate)
+    _, info = load(make_host)
+    assert_refused(info, marker, "acme_signed/__init__.py")
