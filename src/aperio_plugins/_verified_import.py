@@ -33,7 +33,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import IO, TYPE_CHECKING, Literal, overload
 
-from .errors import VerificationError
+from .errors import TamperedFileError, VerificationError
 
 if sys.version_info >= (3, 11):
     from importlib.resources.abc import Traversable, TraversableResources
@@ -60,28 +60,6 @@ _SUFFIXES = (
     + [(suffix, "bytecode") for suffix in importlib.machinery.BYTECODE_SUFFIXES]
 )
 _HEX = frozenset("0123456789abcdef")
-
-
-class TamperedFileError(VerificationError, ImportError):
-    """A plugin file differs from what was verified, or is not in the signed list at all.
-
-    An `ImportError`, so the import machinery propagates it like any failed import;
-    a `VerificationError`, so the host can tell tampering from a missing dependency.
-    `path` is the file at fault and `name` the module being imported, as on `ImportError`.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        plugin_id: str | None = None,
-        distribution: str | None = None,
-        path: str | None = None,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(message, plugin_id=plugin_id, distribution=distribution)
-        self.path = path
-        self.name = name
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,8 @@ class StateStoreError(AperioError):
     """The host's state store cannot be opened, read or written."""
 
 
-class DiscoveryError(AperioError):
-    """A distribution or its entry point cannot be read."""
-
-
 class ManifestError(AperioError):
     """A plugin's manifest or metadata is missing or malformed."""
-
-
-class CompatibilityError(AperioError):
-    """A plugin needs a plugin API version this host does not provide."""
 
 
 class VerificationError(AperioError):
@@ -57,6 +49,28 @@ class LifecycleError(AperioError):
 
 class UnknownPluginError(LifecycleError):
     """No plugin with that id is known to the host."""
+
+
+class TamperedFileError(VerificationError, ImportError):
+    """A plugin file differs from what was verified, or is not in the signed list at all.
+
+    An `ImportError`, so the import machinery propagates it like any failed import;
+    a `VerificationError`, so the host can tell tampering from a missing dependency.
+    `path` is the file at fault and `name` the module being imported, as on `ImportError`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        distribution: str | None = None,
+        path: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(message, plugin_id=plugin_id, distribution=distribution)
+        self.path = path
+        self.name = name
 
 
 class PluginLoadError(AperioError):
