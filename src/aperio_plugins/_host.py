@@ -206,23 +206,30 @@ class PluginHost:
 
     # -- the pipeline --------------------------------------------------------
 
-    def load(self) -> LoadReport:
-        """Discover every installed plugin and bring up those not already loaded.
+    def load(self, only: Iterable[str] | None = None) -> LoadReport:
+        """Discover every installed plugin and bring up those not already loaded (or just the ids in `only`).
 
         Never raises for a plugin's fault: each refusal is recorded in the
         plugin's `PluginInfo` (state `failed`, `error`, `failure_stage`).
         """
+        wanted = None if only is None else frozenset(only)
         with self._lock:
             self._ensure_open()
             discovery = self._discover()
             flags = self._store.enabled_flags()
             winners, duplicates = split_duplicates(discovery.candidates)
             for candidate in winners:
+                if wanted is not None and candidate.plugin_id not in wanted:
+                    continue
                 current = self._slots.get(candidate.plugin_id)
                 if current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED):
                     continue
                 self._bring_up(candidate, flags.get(candidate.plugin_id, True))
-            self._shadowed = [self._shadowed_info(duplicate, winner) for duplicate, winner in duplicates]
+            self._shadowed = [
+                self._shadowed_info(duplicate, winner)
+                for duplicate, winner in duplicates
+                if wanted is None or duplicate.plugin_id in wanted
+            ]
             if self._cache is not None:
                 self._cache.save()
             return LoadReport(self.plugins())

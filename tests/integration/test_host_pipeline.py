@@ -199,3 +199,13 @@ def test_a_hookspec_can_opt_into_propagating_errors(make_host, install, wheel_di
     with pytest.raises(ValueError, match="refused: x"):
         host.hook.acme_validate(value="x")
     assert host.get("acme.val").call_failures == 2
+
+
+def test_load_only_brings_up_the_named_plugins(make_host, install, wheel_dir, marker):
+    install(
+        connector_wheel(wheel_dir, "acme.wanted", marker=marker),
+        connector_wheel(wheel_dir, "acme.other", marker=marker),
+    )
+    host = make_host()
+    assert [info.id for info in host.load(only=["acme.wanted"]).plugins] == ["acme.wanted"]
+    assert imported_ids(marker) == ["acme.wanted"]
