@@ -106,6 +106,7 @@ def make_host(tmp_path: Path, plugins_dir: Path, audit: AuditTrail) -> Iterator[
             plugin_trusted_identities=tmp_path / "trusted-identities.toml",
             plugin_trust_mode=TrustMode(trust),
             environment=environment,
+            **kwargs.pop("settings", {}),
         )
         kwargs.setdefault("search_path", [])
         kwargs.setdefault("audit_logger", audit.logger)

@@ -1,5 +1,6 @@
 """aperio-plugins: a plugin host that discovers, verifies, admits, loads and runs plugin wheels."""
 
+from ._breaker import BreakerPolicy, BreakerState
 from ._catalog import CatalogEntry
 from ._context import CredentialProvider
 from ._host import PluginHost
@@ -19,6 +20,7 @@ from ._state import SQLiteStateStore, StateStore
 from .errors import (
     AperioError,
     AperioWarning,
+    CircuitOpenError,
     ConfigurationError,
     HookError,
     InvalidWheelError,
@@ -41,6 +43,8 @@ __all__ = [
     "LoadReport",
     "PluginInfo",
     "CatalogEntry",
+    "BreakerPolicy",
+    "BreakerState",
     "CredentialProvider",
     "StateStore",
     "SQLiteStateStore",
@@ -52,6 +56,7 @@ __all__ = [
     "SignatureStatus",
     "TrustMode",
     "AperioError",
+    "CircuitOpenError",
     "AperioWarning",
     "ConfigurationError",
     "HookError",

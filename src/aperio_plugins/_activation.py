@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from ._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
-from ._guard import ErrorRecorder, guard_implementation, positional_parameters
+from ._guard import ErrorRecorder, Gate, guard_implementation, positional_parameters
 from ._model import Inspected
 from .errors import PluginLoadError
 
@@ -58,6 +58,8 @@ def prepare(
     guard: bool,
     propagating: frozenset[str],
     record: ErrorRecorder,
+    gate: Gate | None = None,
+    refuse: Callable[[str], BaseException] | None = None,
 ) -> Prepared:
     """Return the plugin ready for registration; raise `PluginLoadError` for a hook the API does not have."""
     implementations: dict[str, Callable[..., Any]] = {}
@@ -75,7 +77,13 @@ def prepare(
         if guard:
             is_wrapper = bool(options.get("wrapper") or options.get("hookwrapper"))
             guarded = guard_implementation(
-                function, hook_name, record, propagate=hook_name in propagating, is_wrapper=is_wrapper
+                function,
+                hook_name,
+                record,
+                propagate=hook_name in propagating,
+                is_wrapper=is_wrapper,
+                gate=gate,
+                refuse=refuse,
             )
             setattr(proxy, attribute, guarded)
     return Prepared(inspected, plugin, proxy if guard else plugin, implementations)

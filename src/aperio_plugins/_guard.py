@@ -13,7 +13,8 @@ import functools
 import inspect
 import keyword
 from collections.abc import Callable, Generator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 ErrorRecorder = Callable[[str, BaseException], None]
 
@@ -42,50 +43,80 @@ def positional_parameters(function: Callable[..., Any]) -> list[str] | None:
     return names
 
 
+class Gate(Protocol):
+    """What a guard asks before and tells after each call: a circuit breaker."""
+
+    closed: bool
+
+    def allow(self) -> bool: ...
+    def record_success(self) -> None: ...
+
+
 def _generated_guard(
-    function: Callable[..., Any], names: list[str], hook_name: str, record: ErrorRecorder, propagate: bool
+    function: Callable[..., Any], names: list[str], hook_name: str, policy: _Policy
 ) -> Callable[..., Any]:
     params = ", ".join(names)
-    handler = "raise" if propagate else "return None"
+    refused = "raise _aperio_refuse(_aperio_hook)" if policy.propagate else "return None"
+    handler = "raise" if policy.propagate else "return None"
+    # The fast path reads `closed` twice and nothing else; the gate is consulted only once it has opened.
     source = (
         f"def _aperio_guard({params}):\n"
+        f"    if not _aperio_gate.closed and not _aperio_gate.allow():\n"
+        f"        {refused}\n"
         f"    try:\n"
-        f"        return _aperio_impl({params})\n"
+        f"        _aperio_result = _aperio_impl({params})\n"
         f"    except _aperio_caught as _aperio_exc:\n"
         f"        _aperio_record(_aperio_hook, _aperio_exc)\n"
         f"        {handler}\n"
+        f"    if not _aperio_gate.closed:\n"
+        f"        _aperio_gate.record_success()\n"
+        f"    return _aperio_result\n"
     )
     namespace: dict[str, Any] = {
         "_aperio_impl": function,
-        "_aperio_record": record,
+        "_aperio_record": policy.record,
         "_aperio_hook": hook_name,
         "_aperio_caught": _CAUGHT,
+        "_aperio_gate": policy.gate,
+        "_aperio_refuse": policy.refuse,
     }
     exec(compile(source, f"<aperio guard for {hook_name}>", "exec"), namespace)  # noqa: S102 - source is built from validated identifiers only
     guard: Callable[..., Any] = namespace["_aperio_guard"]
     return guard
 
 
-def _generic_guard(
-    function: Callable[..., Any], hook_name: str, record: ErrorRecorder, propagate: bool
-) -> Callable[..., Any]:
+def _generic_guard(function: Callable[..., Any], hook_name: str, policy: _Policy) -> Callable[..., Any]:
+    gate = policy.gate
+
     def guard(*args: Any) -> Any:
+        if not gate.closed and not gate.allow():
+            if policy.propagate:
+                raise policy.refuse(hook_name)
+            return None
         try:
-            return function(*args)
+            result = function(*args)
         except _CAUGHT as exc:
-            record(hook_name, exc)
-            if propagate:
+            policy.record(hook_name, exc)
+            if policy.propagate:
                 raise
             return None
+        if not gate.closed:
+            gate.record_success()
+        return result
 
     return guard
 
 
-def _wrapper_guard(function: Callable[..., Any], hook_name: str, record: ErrorRecorder) -> Callable[..., Any]:
+def _wrapper_guard(function: Callable[..., Any], hook_name: str, policy: _Policy) -> Callable[..., Any]:
     # A wrapper is a generator that must yield exactly once, or pluggy treats
     # the whole hook call as failed. The guard yields once whatever the
-    # plugin's generator does; a broken wrapper is bypassed and recorded.
+    # plugin's generator does; a broken wrapper is bypassed and recorded, and
+    # a wrapper whose breaker is open is bypassed without being called.
+    record, gate = policy.record, policy.gate
+
     def guard(*args: Any) -> Generator[Any, Any, Any]:
+        if not gate.closed and not gate.allow():
+            return (yield)
         try:
             generator = function(*args)
             first = next(generator)
@@ -124,6 +155,28 @@ def _wrapper_guard(function: Callable[..., Any], hook_name: str, record: ErrorRe
     return guard
 
 
+class _AlwaysClosed:
+    closed = True
+
+    def allow(self) -> bool:
+        return True
+
+    def record_success(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Policy:
+    record: ErrorRecorder
+    gate: Gate
+    refuse: Callable[[str], BaseException]
+    propagate: bool
+
+
+def _no_refusal(hook_name: str) -> BaseException:  # pragma: no cover - an always-closed gate never refuses
+    raise AssertionError(hook_name)
+
+
 def guard_implementation(
     function: Callable[..., Any],
     hook_name: str,
@@ -131,18 +184,23 @@ def guard_implementation(
     *,
     propagate: bool,
     is_wrapper: bool,
+    gate: Gate | None = None,
+    refuse: Callable[[str], BaseException] | None = None,
 ) -> Callable[..., Any]:
     """Return `function` wrapped so that its exceptions go to `record(hook_name, exc)`.
 
     With `propagate` the exception is recorded and re-raised. Wrappers
-    (`wrapper=True`) get a generator guard that always yields once.
+    (`wrapper=True`) get a generator guard that always yields once. With a
+    `gate` (a circuit breaker), a call it does not allow is skipped, or for a
+    propagating hook fails fast with `refuse(hook_name)`.
     """
+    policy = _Policy(record, gate or _AlwaysClosed(), refuse or _no_refusal, propagate)
     if is_wrapper:
-        guard = _wrapper_guard(function, hook_name, record)
+        guard = _wrapper_guard(function, hook_name, policy)
     else:
         names = positional_parameters(function)
         if names is None:
-            guard = _generic_guard(function, hook_name, record, propagate)
+            guard = _generic_guard(function, hook_name, policy)
         else:
-            guard = _generated_guard(function, names, hook_name, record, propagate)
+            guard = _generated_guard(function, names, hook_name, policy)
     return functools.wraps(function)(guard)

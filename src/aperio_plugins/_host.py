@@ -8,7 +8,7 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -24,6 +24,7 @@ from aperio_hookspecs import specs as api_specs
 from . import _activation, _invoke
 from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
+from ._breaker import BreakerState, CircuitBreaker
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider, new_context
@@ -51,6 +52,7 @@ from ._verified_import import TamperedFileError, VerifiedImporter, VerifiedTree,
 from ._verify import verify_installed
 from .errors import (
     AperioWarning,
+    CircuitOpenError,
     LifecycleError,
     ManifestError,
     PluginCallError,
@@ -63,6 +65,11 @@ _SIGNATURE_EVENTS = {
     SignatureStatus.UNSIGNED: "plugin.signature.unsigned",
     SignatureStatus.INVALID: "plugin.signature.invalid",
     SignatureStatus.SKIPPED: "plugin.signature.skipped",
+}
+_BREAKER_EVENTS = {
+    BreakerState.OPEN: "plugin.breaker.opened",
+    BreakerState.HALF_OPEN: "plugin.breaker.half_open",
+    BreakerState.CLOSED: "plugin.breaker.closed",
 }
 _MAX_TRACEBACK_CHARS = 4000
 CODE_CACHE_DIR = "code-cache"
@@ -77,6 +84,7 @@ class _Slot:
     prepared: _activation.Prepared | None = None
     registrations: PluginRegistrations = field(default_factory=PluginRegistrations)
     importer: VerifiedImporter | None = None
+    breaker: CircuitBreaker | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -90,6 +98,7 @@ class _Activated:
     prepared: _activation.Prepared
     registrations: PluginRegistrations
     importer: VerifiedImporter | None
+    breaker: CircuitBreaker
 
 
 class _Refused(Exception):
@@ -317,6 +326,8 @@ class PluginHost:
         """
         inspected, verification = outcome.inspected, outcome.verification
         assert inspected is not None
+        plugin_id = inspected.candidate.plugin_id
+        breaker = CircuitBreaker(self.settings.breaker_policy, self._breaker_listener(plugin_id))
         importer = None
         if verification is not None and verification.status is SignatureStatus.VERIFIED:
             tree = VerifiedTree(
@@ -339,7 +350,9 @@ class PluginHost:
                     plugin,
                     guard=self._guard_calls,
                     propagating=self._propagating,
-                    record=self._recorder(inspected.candidate.plugin_id),
+                    record=self._recorder(plugin_id, breaker),
+                    gate=breaker,
+                    refuse=lambda hook_name: _circuit_open(plugin_id, hook_name, breaker),
                 )
                 registrations = _activation.register(self._manager, self._catalog, prepared)
             except PluginLoadError as exc:
@@ -348,7 +361,7 @@ class PluginHost:
             if importer is not None:
                 remove_importer(importer)
             raise
-        return _Activated(prepared, registrations, importer)
+        return _Activated(prepared, registrations, importer, breaker)
 
     def _bring_up(self, candidate: Candidate, enabled_flag: bool) -> PluginInfo:
         outcome = self._evaluate(candidate, enabled_flag)
@@ -370,7 +383,9 @@ class PluginHost:
         registrations = activated.registrations
         self._catalog.add(candidate.plugin_id, registrations)
         info = _with_registrations(dataclasses.replace(outcome.info, state=PluginState.ENABLED), registrations)
-        self._slots[candidate.plugin_id] = _Slot(info, candidate, activated.prepared, registrations, activated.importer)
+        self._slots[candidate.plugin_id] = _Slot(
+            info, candidate, activated.prepared, registrations, activated.importer, activated.breaker
+        )
         self._audit.info("plugin.loaded", plugin_id=info.id, distribution=info.distribution, version=info.version)
         self._audit.info("plugin.enabled", plugin_id=info.id)
         return info
@@ -500,6 +515,7 @@ class PluginHost:
         if slot.importer is not None:
             remove_importer(slot.importer)
         slot.importer = activated.importer
+        slot.breaker = activated.breaker
         if was_enabled:
             self._catalog.add(plugin_id, registrations)
         else:
@@ -553,6 +569,7 @@ class PluginHost:
             remove_importer(slot.importer)
             slot.importer = None
         slot.prepared = None
+        slot.breaker = None
         slot.registrations = PluginRegistrations()
 
     # -- calls ---------------------------------------------------------------
@@ -573,9 +590,11 @@ class PluginHost:
                 raise LifecycleError(
                     f"plugin {plugin_id!r} is {slot.info.state.value}: it receives no calls", plugin_id=plugin_id
                 )
-            info, registrations = slot.info, slot.registrations
+            info, registrations, breaker = slot.info, slot.registrations, slot.breaker
         operation = _invoke.operation_for(envelope)
         entry = _invoke.catalog_entry(plugin_id, registrations, operation)
+        if breaker is not None and not breaker.closed and not breaker.allow():
+            raise _circuit_open(plugin_id, operation.hook_name, breaker)
         context = new_context(
             plugin_id=plugin_id,
             scopes=info.credential_scopes,
@@ -588,17 +607,33 @@ class PluginHost:
             result = _invoke.invoke(entry, operation, envelope, context)
         except PluginCallError as exc:
             self._record_call_failure(plugin_id, operation.hook_name, exc.__cause__ or exc)
+            if breaker is not None:
+                breaker.record_failure()
             raise
+        if breaker is not None and not breaker.closed:
+            breaker.record_success()
         if isinstance(result, aperio_hookspecs.SyncResult):
             for finding in result.findings:
                 self.hook.aperio_finding_raised(finding=finding)
         return result
 
-    def _recorder(self, plugin_id: str) -> ErrorRecorder:
+    def _recorder(self, plugin_id: str, breaker: CircuitBreaker) -> ErrorRecorder:
         def record(hook_name: str, exc: BaseException) -> None:
             self._record_call_failure(plugin_id, hook_name, exc)
+            breaker.record_failure()
 
         return record
+
+    def _breaker_listener(self, plugin_id: str) -> Callable[[BreakerState, BreakerState], None]:
+        def moved(old: BreakerState, new: BreakerState) -> None:
+            with self._lock:
+                slot = self._slots.get(plugin_id)
+                if slot is not None:
+                    slot.info = dataclasses.replace(slot.info, breaker_state=new.value)
+            log = self._audit.error if new is BreakerState.OPEN else self._audit.info
+            log(_BREAKER_EVENTS[new], plugin_id=plugin_id, previous=old.value)
+
+        return moved
 
     def _record_call_failure(self, plugin_id: str, hook_name: str, exc: BaseException) -> None:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TRACEBACK_CHARS:]
@@ -703,6 +738,16 @@ def _inspected_info(inspected: Inspected, verification: Verification, enabled_fl
         credential_scopes=manifest.credential_scopes,
         isolation=manifest.isolation,
         enabled_flag=enabled_flag,
+    )
+
+
+def _circuit_open(plugin_id: str, hook_name: str, breaker: CircuitBreaker) -> CircuitOpenError:
+    retry_in = breaker.retry_in()
+    return CircuitOpenError(
+        f"plugin {plugin_id!r}: {hook_name} not called, its circuit breaker is open after repeated failures"
+        f" (next probe in {retry_in:.1f}s)",
+        plugin_id=plugin_id,
+        retry_in=retry_in,
     )
 
 

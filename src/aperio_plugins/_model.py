@@ -176,6 +176,7 @@ class PluginInfo:
     destinations: tuple[str, ...] = ()
     call_failures: int = 0
     last_call_error: str | None = None
+    breaker_state: str = "closed"
     signature_detail: str | None = None
 
     def as_dict(self) -> dict[str, object]:
@@ -200,6 +201,7 @@ class PluginInfo:
             "remediations": list(self.remediations),
             "destinations": list(self.destinations),
             "call_failures": self.call_failures,
+            "breaker_state": self.breaker_state,
             "last_call_error": self.last_call_error,
             "failure_stage": self.failure_stage.value if self.failure_stage else None,
             "error": self.error,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._breaker import BreakerPolicy
 from ._model import TrustMode
 from .errors import ConfigurationError
 
@@ -25,6 +26,9 @@ class HostSettings(BaseSettings):
     plugin_trusted_identities: Path = Path("~/.aperio/trusted-identities.toml")
     state_dir: Path = Path("~/.aperio/state")
     environment: str = "production"
+    plugin_breaker_failures: Annotated[int, Field(gt=0)] = 5
+    plugin_breaker_window: Annotated[float, Field(gt=0)] = 60.0
+    plugin_breaker_reset: Annotated[float, Field(gt=0)] = 30.0
 
     @field_validator("plugins_dir", "plugin_trusted_keys_dir", "plugin_trusted_identities", "state_dir")
     @classmethod
@@ -38,6 +42,10 @@ class HostSettings(BaseSettings):
         if not value:
             raise ValueError("must not be empty")
         return value
+
+    @property
+    def breaker_policy(self) -> BreakerPolicy:
+        return BreakerPolicy(self.plugin_breaker_failures, self.plugin_breaker_window, self.plugin_breaker_reset)
 
     @property
     def is_development(self) -> bool:

@@ -85,6 +85,14 @@ class PluginCallError(HookError):
     """A plugin raised, or returned something malformed, during an invocation."""
 
 
+class CircuitOpenError(HookError):
+    """A plugin's circuit breaker is open after repeated failures: the call failed fast, unmade."""
+
+    def __init__(self, message: str, *, plugin_id: str | None = None, retry_in: float = 0.0) -> None:
+        super().__init__(message, plugin_id=plugin_id)
+        self.retry_in = retry_in
+
+
 class AperioWarning(UserWarning):
     """The one warning category of aperio-plugins (insecure settings, skipped checks)."""
 
