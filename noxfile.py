@@ -16,7 +16,8 @@ nox.options.sessions = ["tests", "lint", "typecheck", "compat"]
 # pyenv's python3.X shims fail unless that version is selected, so offer every
 # installed version to nox when the caller did not choose.
 if shutil.which("pyenv") and "PYENV_VERSION" not in os.environ:
-    versions = [line.strip() for line in os.popen("pyenv versions --bare").read().split() if line.strip()]  # noqa: S605, S607 - fixed command
+    installed = os.popen("pyenv versions --bare").read().split()  # noqa: S605, S607 - a fixed command
+    versions = [version for version in installed if ".".join(version.split(".")[:2]) in PYTHONS]
     if versions:
         os.environ["PYENV_VERSION"] = ":".join(versions)
 
