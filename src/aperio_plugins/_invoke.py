@@ -21,6 +21,7 @@ from aperio_hookspecs import (
 
 from ._catalog import CatalogEntry, PluginRegistrations
 from ._model import PluginKind
+from ._validation import first_problem
 from .errors import HookError, PluginCallError
 
 
@@ -52,9 +53,7 @@ def parse_payload(plugin_id: str, payload: Payload | Mapping[str, Any]) -> Paylo
     try:
         return _PAYLOAD_ADAPTER.validate_python(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(root)"
-        raise HookError(f"invalid payload for plugin {plugin_id!r}: {location}: {first['msg']}") from None
+        raise HookError(f"invalid payload for plugin {plugin_id!r}: {first_problem(exc)}") from None
 
 
 def catalog_entry(plugin_id: str, registrations: PluginRegistrations, operation: Operation) -> CatalogEntry:
@@ -107,9 +106,7 @@ def _revalidate(result: object, result_type: type[BaseModel]) -> BaseModel:
     try:
         return result_type.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(root)"
-        raise InvalidResultError(f"returned a malformed {result_type.__name__}: {location}: {first['msg']}") from None
+        raise InvalidResultError(f"returned a malformed {result_type.__name__}: {first_problem(exc)}") from None
 
 
 def check_result(payload: Payload, operation: Operation, result: object) -> BaseModel:

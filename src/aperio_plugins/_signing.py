@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._keys import load_private_key, sign_envelope
 from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, build_statement, is_signed_path
+from ._validation import first_problem
 from ._wheel import Wheel, read_wheel, write_wheel
 from .errors import VerificationError
 
@@ -55,9 +56,7 @@ def parse_signature_file(data: bytes) -> SignatureFile:
     try:
         document = SignatureFile.model_validate_json(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(root)"
-        raise VerificationError(f"malformed signature file: {location}: {first['msg']}") from None
+        raise VerificationError(f"malformed signature file: {first_problem(exc)}") from None
     if not document.signatures:
         raise VerificationError("malformed signature file: it holds no signatures")
     return document
