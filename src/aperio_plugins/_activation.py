@@ -5,6 +5,7 @@ Everything here either completes or leaves the PluginManager as it found it.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,18 +18,17 @@ from ._model import Inspected
 from .errors import PluginLoadError
 
 
-class GuardedPlugin:
+class GuardedPlugin(types.ModuleType):
     """Stands in for a plugin object in the PluginManager: the same hookimpls, each guarded.
 
-    Guards live in the instance `__dict__` as plain functions, which is where
-    every pluggy version finds hookimpls.
+    Guards live in the object's `__dict__` as plain functions, which is where
+    every pluggy version finds hookimpls. A module object, because pluggy scans
+    `dir()` of what it registers and a module's `dir()` is its `__dict__` alone,
+    not the thirty attributes every instance inherits from `object`.
     """
 
     def __init__(self, plugin_id: str) -> None:
-        self._aperio_plugin_id = plugin_id
-
-    def __repr__(self) -> str:
-        return f"<guarded plugin {self._aperio_plugin_id}>"
+        super().__init__(f"<guarded plugin {plugin_id}>")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import keyword
+import types
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +53,13 @@ class Gate(Protocol):
     def record_success(self) -> None: ...
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> types.CodeType:
+    # Guards with the same parameters share their source; compiling it once
+    # per host instead of once per hookimpl is most of what building guards costs.
+    return compile(source, "<aperio guard>", "exec")
+
+
 def _generated_guard(
     function: Callable[..., Any], names: list[str], hook_name: str, policy: _Policy
 ) -> Callable[..., Any]:
@@ -80,7 +88,7 @@ def _generated_guard(
         "_aperio_gate": policy.gate,
         "_aperio_refuse": policy.refuse,
     }
-    exec(compile(source, f"<aperio guard for {hook_name}>", "exec"), namespace)  # noqa: S102 - source is built from validated identifiers only
+    exec(_compiled(source), namespace)  # noqa: S102 - source is built from validated identifiers only
     guard: Callable[..., Any] = namespace["_aperio_guard"]
     return guard
 

@@ -4,6 +4,7 @@ everything that can fail has run."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import threading
 import traceback
@@ -225,6 +226,9 @@ class PluginHost:
         with self._lock:
             self._ensure_open()
             discovery = self._discover()
+            # Once per load, not per plugin: each call makes every finder on
+            # sys.path list its directory again.
+            importlib.invalidate_caches()
             flags = self._store.enabled_flags()
             winners, duplicates = split_duplicates(discovery.candidates)
             for candidate in winners:
@@ -552,6 +556,7 @@ class PluginHost:
 
     def _current_candidate(self, plugin_id: str) -> Candidate:
         discovery = self._discover()
+        importlib.invalidate_caches()
         winners, _ = split_duplicates(discovery.candidates)
         for candidate in winners:
             if candidate.plugin_id == plugin_id:

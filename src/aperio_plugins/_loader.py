@@ -63,7 +63,6 @@ def import_plugin(candidate: Candidate) -> object:
     root = str(candidate.root)
     if root not in sys.path:
         sys.path.append(root)
-    importlib.invalidate_caches()
     where = f"entry point {candidate.plugin_id} = {candidate.entry_point}"
     try:
         module_name, attrs = parse_entry_point(candidate.entry_point)

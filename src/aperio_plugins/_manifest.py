@@ -152,7 +152,9 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
         data = path.read_bytes()
     except OSError as exc:
         raise _fail(candidate, f"{path}: cannot read: {exc.strerror}") from None
-    metadata = email.message_from_string(data.decode("utf-8", errors="replace"))
+    # Only the headers matter here; the body is the long description, often most of the file.
+    headers = data.split(b"\n\n", 1)[0]
+    metadata = email.message_from_string(headers.decode("utf-8", errors="replace"))
     name = metadata["Name"]
     version = metadata["Version"]
     if not name or not version:
