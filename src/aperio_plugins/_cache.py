@@ -22,7 +22,7 @@ _FORMAT = 2
 FileKey = tuple[int, int, int]
 
 
-def file_key(path: Path) -> FileKey | None:
+def file_key(path: Path | str) -> FileKey | None:
     """Return (mtime_ns, size, inode) of `path`, or None if it is not a readable file."""
     try:
         status = os.stat(path)
@@ -56,7 +56,7 @@ class DiscoveryCache:
 
     # -- entry points --------------------------------------------------------
 
-    def entry_points(self, metadata_dir: Path, key: FileKey) -> list[tuple[str, str]] | None:
+    def entry_points(self, metadata_dir: Path | str, key: FileKey) -> list[tuple[str, str]] | None:
         """Return the cached `aperio.plugins` entry points of `metadata_dir` if its file is unchanged."""
         name = str(metadata_dir)
         self._seen.add(name)
@@ -65,7 +65,9 @@ class DiscoveryCache:
             return None
         return [(str(plugin_id), str(value)) for plugin_id, value in record.get("plugins", [])]
 
-    def remember_entry_points(self, metadata_dir: Path, key: FileKey, plugins: list[tuple[str, str]]) -> None:
+    def remember_entry_points(
+        self, metadata_dir: Path | str, key: FileKey, plugins: list[tuple[str, str]]
+    ) -> None:
         self._seen.add(str(metadata_dir))
         self._entry_points[str(metadata_dir)] = {"key": list(key), "plugins": [list(item) for item in plugins]}
         self._dirty = True

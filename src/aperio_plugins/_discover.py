@@ -63,15 +63,17 @@ def search_roots(environment: Iterable[str | Path], plugins_dir: Path | None) ->
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 
 
-def _metadata_directories(root: Path) -> list[Path]:
+def _metadata_directories(root: Path) -> list[str]:
     # Sorted so that two distributions in one directory that claim the same
-    # plugin id resolve the same way on every machine.
+    # plugin id resolve the same way on every machine. Plain strings: with a
+    # thousand distributions, pathlib's joins cost more than the stat calls.
+    base = str(root)
     try:
-        with os.scandir(root) as entries:
+        with os.scandir(base) as entries:
             names = sorted(entry.name for entry in entries if entry.name.endswith(_METADATA_SUFFIXES))
     except OSError:
         return []
-    return [root / name for name in names]
+    return [os.path.join(base, name) for name in names]
 
 
 def _name_and_version(metadata_dir: Path) -> tuple[str, str]:
@@ -100,11 +102,12 @@ def discover(roots: Sequence[SearchRoot], cache: DiscoveryCache | None = None) -
     candidates: list[Candidate] = []
     broken: list[BrokenDistribution] = []
     for root in roots:
-        for metadata_dir in _metadata_directories(root.path):
-            key = file_key(metadata_dir / "entry_points.txt")
+        for metadata_path in _metadata_directories(root.path):
+            key = file_key(os.path.join(metadata_path, "entry_points.txt"))
             if key is None:
                 continue  # no entry points at all: nothing to parse
-            entry_points = cache.entry_points(metadata_dir, key) if cache is not None else None
+            entry_points = cache.entry_points(metadata_path, key) if cache is not None else None
+            metadata_dir = Path(metadata_path)
             if entry_points is None:
                 try:
                     entry_points = _plugin_entry_points(metadata_dir)
@@ -113,7 +116,7 @@ def discover(roots: Sequence[SearchRoot], cache: DiscoveryCache | None = None) -
                     broken.append(BrokenDistribution(root.path, metadata_dir.name, reason))
                     continue
                 if cache is not None:
-                    cache.remember_entry_points(metadata_dir, key, entry_points)
+                    cache.remember_entry_points(metadata_path, key, entry_points)
             if not entry_points:
                 continue
             name, version = _name_and_version(metadata_dir)

@@ -171,6 +171,7 @@ class PluginHost:
         self._catalog = Catalog()
         cache_path = self.settings.state_dir / CACHE_FILE_NAME
         self._cache = DiscoveryCache(cache_path) if discovery_cache else None
+        self._root_paths: list[Path] = []
         self._lock = threading.RLock()
         self._closed = False
         self._trust = load_trust_store(self.settings)
@@ -248,7 +249,10 @@ class PluginHost:
             return LoadReport(self.plugins())
 
     def _discover(self) -> Discovery:
-        discovery = discover(self._roots(), self._cache)
+        # Resolved once per discovery; inspect looks up editable installs' manifests in the same roots.
+        roots = self._roots()
+        self._root_paths = [root.path for root in roots]
+        discovery = discover(roots, self._cache)
         self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
         for item in discovery.broken:
             self._audit.warning(
@@ -275,7 +279,7 @@ class PluginHost:
             origin=candidate.origin.value,
         )
         try:
-            inspected = inspect_candidate(candidate, [root.path for root in self._roots()], self._cache)
+            inspected = inspect_candidate(candidate, self._root_paths, self._cache)
         except ManifestError as exc:
             refusal = Refusal(FailureStage.INSPECT, exc.message)
             return _Outcome(self._failed_info(candidate, refusal, enabled_flag=enabled_flag), None, Decision.REFUSE)
@@ -551,7 +555,7 @@ class PluginHost:
                 candidate = self._current_candidate(plugin_id)
             except LifecycleError:
                 raise UnknownPluginError(f"no installed plugin with id {plugin_id!r}", plugin_id=plugin_id) from None
-            inspected = inspect_candidate(candidate, [root.path for root in self._roots()], self._cache)
+            inspected = inspect_candidate(candidate, self._root_paths, self._cache)
             return inspected, verify_installed(inspected, self._trust)
 
     def _current_candidate(self, plugin_id: str) -> Candidate:
