@@ -7,6 +7,8 @@ plugin's requirement and the host's version, and says which side to move.
 
 from __future__ import annotations
 
+import functools
+
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -27,6 +29,7 @@ def _lower_bound_majors(specifiers: SpecifierSet) -> set[int]:
     return majors
 
 
+@functools.lru_cache(maxsize=1024)
 def incompatibility(requirement: str, host_api_version: str) -> str | None:
     """Return why a plugin requiring `requirement` cannot load on `host_api_version`, or None if it can."""
     host = Version(host_api_version)
