@@ -408,6 +408,9 @@ class VerifiedImporter(importlib.abc.MetaPathFinder):
         self.stats = ImportStats()
         self._files = _SignedFiles(tree)
         self._owned = tuple(tree.packages)
+        # Every import in the process asks every installed importer; most names are rejected on
+        # their first component alone.
+        self._owned_tops = frozenset(name.partition(".")[0] for name in self._owned)
         self._cache = _CodeCache(code_cache, self.stats) if code_cache is not None else None
         self._lock = threading.Lock()
         self._copies: str | None = None  # private directory of checked extension copies
@@ -419,6 +422,8 @@ class VerifiedImporter(importlib.abc.MetaPathFinder):
         return list(self._files.refusals)
 
     def owns(self, fullname: str) -> bool:
+        if fullname.partition(".")[0] not in self._owned_tops:
+            return False
         return any(fullname == name or fullname.startswith(name + ".") for name in self._owned)
 
     def find_spec(
@@ -549,6 +554,7 @@ def install_importer(tree: VerifiedTree, *, code_cache: Path | None = None) -> V
         name
         for name, module in list(sys.modules.items())
         if module is not None
+        and name.partition(".")[0] in importer._owned_tops
         and importer.owns(name)
         and not isinstance(getattr(getattr(module, "__spec__", None), "loader", None), _LoaderBase)
     )

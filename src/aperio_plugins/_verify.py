@@ -6,10 +6,10 @@ file. Both return a `Verification` and never raise for a plugin's fault.
 
 from __future__ import annotations
 
-import configparser
+import csv
 import hashlib
 import hmac
-import importlib.metadata
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -34,10 +34,10 @@ def _is_bytecode_cache(path: str) -> bool:
     return "/__pycache__/" in f"/{path}" and path.endswith(".pyc")
 
 
-def _sha256(path: Path) -> str | None:
+def _sha256(path: str) -> str | None:
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as stream:
+        with open(path, "rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError:
@@ -99,21 +99,30 @@ def _outcome(statement: SignedStatement, signer: str, checks: list[FileCheck], p
     return Verification(SignatureStatus.VERIFIED, f"signed by {signer}", tuple(checks), signer, digests, packages)
 
 
+def _record_paths(metadata_dir: Path) -> list[str]:
+    try:
+        text = (metadata_dir / "RECORD").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [row[0] for row in csv.reader(io.StringIO(text)) if row]
+
+
 def _installed_files(
     root: Path, statement: SignedStatement, metadata_dir: Path
 ) -> tuple[dict[str, str | None], set[str]]:
     """Hash every signed file as installed, and list files that are present but not signed."""
-    actual = {path: _sha256(root / path) for path in statement.digests}
+    # Plain strings: a large plugin has thousands of files, and pathlib's joins would cost more than hashing.
+    base = str(root)
+    actual = {path: _sha256(os.path.join(base, path)) for path in statement.digests}
     present: set[str] = set()
     tops = {path.split("/", 1)[0] for path in statement.digests if "/" in path}
     tops.add(metadata_dir.name)
+    prefix = len(base) + 1
     for top in tops:
-        for directory, _, names in os.walk(root / top):
-            for name in names:
-                relative = (Path(directory) / name).relative_to(root).as_posix()
-                present.add(relative)
-    record = importlib.metadata.Distribution.at(metadata_dir).files or []
-    present.update(str(entry) for entry in record)
+        for directory, _, names in os.walk(os.path.join(base, top)):
+            relative_dir = directory[prefix:].replace(os.sep, "/")
+            present.update(f"{relative_dir}/{name}" for name in names)
+    present.update(_record_paths(metadata_dir))
     unexpected = {
         path
         for path in present
@@ -188,13 +197,19 @@ def _decision_inputs_problems(inspected: Inspected, statement: SignedStatement) 
 
 
 def _entry_point(data: bytes, plugin_id: str) -> str | None:
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None, strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # entry point names are case-sensitive
-    try:
-        parser.read_string(data.decode("utf-8"))
-        return parser.get(ENTRY_POINT_GROUP, plugin_id, fallback=None)
-    except (configparser.Error, UnicodeDecodeError):
-        return None
+    """Return the value of `plugin_id` in the `aperio.plugins` section of an entry_points.txt."""
+    section = None
+    for raw in data.decode("utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == ENTRY_POINT_GROUP:
+            name, separator, value = line.partition("=")
+            if separator and name.strip() == plugin_id:
+                return value.strip()
+    return None
 
 
 def verify_wheel(wheel: Wheel, trust: TrustStore) -> Verification:
