@@ -34,6 +34,11 @@ def parse_entry_point(value: str) -> tuple[str, tuple[str, ...]]:
 def plugin_module_names(candidate: Candidate) -> list[str]:
     """Return the names in `sys.modules` that belong to `candidate`'s top-level package."""
     top = candidate.top_level_package
+    if top not in sys.modules:
+        # The import system puts a package in sys.modules before any submodule and takes it out
+        # last, so without the package there is nothing to find; this skips a scan of every
+        # loaded module for each plugin brought up.
+        return []
     prefix = top + "."
     return [name for name in list(sys.modules) if name == top or name.startswith(prefix)]
 

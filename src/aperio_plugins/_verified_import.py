@@ -550,14 +550,16 @@ def install_importer(tree: VerifiedTree, *, code_cache: Path | None = None) -> V
     `sys.modules` from another loader: `import` would hand back that unverified module.
     """
     importer = VerifiedImporter(tree, code_cache=code_cache)
-    stale = sorted(
-        name
-        for name, module in list(sys.modules.items())
-        if module is not None
-        and name.partition(".")[0] in importer._owned_tops
-        and importer.owns(name)
-        and not isinstance(getattr(getattr(module, "__spec__", None), "loader", None), _LoaderBase)
-    )
+    stale: list[str] = []
+    # A submodule is never imported without its top-level package: without one, skip the scan.
+    if any(top in sys.modules for top in importer._owned_tops):
+        stale = sorted(
+            name
+            for name, module in list(sys.modules.items())
+            if module is not None
+            and importer.owns(name)
+            and not isinstance(getattr(getattr(module, "__spec__", None), "loader", None), _LoaderBase)
+        )
     if stale:
         raise VerificationError(
             f"already imported without verification: {', '.join(stale)}; remove them from sys.modules first",
