@@ -64,21 +64,18 @@ def _generated_guard(
     function: Callable[..., Any], names: list[str], hook_name: str, policy: _Policy
 ) -> Callable[..., Any]:
     params = ", ".join(names)
-    refused = "raise _aperio_refuse(_aperio_hook)" if policy.propagate else "return None"
     handler = "raise" if policy.propagate else "return None"
-    # The fast path reads `closed` twice and nothing else; the gate is consulted only once it has opened.
+    # While the breaker is closed, the only cost over a bare try/except is reading `closed`;
+    # an open or half-open breaker sends the call through the generic guard, which asks it.
     source = (
         f"def _aperio_guard({params}):\n"
-        f"    if not _aperio_gate.closed and not _aperio_gate.allow():\n"
-        f"        {refused}\n"
-        f"    try:\n"
-        f"        _aperio_result = _aperio_impl({params})\n"
-        f"    except _aperio_caught as _aperio_exc:\n"
-        f"        _aperio_record(_aperio_hook, _aperio_exc)\n"
-        f"        {handler}\n"
-        f"    if not _aperio_gate.closed:\n"
-        f"        _aperio_gate.record_success()\n"
-        f"    return _aperio_result\n"
+        f"    if _aperio_gate.closed:\n"
+        f"        try:\n"
+        f"            return _aperio_impl({params})\n"
+        f"        except _aperio_caught as _aperio_exc:\n"
+        f"            _aperio_record(_aperio_hook, _aperio_exc)\n"
+        f"            {handler}\n"
+        f"    return _aperio_gated({params})\n"
     )
     namespace: dict[str, Any] = {
         "_aperio_impl": function,
@@ -86,7 +83,7 @@ def _generated_guard(
         "_aperio_hook": hook_name,
         "_aperio_caught": _CAUGHT,
         "_aperio_gate": policy.gate,
-        "_aperio_refuse": policy.refuse,
+        "_aperio_gated": _generic_guard(function, hook_name, policy),
     }
     exec(_compiled(source), namespace)  # noqa: S102 - source is built from validated identifiers only
     guard: Callable[..., Any] = namespace["_aperio_guard"]
@@ -97,7 +94,8 @@ def _generic_guard(function: Callable[..., Any], hook_name: str, policy: _Policy
     gate = policy.gate
 
     def guard(*args: Any) -> Any:
-        if not gate.closed and not gate.allow():
+        was_closed = gate.closed
+        if not was_closed and not gate.allow():
             if policy.propagate:
                 raise policy.refuse(hook_name)
             return None
@@ -108,8 +106,8 @@ def _generic_guard(function: Callable[..., Any], hook_name: str, policy: _Policy
             if policy.propagate:
                 raise
             return None
-        if not gate.closed:
-            gate.record_success()
+        if not was_closed:
+            gate.record_success()  # the probe succeeded
         return result
 
     return guard
