@@ -1,0 +1,481 @@
+"""Benchmark of a plugin call through a worker process, as ratios to in-process and raw transports.
+
+    python benchmarks/bench_worker.py [--quick] [--calls N] [--json OUT]
+
+Measures, in one run, interleaved in rounds so that the drift of a shared
+machine hits every column alike:
+
+1. a connector's `sync` in process (the plugin's object, the host's context)
+   and through a worker (`WorkerPlugin`'s proxy), with a realistic request and
+   result of a few hundred bytes each, and a broadcast hook call through the worker;
+2. echoes of the same request: raw bytes over a pipe (no codec: the floor),
+   `multiprocessing.Pipe` (the envelope pickled, and its dict), gRPC unary over
+   a Unix socket (go-plugin's design; skipped with a note without grpcio);
+3. the codec choice: a round trip that carries the envelope and re-validates it
+   on both ends, as msgpack frames (this protocol) and as JSON lines;
+4. worker start time (spawn to ready), against a bare interpreter and `import aperio_plugins`.
+
+Figures are reported against the goals of issue #4, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from aperio_hookspecs import Finding, Resource, SyncRequest
+from aperio_plugins import HostSettings, PluginHost, TrustMode
+from aperio_plugins._context import new_context
+from aperio_plugins._state import SQLiteStateStore
+from aperio_plugins.testing import PluginWheel, install_wheels
+from aperio_plugins.worker import WorkerPlugin, WorkerSettings
+from aperio_plugins.worker import _protocol as protocol
+from aperio_plugins.worker._codec import envelope
+
+PLUGIN_ID = "bench.worker"
+
+PLUGIN_SOURCE = """
+import datetime
+from aperio_hookspecs import Actor, Connector, Event, Resource, SyncResult, hookimpl
+
+class Bench(Connector):
+    name = "bench"
+    provider = "bench"
+
+    def sync(self, context, request):
+        event = Event(
+            id="evt-" + request.cursor[-6:], provider="box", type="file.shared",
+            occurred_at=datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.timezone.utc),
+            actor=Actor(id="u-17", name="Ada Lovelace", login="ada@acme.example"),
+            resource=Resource(type="file", id="f-99", name="q3-forecast.xlsx", owner="u-3"),
+            ip_address="203.0.113.7",
+        )
+        return SyncResult(connector="bench", events=(event,), next_cursor=request.cursor + "+1", has_more=True)
+
+@hookimpl
+def aperio_register_connectors(register):
+    register(Bench())
+
+@hookimpl
+def aperio_finding_raised(finding):
+    return None
+"""
+
+REQUEST = SyncRequest(
+    connector="bench",
+    cursor="2026-11-22T10:00:00Z/page-000042",
+    config={
+        "tenant": "acme-corp",
+        "base_url": "https://api.box.example/2.0",
+        "page_size": 100,
+        "include": ["logins", "shares", "admin_events"],
+        "enterprise_id": "884122",
+    },
+    max_items=500,
+)
+FINDING = Finding(
+    id="f-1",
+    provider="box",
+    title="Public link on a confidential file",
+    severity="high",
+    resource=Resource(type="file", id="f-99"),
+    detected_at=datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.timezone.utc),
+)
+
+RAW_ECHO = """
+import os, sys
+buffer = b""
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    buffer += chunk
+    while len(buffer) >= 4:
+        size = int.from_bytes(buffer[:4], "big")
+        if len(buffer) < 4 + size:
+            break
+        os.write(1, buffer[: 4 + size])
+        buffer = buffer[4 + size :]
+"""
+
+MSGPACK_ECHO = """
+import os
+from aperio_plugins.worker import _protocol as protocol
+from aperio_plugins.worker._codec import envelope
+decoder = protocol.FrameDecoder(1 << 24)
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    for message in decoder.feed(chunk):
+        request = envelope(message[4])
+        protocol.write_frame(1, protocol.pack(["result", message[1], request]))
+"""
+
+JSON_ECHO = """
+import json, sys
+from aperio_hookspecs import SyncRequest
+for line in sys.stdin.buffer:
+    message = json.loads(line)
+    request = SyncRequest.model_validate(message[4])
+    sys.stdout.write(json.dumps(["result", message[1], request.model_dump(mode="json")]) + "\\n")
+    sys.stdout.flush()
+"""
+
+GRPC_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+handler = grpc.method_handlers_generic_handler(
+    "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)}
+)
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("unix:" + sys.argv[1])
+server.start()
+print("ready", flush=True)
+server.wait_for_termination()
+"""
+
+
+def _silent_logger() -> Any:
+    def drop(logger: Any, method: str, event: dict[str, Any]) -> Any:
+        raise structlog.DropEvent
+
+    return structlog.wrap_logger(structlog.ReturnLogger(), processors=[drop])
+
+
+def _child(source: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += os.read(fd, 65536)
+    return data
+
+
+def _pipe_echo(connection: Any) -> None:
+    while True:
+        try:
+            connection.send(connection.recv())
+        except EOFError:
+            return
+
+
+class Bench:
+    """Everything measured, set up once; each variant is a function that makes one round trip."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.children: list[subprocess.Popen[Any]] = []
+        self.cleanups: list[Callable[[], None]] = []
+        wheel = PluginWheel(
+            # Not "bench_worker": that is this script's own module name, first on sys.path.
+            "bench-plugin",
+            plugins={PLUGIN_ID: "aperio_bench_plugin"},
+            files={"aperio_bench_plugin/__init__.py": PLUGIN_SOURCE},
+        )
+        install_wheels([wheel.build(root / "wheels")], target=root / "plugins")
+        self.settings = HostSettings(
+            plugins_dir=root / "plugins",
+            state_dir=root / "state",
+            plugin_trusted_keys_dir=root / "keys",
+            plugin_trusted_identities=root / "ids.toml",
+            plugin_trust_mode=TrustMode.WARN,
+        )
+        store = SQLiteStateStore.in_directory(root / "host-state")
+        self.cleanups.append(store.close)
+        self.context = new_context(
+            plugin_id=PLUGIN_ID, scopes=(), store=store, provider=None, base_logger=_silent_logger(), timeout=3600
+        )
+        self.payload = REQUEST.model_dump_json().encode()
+        self.variants: dict[str, Callable[[], Any]] = {}
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        for child in self.children:
+            child.kill()
+            child.wait()
+        for cleanup in reversed(self.cleanups):
+            cleanup()
+
+    # -- the calls ---------------------------------------------------------------------
+
+    def in_process(self) -> None:
+        host = PluginHost(self.settings, search_path=[], audit_logger=_silent_logger(), discovery_cache=False)
+        report = host.load()
+        self.cleanups.append(host.close)
+        if not report.enabled:
+            raise SystemExit(f"the benchmark plugin did not load: {[info.error for info in report.plugins]}")
+        connector = host.connectors["bench"].implementation
+        self.variants["in process: sync"] = lambda: connector.sync(self.context, REQUEST)
+
+    def worker(self) -> None:
+        plugin = WorkerPlugin.start(
+            PLUGIN_ID,
+            settings=self.settings,
+            search_path=[],
+            options=WorkerSettings(call_timeout=3600),
+            audit_logger=_silent_logger(),
+            logger=_silent_logger(),
+        )
+        self.cleanups.append(plugin.stop)
+        registered: list[Any] = []
+        plugin.aperio_register_connectors(registered.append)  # type: ignore[attr-defined]
+        connector = registered[0]
+        self.variants["worker: sync"] = lambda: connector.sync(self.context, REQUEST)
+        self.variants["worker: hook"] = lambda: plugin.aperio_finding_raised(FINDING)  # type: ignore[attr-defined]
+
+    # -- the references ------------------------------------------------------------------
+
+    def raw_echo(self) -> None:
+        child = _child(RAW_ECHO)
+        self.children.append(child)
+        write, read = child.stdin.fileno(), child.stdout.fileno()  # type: ignore[union-attr]
+        frame = struct.pack(">I", len(self.payload)) + self.payload
+
+        def call() -> bytes:
+            os.write(write, frame)
+            return _read_exactly(read, len(frame))
+
+        self.variants["raw bytes pipe echo"] = call
+
+    def multiprocessing_echo(self) -> None:
+        parent, child_end = multiprocessing.Pipe()
+        process = multiprocessing.get_context("fork").Process(target=_pipe_echo, args=(child_end,), daemon=True)
+        process.start()
+        self.cleanups.append(process.kill)
+        as_dict = REQUEST.model_dump(mode="json")
+
+        def echo(value: Any) -> Any:
+            parent.send(value)
+            return parent.recv()
+
+        self.variants["mp.Pipe echo: envelope"] = lambda: echo(REQUEST)
+        self.variants["mp.Pipe echo: dict"] = lambda: echo(as_dict)
+
+    def codecs(self) -> None:
+        packed = _child(MSGPACK_ECHO)
+        lines = _child(JSON_ECHO)
+        self.children += [packed, lines]
+        decoder = protocol.FrameDecoder(1 << 24)
+        write, read = packed.stdin.fileno(), packed.stdout.fileno()  # type: ignore[union-attr]
+
+        def msgpack_round_trip() -> Any:
+            protocol.write_frame(write, protocol.pack(["invoke", 1, "connector", "bench", REQUEST, 30.0, "i", []]))
+            messages: list[Any] = []
+            while not messages:
+                messages = decoder.feed(os.read(read, 65536))
+            return envelope(messages[0][2])
+
+        pending = bytearray()
+        json_write, json_read = lines.stdin.fileno(), lines.stdout.fileno()  # type: ignore[union-attr]
+
+        def json_round_trip() -> Any:
+            # os.read, not readline(): an unbuffered pipe's readline reads one byte per system call.
+            message = ["invoke", 1, "connector", "bench", REQUEST.model_dump(mode="json"), 30.0, "i", []]
+            os.write(json_write, json.dumps(message).encode() + b"\n")
+            while b"\n" not in pending:
+                pending.extend(os.read(json_read, 65536))
+            end = pending.index(b"\n") + 1
+            answer = json.loads(bytes(pending[:end]))
+            del pending[:end]
+            return SyncRequest.model_validate(answer[2])
+
+        self.variants["codec: msgpack frames"] = msgpack_round_trip
+        self.variants["codec: JSON lines"] = json_round_trip
+
+    def grpc_echo(self) -> None:
+        try:
+            import grpc  # type: ignore[import-untyped]
+        except ImportError:
+            self.notes.append("gRPC column skipped: grpcio is not installed (pip install grpcio)")
+            return
+        socket = str(self.root / "grpc.sock")
+        server = subprocess.Popen([sys.executable, "-c", GRPC_SERVER, socket], stdout=subprocess.PIPE, text=True)
+        self.children.append(server)
+        server.stdout.readline()  # type: ignore[union-attr]
+        channel = grpc.insecure_channel("unix:" + socket)
+        self.cleanups.append(channel.close)
+        stub = channel.unary_unary("/bench.Echo/Echo")
+        self.variants["gRPC unary echo (unix socket)"] = lambda: stub(self.payload)
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+def measure(variants: dict[str, Callable[[], Any]], calls: int, rounds: int) -> dict[str, list[list[float]]]:
+    """Return, per variant, the per-call times (seconds) of each round; the order rotates every round."""
+    per_round = max(1, calls // rounds)
+    for function in variants.values():
+        for _ in range(min(200, per_round)):
+            function()
+    names = list(variants)
+    samples: dict[str, list[list[float]]] = {name: [] for name in names}
+    clock = time.perf_counter_ns
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            function, times = variants[name], []
+            for _ in range(per_round):
+                start = clock()
+                function()
+                times.append((clock() - start) / 1e9)
+            samples[name].append(times)
+    return samples
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summarize(samples: dict[str, list[list[float]]]) -> dict[str, dict[str, float]]:
+    figures = {}
+    for name, rounds in samples.items():
+        flat = [value for times in rounds for value in times]
+        median = statistics.median(flat)
+        figures[name] = {"median": median, "p99": percentile(flat, 0.99), "calls": len(flat)}
+        figures[name]["p99_over_median"] = figures[name]["p99"] / median
+    return figures
+
+
+def paired_ratio(samples: dict[str, list[list[float]]], name: str, reference: str) -> float:
+    """Median over rounds of (median of `name` in that round / median of `reference` in that round)."""
+    pairs = zip(samples[name], samples[reference], strict=True)
+    return statistics.median(statistics.median(ours) / statistics.median(theirs) for ours, theirs in pairs)
+
+
+def start_times(settings: HostSettings, runs: int) -> dict[str, float]:
+    """Median seconds: a bare interpreter, `import aperio_plugins`, and a worker from spawn to ready."""
+
+    def interpreter(code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - start
+
+    def worker() -> float:
+        start = time.perf_counter()
+        plugin = WorkerPlugin.start(
+            PLUGIN_ID, settings=settings, search_path=[], audit_logger=_silent_logger(), logger=_silent_logger()
+        )
+        elapsed = time.perf_counter() - start
+        plugin.stop()
+        return elapsed
+
+    return {
+        "python -c pass": statistics.median(interpreter("pass") for _ in range(runs)),
+        "python -c 'import aperio_plugins'": statistics.median(
+            interpreter("import aperio_plugins") for _ in range(runs)
+        ),
+        "worker: spawn to ready": statistics.median(worker() for _ in range(runs)),
+    }
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+WORKER = "worker: sync"
+REFERENCES = (
+    "in process: sync",
+    "raw bytes pipe echo",
+    "mp.Pipe echo: envelope",
+    "mp.Pipe echo: dict",
+    "gRPC unary echo (unix socket)",
+)
+
+
+def goals(figures: dict[str, dict[str, float]], ratios: dict[str, float]) -> list[tuple[str, float, str, bool]]:
+    """(goal, measured, target, met) for the four goals of the issue, where the reference was measured."""
+    rows = []
+    if "mp.Pipe echo: envelope" in ratios:
+        value = ratios["mp.Pipe echo: envelope"]
+        rows.append(("median below the mp.Pipe echo of the envelope", value, "< 1.0x", value < 1.0))
+    if "mp.Pipe echo: dict" in ratios:
+        value = ratios["mp.Pipe echo: dict"]
+        rows.append(("median below the mp.Pipe echo of its dict (stricter)", value, "< 1.0x", value < 1.0))
+    value = ratios["raw bytes pipe echo"]
+    rows.append(("median at most 4x the raw-bytes floor", value, "<= 4.0x", value <= 4.0))
+    if "gRPC unary echo (unix socket)" in ratios:
+        value = 1 / ratios["gRPC unary echo (unix socket)"]
+        rows.append(("at least 10x faster than the gRPC echo", value, ">= 10x", value >= 10.0))
+    value = figures[WORKER]["p99_over_median"]
+    rows.append(("p99 at most 3x its own median", value, "<= 3.0x", value <= 3.0))
+    return rows
+
+
+def report(
+    figures: dict[str, dict[str, float]], ratios: dict[str, float], starts: dict[str, float], notes: list[str]
+) -> str:
+    lines = [f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs", ""]
+    calls = next(iter(figures.values()))["calls"]
+    lines.append(
+        f"Round trips, {calls} calls each, interleaved rounds (request {len(REQUEST.model_dump_json())} B of JSON):"
+    )
+    lines.append(f"{'':34}{'median':>10}{'p99':>11}{'p99/median':>12}")
+    for name, row in figures.items():
+        lines.append(f"{name:34}{row['median'] * 1e6:8.1f} µs{row['p99'] * 1e6:8.1f} µs{row['p99_over_median']:11.2f}x")
+    lines += ["", "worker: sync as a ratio of each (median of the per-round ratios of medians):"]
+    lines += [f"  {name:34}{ratio:8.2f}x" for name, ratio in ratios.items()]
+    lines += ["", "Goals (issue #4):"]
+    for goal, value, target, met in goals(figures, ratios):
+        lines.append(f"  {goal:55} {value:6.2f}x  target {target:8}  {'met' if met else 'MISSED'}")
+    lines += ["", "Start (median):"]
+    lines += [f"  {name:34}{seconds * 1000:8.0f} ms" for name, seconds in starts.items()]
+    return "\n".join(lines + [f"Note: {note}" for note in notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20_000, help="calls per variant (default 20,000)")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--quick", action="store_true", help="2,000 calls per variant, 3 worker starts")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    calls, start_runs = (2_000, 3) if args.quick else (args.calls, 7)
+    with tempfile.TemporaryDirectory(prefix="aperio-bench-worker-") as directory:
+        bench = Bench(Path(directory))
+        try:
+            # multiprocessing forks first: a fork after the worker machinery has started threads copies them.
+            for setup in (
+                bench.multiprocessing_echo,
+                bench.in_process,
+                bench.worker,
+                bench.raw_echo,
+                bench.codecs,
+                bench.grpc_echo,
+            ):
+                setup()
+            # (multiprocessing forks first: a fork after the worker machinery started threads would copy them)
+            samples = measure(bench.variants, calls, args.rounds)
+            figures = summarize(samples)
+            ratios = {name: paired_ratio(samples, WORKER, name) for name in REFERENCES if name in samples}
+            starts = start_times(bench.settings, start_runs)
+        finally:
+            bench.close()
+    print(report(figures, ratios, starts, bench.notes))
+    if args.json is not None:
+        payload = {"figures": figures, "ratios": ratios, "starts": starts, "notes": bench.notes}
+        payload["goals"] = [{"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in goals(figures, ratios)]
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

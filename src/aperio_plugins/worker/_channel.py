@@ -1,0 +1,395 @@
+"""The host's end of a worker's pipes: frames out, frames in, routed to the calls they answer.
+
+There is no reader thread. A caller waiting for its answer reads the pipe
+itself when nobody else is reading (it holds `_read_lock`, "the lead") and puts
+any frame that belongs to another call into that call's queue; when it is done
+it passes the lead to another waiting call. A round trip with one caller thus
+has no thread hand-off at all: a hand-off through a reader thread costs more
+than the rest of the round trip. With no call in flight nobody needs to read:
+the worker's death is seen by its watcher thread (blocked in `waitpid`), and
+pongs are read by the supervisor's `drain()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import _protocol as protocol
+from ._errors import WorkerError
+from ._settings import WorkerSettings
+
+_SAFETY_WAKE = 1.0  # a waiting call re-checks for the lead this often, whatever it was told
+
+
+class _Lead:
+    """Queued to a waiting call: nobody may be reading the pipe now, try to take the lead."""
+
+
+LEAD = _Lead()
+
+
+class Failed:
+    """Queued to a waiting call when the worker is gone; builds the error to raise."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Callable[[], WorkerError]) -> None:
+        self.error = error
+
+
+class Call:
+    """One call in flight: its queue receives the frames that belong to it."""
+
+    __slots__ = ("context", "deadline", "id", "label", "queue")
+
+    def __init__(self, call_id: int, context: Any, label: str, deadline: float) -> None:
+        self.id = call_id
+        self.context = context
+        self.label = label
+        self.deadline = deadline
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+
+class HostChannel:
+    """Frames to and from one worker, multiplexed by call id. Subclasses say what to do with
+    context requests, logs, a broken protocol and a timed-out call."""
+
+    def __init__(self, fd_write: int, fd_read: int, options: WorkerSettings) -> None:
+        self.options = options
+        self._fd_write = fd_write
+        self._fd_read = fd_read
+        self._decoder = protocol.FrameDecoder(options.max_frame_bytes)
+        self._poller = select.poll()
+        self._poller.register(fd_read, select.POLLIN)
+        os.set_blocking(fd_write, False)
+        self._write_poller = select.poll()
+        self._write_poller.register(fd_write, select.POLLOUT)
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._state = threading.Lock()
+        self._idle = threading.Condition(self._state)
+        self._ids = itertools.count(1)
+        self._calls: dict[int, Call] = {}
+        self._abandoned: dict[int, float] = {}  # cancelled call id -> end of its grace period
+        self._pings: dict[int, float] = {}  # ping id -> when it was sent
+        self._dead = False  # end of file seen: every call fails from now on
+        self._poisoned = False  # a malformed frame was read: nothing after it can be trusted
+
+    # -- what subclasses provide -------------------------------------------------
+
+    def kill(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def crash_error(self) -> WorkerError:
+        raise NotImplementedError
+
+    def wait_exit(self) -> None:
+        """Called at end of file: return once the process has exited (killing it if need be)."""
+        raise NotImplementedError
+
+    def changed(self) -> None:
+        """The channel became unusable, or usable again (a late answer arrived)."""
+
+    def serve_context(self, call: Call, message: list[Any]) -> None:
+        raise NotImplementedError
+
+    def refuse_context(self, message: list[Any]) -> None:
+        raise NotImplementedError
+
+    def log(self, call: Call | None, message: list[Any]) -> None:
+        raise NotImplementedError
+
+    def time_out(self, call: Call) -> None:
+        """Called when `call` passes its deadline, after it was unregistered; must raise."""
+        raise NotImplementedError
+
+    # -- writing -------------------------------------------------------------------
+
+    def write(self, payload: bytes, deadline: float | None = None) -> None:
+        """Send one frame by `deadline` (default: a grace period from now).
+
+        A worker that cannot be written to, or whose stdin stays full past the
+        deadline (it stopped reading), is killed: its end of file then fails the
+        calls in flight. Writing never blocks a caller beyond its deadline.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.options.grace_period
+        data = protocol.frame(payload)
+        try:
+            with self._write_lock:
+                written = self._write_until(data, deadline)
+        except OSError as exc:
+            self.kill(f"its stdin could not be written ({exc.strerror or exc})")
+            return
+        if not written:
+            self.kill("its stdin stayed full: it stopped reading")
+
+    def _write_until(self, data: bytes, deadline: float) -> bool:
+        # The host's end of the pipe is non-blocking: a full pipe waits in poll(), with a deadline.
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd_write, view) :]
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._write_poller.poll(max(1, int(remaining * 1000)))
+        return True
+
+    # -- reading -------------------------------------------------------------------
+
+    def read(self, timeout: float) -> list[list[Any]] | None:
+        """Return the messages that arrive within `timeout` seconds ([] if none), None at end of file.
+
+        The caller holds the lead. A malformed frame kills the worker.
+        """
+        if not self._poller.poll(max(0, int(timeout * 1000) + (timeout > 0))):
+            return []
+        data = os.read(self._fd_read, 1 << 16)
+        if not data:
+            return None
+        if self._poisoned:
+            return []
+        try:
+            return self._decoder.feed(data)
+        except protocol.ProtocolError as exc:
+            self._poisoned = True
+            self.kill(f"it broke the protocol: {exc}")
+            return []
+
+    def _release_lead(self, exclude: Call | None) -> None:
+        with self._state:
+            self._read_lock.release()
+            for call in self._calls.values():
+                if call is not exclude:
+                    call.queue.put(LEAD)
+                    break
+
+    def drain(self) -> None:
+        """Read and route what has arrived, without waiting, unless somebody else is reading."""
+        if not self._read_lock.acquire(blocking=False):
+            return
+        try:
+            while not self._dead:
+                messages = self.read(0)
+                if messages is None:
+                    self.on_eof()
+                if not messages:
+                    break
+                for message in messages:
+                    self.route(message)
+        finally:
+            self._release_lead(None)
+
+    def settle(self, deadline: float) -> bool:
+        """Read, as the lead, until no cancelled call is left unanswered, the worker is gone, or
+        `deadline`. Returns False at once if somebody else is reading.
+
+        A caller waiting for this worker to take calls again uses it: nobody
+        else may be reading when the late answer comes.
+        """
+        if not self._read_lock.acquire(blocking=False):
+            return False
+        try:
+            while self._abandoned and not self._dead:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                messages = self.read(remaining)
+                if messages is None:
+                    self.on_eof()
+                    break
+                for message in messages:
+                    self.route(message)
+        finally:
+            self._release_lead(None)
+        return True
+
+    def route(self, message: list[Any]) -> None:
+        """Hand `message` to its call, or deal with it here; a stray frame kills the worker."""
+        kind = message[0]
+        if kind == protocol.PONG and len(message) == 2:
+            with self._state:
+                self._pings.pop(message[1], None)
+            return
+        if (kind not in protocol.TERMINAL and kind not in (protocol.CTX, protocol.LOG)) or len(message) < 2:
+            self.kill(f"it sent an unexpected {str(kind)[:40]!r} message")
+            return
+        settled = False
+        with self._state:
+            call = self._calls.get(message[1])
+            if call is not None:
+                call.queue.put(message)
+                return
+            late = message[1] in self._abandoned
+            if late and kind in protocol.TERMINAL:
+                del self._abandoned[message[1]]  # the late answer to a cancelled call is discarded
+                settled = not self._abandoned
+        if settled:
+            self.changed()
+        if kind == protocol.LOG:
+            self.log(None, message)  # a plugin thread may log after its call returned
+        elif kind == protocol.CTX and late:
+            self.refuse_context(message)
+        elif not late:
+            self.kill(f"it answered call {str(message[1])[:20]}, which the host never made or has forgotten")
+
+    def on_eof(self) -> None:
+        """The worker closed its stdout: once it has exited, fail every call in flight."""
+        self.wait_exit()
+        with self._state:
+            self._dead = True
+            calls = list(self._calls.values())
+            self._abandoned.clear()
+        for call in calls:
+            call.queue.put(Failed(self.crash_error))
+        self.changed()
+
+    # -- calls -----------------------------------------------------------------------
+
+    def request(self, payload_for: Callable[[int], bytes], *, context: Any, label: str, deadline: float) -> list[Any]:
+        """Send the frame `payload_for(call_id)` and return the call's answer (RESULT or ERROR).
+
+        Raises what `payload_for` raises, `time_out`'s error past `deadline`, and
+        the crash error when the worker dies first.
+        """
+        call_id = next(self._ids)
+        call = Call(call_id, context, label, deadline)
+        payload = payload_for(call_id)
+        with self._state:
+            if self._dead:
+                raise self.crash_error()
+            self._calls[call_id] = call
+        try:
+            self.write(payload, deadline)
+            return self._await(call)
+        finally:
+            self._unregister(call)
+
+    def abandon(self, call: Call) -> list[Any] | None:
+        """Stop waiting for `call`, unless its answer arrived meanwhile: then return that answer.
+
+        The answer of an abandoned call, when it comes, is discarded.
+        """
+        answer: Any = None
+        others: list[list[Any]] = []
+        with self._state:
+            lead = False
+            while True:
+                try:
+                    item = call.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is LEAD:
+                    lead = True
+                elif isinstance(item, Failed) or item[0] in protocol.TERMINAL:
+                    answer = answer or item
+                else:
+                    others.append(item)
+            if answer is None and self._calls.pop(call.id, None) is not None:
+                self._abandoned[call.id] = time.monotonic() + self.options.grace_period
+                if not self._calls:
+                    self._idle.notify_all()
+            if lead:
+                for other in self._calls.values():
+                    if other is not call:
+                        other.queue.put(LEAD)
+                        break
+        for item in others:
+            if item[0] == protocol.CTX:
+                self.refuse_context(item)
+            else:
+                self.log(call, item)
+        if isinstance(answer, Failed):
+            raise answer.error()
+        return answer  # type: ignore[no-any-return]
+
+    def _unregister(self, call: Call) -> None:
+        with self._state:
+            self._calls.pop(call.id, None)
+            self._pass_queued_lead(call)
+            if not self._calls:
+                self._idle.notify_all()
+
+    def _pass_queued_lead(self, call: Call) -> None:
+        # Holding _state. A lead token sent to a call that no longer waits goes to one that does.
+        lead = False
+        while not call.queue.empty():
+            lead = call.queue.get_nowait() is LEAD or lead
+        if lead:
+            for other in self._calls.values():
+                other.queue.put(LEAD)
+                break
+
+    def _await(self, call: Call) -> list[Any]:
+        while True:
+            if call.queue.empty():
+                remaining = call.deadline - time.monotonic()
+                if remaining <= 0:
+                    answer = self.abandon(call)
+                    if answer is not None:
+                        return answer
+                    self.time_out(call)
+                if self._read_lock.acquire(blocking=False):
+                    try:
+                        answer = self._lead(call)
+                    finally:
+                        self._release_lead(call)
+                    if answer is not None:
+                        return answer
+                    continue
+                try:
+                    item = call.queue.get(timeout=min(remaining, _SAFETY_WAKE))
+                except queue.Empty:
+                    continue
+            else:
+                item = call.queue.get_nowait()
+            answer = self._take(call, item)
+            if answer is not None:
+                return answer
+
+    def _lead(self, call: Call) -> list[Any] | None:
+        """Read until something arrives for `call`, its deadline passes, or the worker is gone.
+
+        Returns `call`'s answer when that is what arrived last in a read (the
+        common case, handled without a trip through the queue); anything else
+        for `call` is left in its queue.
+        """
+        while call.queue.empty() and not self._dead:
+            remaining = call.deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            messages = self.read(remaining)
+            if messages is None:
+                self.on_eof()
+                return None
+            last = messages.pop() if messages else None
+            for message in messages:
+                self.route(message)
+            if last is not None:
+                if last[0] == protocol.RESULT and last[1] == call.id and len(last) == 3 and call.queue.empty():
+                    return last
+                self.route(last)
+        return None
+
+    def _take(self, call: Call, item: Any) -> list[Any] | None:
+        if item is LEAD:
+            return None
+        if isinstance(item, Failed):
+            raise item.error()
+        kind = item[0]
+        if kind in protocol.TERMINAL:
+            return item  # type: ignore[no-any-return]
+        if kind == protocol.CTX:
+            self.serve_context(call, item)
+        else:
+            self.log(call, item)
+        return None

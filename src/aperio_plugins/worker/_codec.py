@@ -1,0 +1,106 @@
+"""How values cross the boundary: JSON-able data as msgpack, SDK envelopes as a tagged extension.
+
+An envelope travels as msgpack extension type 1 holding `tag`, a newline, and
+the model's JSON. The receiving side validates it back into the model
+(`materialize`), so an envelope is checked wherever it arrives. Any other
+object is refused with a `TypeError` that names its type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+from pydantic import BaseModel, ValidationError
+
+from aperio_hookspecs import ENVELOPE_MODELS, Actor, RejectedEnvelope, Resource
+
+ENVELOPE_EXT = 1
+
+
+def _tag(model: type[BaseModel]) -> str:
+    kind = model.model_fields.get("kind")
+    if kind is not None and isinstance(kind.default, str):
+        return kind.default
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", model.__name__).lower()
+
+
+_CROSSING: tuple[type[BaseModel], ...] = (*ENVELOPE_MODELS, Actor, Resource, RejectedEnvelope)
+_MODELS: Mapping[str, type[BaseModel]] = {_tag(model): model for model in _CROSSING}
+_TAGS: Mapping[type[BaseModel], bytes] = {model: tag.encode() + b"\n" for tag, model in _MODELS.items()}
+
+
+class EnvelopeData:
+    """An envelope as received: its tag and JSON, not yet validated."""
+
+    __slots__ = ("data", "tag")
+
+    def __init__(self, tag: str, data: bytes) -> None:
+        self.tag = tag
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<{self.tag} envelope, {len(self.data)} bytes>"
+
+
+class EnvelopeError(ValueError):
+    """A received envelope is unknown or does not validate; the message says where."""
+
+
+def pack_default(value: object) -> msgpack.ExtType:
+    """msgpack's `default`: encode an SDK envelope; raise TypeError for anything else."""
+    if isinstance(value, BaseModel):
+        prefix = _TAGS.get(type(value))
+        if prefix is None:
+            raise TypeError(f"{type(value).__name__} is a pydantic model but not an SDK envelope")
+        # The model's own serializer: what model_dump_json() calls, without its per-call option handling.
+        return msgpack.ExtType(ENVELOPE_EXT, prefix + type(value).__pydantic_serializer__.to_json(value))
+    raise TypeError(f"{type(value).__name__} is neither JSON-able nor an SDK envelope")
+
+
+def ext_hook(code: int, data: bytes) -> EnvelopeData:
+    """msgpack's `ext_hook`: keep an envelope for validation by whoever consumes it.
+
+    Raises `EnvelopeError` for another extension type, which the frame decoder
+    reports as a protocol violation.
+    """
+    tag, sep, body = data.partition(b"\n")
+    if code != ENVELOPE_EXT or not sep:
+        raise EnvelopeError(f"unknown msgpack extension type {code}")
+    return EnvelopeData(tag.decode("ascii", "replace"), body)
+
+
+def envelope(value: EnvelopeData) -> BaseModel:
+    """Return the validated model; raise `EnvelopeError` naming the model and the first bad field."""
+    model = _MODELS.get(value.tag)
+    if model is None:
+        raise EnvelopeError(f"unknown envelope kind {value.tag!r}")
+    try:
+        return model.model_validate_json(value.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise EnvelopeError(f"malformed {model.__name__}: {location}: {first['msg']}") from None
+
+
+def materialize(value: Any) -> Any:
+    """Return `value` with every envelope in it validated into its model; raise `EnvelopeError`."""
+    if isinstance(value, EnvelopeData):
+        return envelope(value)
+    if isinstance(value, list):
+        return [materialize(item) for item in value]
+    if isinstance(value, dict):
+        return {key: materialize(item) for key, item in value.items()}
+    return value
+
+
+def find_unpackable(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Return (name, reason) for the first value in `values` that cannot cross, or None."""
+    for name, value in values.items():
+        try:
+            msgpack.packb(value, default=pack_default, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return name, str(exc)
+    return None

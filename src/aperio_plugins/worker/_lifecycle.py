@@ -1,0 +1,398 @@
+"""One plugin's worker over time: the first start, restarts with backoff, giving up, stopping.
+
+States: starting -> ready; ready -> backoff when the worker dies or is killed;
+backoff -> starting when the delay is over; -> failed after too many
+consecutive failures; any -> stopping -> stopped. The initial start is not
+retried: a plugin that cannot come up is refused at load, with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._settings import HostSettings
+from ._client import WorkerProcess, describe_exit
+from ._description import Description
+from ._errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
+from ._settings import WorkerSettings
+from ._spawn import private_directory, spawn, worker_command, worker_environment
+from ._stderr import StderrPump
+from ._supervisor import Supervisor, Timer
+
+FailureCallback = Callable[[str, WorkerError], None]
+_SETTLE_POLL = 0.05  # how often a caller re-checks while another thread reads a late answer
+_log = logging.getLogger("aperio.worker")
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A snapshot of one plugin's worker, for `aperio plugin list` and the API."""
+
+    plugin_id: str
+    state: WorkerState
+    pid: int | None
+    restarts: int
+    consecutive_failures: int
+    protocol_version: int | None
+    last_error: str | None
+
+
+class Lifecycle:
+    """Starts, supervises and restarts the worker of one plugin. Thread-safe."""
+
+    def __init__(
+        self,
+        plugin_id: str,
+        *,
+        settings: HostSettings,
+        search_path: list[str],
+        options: WorkerSettings,
+        audit: Any,
+        logger: Any,
+        on_failure: FailureCallback | None,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.options = options
+        self._audit = audit
+        self._logger = logger.bind(plugin_id=plugin_id)
+        self._on_failure = on_failure
+        self._supervisor = Supervisor.shared()
+        self._command = worker_command(plugin_id, search_path, options)
+        self._environment = worker_environment(settings, options)
+        self._directory = private_directory(plugin_id)
+        self._condition = threading.Condition()
+        self.state = WorkerState.STARTING
+        self._process: WorkerProcess | None = None
+        self._description: Description | None = None
+        self._failures = 0
+        self._restarts = 0
+        self._next_start = 0.0
+        self._timer: Timer | None = None
+        self._last_error: WorkerError | None = None
+        self._supervisor.track(self)
+
+    # -- public --------------------------------------------------------------------
+
+    def start(self) -> Description:
+        """Start the first worker and wait until it has described its plugin. Raises `HandshakeError`."""
+        self._launch(attempt=0, delay=0.0)
+        # The watcher settles the start within start_timeout (it kills a silent worker); the bound
+        # here only guards against a watcher that died.
+        bound = self.options.start_timeout + 2 * self.options.grace_period + self.options.kill_timeout
+        with self._condition:
+            self._condition.wait_for(lambda: self.state is not WorkerState.STARTING, timeout=bound)
+            if self.state is WorkerState.STARTING:
+                self._last_error = HandshakeError(
+                    f"worker of plugin {self.plugin_id!r} did not start", plugin_id=self.plugin_id
+                )
+            if self.state is WorkerState.READY and self._description is not None:
+                return self._description
+            error = self._last_error
+        self.stop(0.0, self.options.kill_timeout)
+        raise error if error is not None else HandshakeError(f"worker of plugin {self.plugin_id!r} did not start")
+
+    def acquire(self, deadline: float) -> WorkerProcess:
+        """Return a worker ready for a call, waiting for a restart in progress until `deadline`.
+
+        Raises `WorkerCrashedError` when the worker is down for longer (or for
+        good), `WorkerTimeoutError` when none is ready by `deadline`, and
+        `WorkerError` once stopped.
+        """
+        process = self._process  # the common case, without the lock: reading references is atomic
+        if self.state is WorkerState.READY and process is not None and process.accepting():
+            return process
+        while True:
+            with self._condition:
+                process = self._process
+                if self.state is WorkerState.READY and process is not None and process.accepting():
+                    return process
+                self._refuse_if_down(deadline)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WorkerTimeoutError(
+                        f"no worker of plugin {self.plugin_id!r} was ready before the call's deadline"
+                        f" (it is {self.state.value})",
+                        plugin_id=self.plugin_id,
+                    )
+                settling = self.state is WorkerState.READY and process is not None and process.settling()
+                if not settling:
+                    self._condition.wait(remaining)
+                    continue
+            # A cancelled call is still unanswered: read its late answer ourselves (nobody else may be
+            # reading), outside the lock. The supervisor kills the worker if it never comes.
+            assert process is not None
+            if not process.settle(deadline):
+                with self._condition:
+                    self._condition.wait(min(remaining, _SETTLE_POLL))
+
+    def _refuse_if_down(self, deadline: float) -> None:
+        last = f": {self._last_error.message}" if self._last_error is not None else ""
+        if self.state is WorkerState.FAILED:
+            raise WorkerCrashedError(
+                f"the worker of plugin {self.plugin_id!r} is down after {self._failures} consecutive failures{last}",
+                plugin_id=self.plugin_id,
+            )
+        if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
+            raise WorkerError(f"the worker of plugin {self.plugin_id!r} is stopped", plugin_id=self.plugin_id)
+        if self.state is WorkerState.BACKOFF and self._next_start > deadline:
+            wait = self._next_start - time.monotonic()
+            raise WorkerCrashedError(
+                f"the worker of plugin {self.plugin_id!r} restarts in {wait:.1f} s, after this call's deadline{last}",
+                plugin_id=self.plugin_id,
+            )
+
+    def status(self) -> WorkerStatus:
+        with self._condition:
+            process = self._process
+            alive = process is not None and not process.exited.is_set()
+            return WorkerStatus(
+                plugin_id=self.plugin_id,
+                state=self.state,
+                pid=process.pid if alive and process is not None else None,
+                restarts=self._restarts,
+                consecutive_failures=self._failures,
+                protocol_version=process.protocol_version if process is not None else None,
+                last_error=self._last_error.message if self._last_error is not None else None,
+            )
+
+    def restart(self) -> None:
+        """Forget past failures and start a fresh worker (after giving up, say); returns at once."""
+        with self._condition:
+            if self.state in (WorkerState.STOPPING, WorkerState.STOPPED, WorkerState.STARTING):
+                return
+            process = self._process
+            self._failures = 0
+        if process is not None and not process.exited.is_set():
+            process.kill("the operator asked for a restart")
+        else:
+            self._schedule_restart(None)
+
+    def stop(self, drain_timeout: float | None = None, kill_timeout: float | None = None) -> None:
+        """Drain calls in flight, then end the worker (stdin closed, SIGTERM, SIGKILL). Idempotent."""
+        with self._condition:
+            if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
+                self._condition.wait_for(lambda: self.state is WorkerState.STOPPED, timeout=60.0)
+                return
+            self.state = WorkerState.STOPPING
+            process = self._process
+            if self._timer is not None:
+                self._timer.cancel()
+            self._condition.notify_all()
+        if process is not None:
+            drain = self.options.stop_timeout if drain_timeout is None else drain_timeout
+            process.shutdown(drain, self.options.kill_timeout if kill_timeout is None else kill_timeout)
+        with self._condition:
+            self.state = WorkerState.STOPPED
+            self._condition.notify_all()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def stop_now(self) -> None:
+        """At interpreter exit: no draining, a short wait, then SIGKILL."""
+        self.stop(0.0, 0.5)
+
+    # -- starting --------------------------------------------------------------------
+
+    def _launch(self, *, attempt: int, delay: float) -> None:
+        try:
+            popen = self._supervisor.call(lambda: spawn(self._command, self._environment, self._directory))
+        except OSError as exc:
+            self._start_failed(None, HandshakeError(f"could not start a worker for plugin {self.plugin_id!r}: {exc}"))
+            return
+        process = WorkerProcess(
+            self.plugin_id,
+            popen,
+            self.options,
+            audit=self._audit,
+            logger=self._logger,
+            schedule=self._supervisor.schedule,
+            changed=self._changed,
+        )
+        assert popen.stderr is not None
+        StderrPump(popen.stderr.fileno(), self._logger.bind(pid=popen.pid), self.options).start()
+        with self._condition:
+            self._process = process
+        if attempt:
+            cap = self.options.backoff_cap(attempt)
+            self._audit.warning(
+                "plugin.worker.restarted",
+                plugin_id=self.plugin_id,
+                pid=process.pid,
+                attempt=attempt,
+                delay=round(delay, 3),
+                backoff_cap=cap,
+            )
+        name = f"aperio-worker-watch-{process.pid}"
+        threading.Thread(target=self._watch, args=(process,), name=name, daemon=True).start()
+
+    def _watch(self, process: WorkerProcess) -> None:
+        try:
+            description = process.handshake()
+        except (HandshakeError, OSError) as raised:
+            # An OSError (reading a pipe the worker closed oddly, say) fails the start like any other reason.
+            exc = raised if isinstance(raised, HandshakeError) else process.handshake_failure(str(raised))
+            self._audit.warning(
+                "plugin.worker.handshake.failed",
+                plugin_id=self.plugin_id,
+                pid=process.pid,
+                reason=exc.message,
+                stage=exc.stage,
+            )
+            if process.reported_failure:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.popen.wait(self.options.grace_period)
+            if process.popen.poll() is None:
+                process.kill(f"its handshake failed: {exc.message}")
+            self._reap(process)
+            self._start_failed(process, exc)
+            return
+        self._ready(process, description)
+        try:
+            process.watch()
+        finally:
+            self._exited(process)
+
+    def _reap(self, process: WorkerProcess) -> None:
+        process.returncode = process.popen.wait()
+        process.exited.set()
+        for stream in (process.popen.stdin, process.popen.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
+        self._audit_exit(process)
+
+    def _audit_exit(self, process: WorkerProcess) -> None:
+        self._audit.info(
+            "plugin.worker.exited",
+            plugin_id=self.plugin_id,
+            pid=process.pid,
+            returncode=process.returncode,
+            status=describe_exit(process.returncode),
+        )
+
+    def _ready(self, process: WorkerProcess, description: Description) -> None:
+        restart = False
+        with self._condition:
+            if self._description is not None and not self._description.same_plugin(description):
+                mismatch = "the plugin on disk changed since the host started it: reload the plugin"
+            elif self.state is not WorkerState.STARTING or process is not self._process:
+                mismatch = "the host no longer wants this worker"
+            else:
+                mismatch = ""
+                restart = self._description is not None
+                self._description = self._description or description
+                self.state = WorkerState.READY
+                self._condition.notify_all()
+        if mismatch:
+            process.kill(mismatch)
+            return
+        self._audit.info(
+            "plugin.worker.started",
+            plugin_id=self.plugin_id,
+            pid=process.pid,
+            protocol=process.protocol_version,
+            start_seconds=round(time.monotonic() - process.started_at, 3),
+            restart=restart,
+        )
+        self._timer = self._supervisor.schedule(self.options.heartbeat_interval, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        with self._condition:
+            process = self._process if self.state is WorkerState.READY else None
+        if process is None:
+            return
+        if time.monotonic() - process.started_at >= self.options.restart_reset_after:
+            with self._condition:
+                self._failures = 0  # up long enough: earlier crashes are forgiven
+        process.ping()
+        self._timer = self._supervisor.schedule(self.options.heartbeat_interval, self._heartbeat)
+
+    # -- failing ---------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
+
+    def _exited(self, process: WorkerProcess) -> None:
+        self._audit_exit(process)
+        with self._condition:
+            if process is not self._process or self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
+                self._condition.notify_all()
+                return
+        self._failed(process.crash_error(), process)
+
+    def _start_failed(self, process: WorkerProcess | None, error: HandshakeError) -> None:
+        with self._condition:
+            if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
+                return
+            if self._description is None:  # the first start: not retried, the host refuses the plugin
+                self._last_error = error
+                self.state = WorkerState.FAILED
+                self._condition.notify_all()
+                return
+            if process is not self._process or self.state is not WorkerState.STARTING:
+                return
+        self._failed(error, process)
+
+    def _failed(self, error: WorkerError, process: WorkerProcess | None) -> None:
+        if self._on_failure is not None:
+            try:
+                self._on_failure(self.plugin_id, error)
+            except Exception:  # noqa: BLE001 - the host's callback must not stop the restart
+                _log.exception("aperio worker: on_failure callback raised for plugin %s", self.plugin_id)
+        with self._condition:
+            if process is not None and (
+                process.answered or time.monotonic() - process.started_at >= self.options.restart_reset_after
+            ):
+                self._failures = 0  # it had worked: this is a new run of failures
+            self._failures += 1
+            self._last_error = error
+        self._schedule_restart(error)
+
+    def _schedule_restart(self, error: WorkerError | None) -> None:
+        with self._condition:
+            if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
+                return
+            if self._failures > self.options.restart_max_attempts:
+                self.state = WorkerState.FAILED
+                self._condition.notify_all()
+                give_up = True
+            else:
+                give_up = False
+                attempt = max(self._failures, 1)
+                delay = self.options.backoff_delay(attempt)
+                self.state = WorkerState.BACKOFF
+                self._next_start = time.monotonic() + delay
+                self._condition.notify_all()
+                self._timer = self._supervisor.schedule(delay, lambda: self._restart(attempt, delay))
+        if give_up:
+            self._audit.error(
+                "plugin.worker.gave_up",
+                plugin_id=self.plugin_id,
+                failures=self._failures,
+                reason=error.message if error is not None else None,
+            )
+
+    def _restart(self, attempt: int, delay: float) -> None:
+        with self._condition:
+            if self.state is not WorkerState.BACKOFF:
+                return
+            self.state = WorkerState.STARTING
+            self._restarts += 1
+        self._launch(attempt=attempt, delay=delay)
