@@ -65,9 +65,7 @@ class DiscoveryCache:
             return None
         return [(str(plugin_id), str(value)) for plugin_id, value in record.get("plugins", [])]
 
-    def remember_entry_points(
-        self, metadata_dir: Path | str, key: FileKey, plugins: list[tuple[str, str]]
-    ) -> None:
+    def remember_entry_points(self, metadata_dir: Path | str, key: FileKey, plugins: list[tuple[str, str]]) -> None:
         self._seen.add(str(metadata_dir))
         self._entry_points[str(metadata_dir)] = {"key": list(key), "plugins": [list(item) for item in plugins]}
         self._dirty = True

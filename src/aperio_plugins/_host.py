@@ -37,6 +37,7 @@ from ._model import (
     Candidate,
     FailureStage,
     Inspected,
+    Isolation,
     LoadReport,
     PluginInfo,
     PluginKind,
@@ -54,12 +55,18 @@ from ._verify import verify_installed
 from .errors import (
     AperioWarning,
     CircuitOpenError,
+    ConfigurationError,
+    HandshakeError,
     LifecycleError,
     ManifestError,
     PluginCallError,
     PluginLoadError,
     UnknownPluginError,
+    WorkerCrashedError,
+    WorkerError,
+    WorkerTimeoutError,
 )
+from .worker import WorkerPlugin, WorkerSettings
 
 _SIGNATURE_EVENTS = {
     SignatureStatus.VERIFIED: "plugin.signature.verified",
@@ -142,6 +149,7 @@ class PluginHost:
         api_version: str | None = None,
         call_timeout: float = 30.0,
         discovery_cache: bool = True,
+        worker_settings: WorkerSettings | None = None,
     ) -> None:
         """Create a host; nothing is discovered or imported until `load()`.
 
@@ -159,6 +167,7 @@ class PluginHost:
         self._guard_calls = guard_calls
         self._credential_provider = credential_provider
         self._call_timeout = call_timeout
+        self._worker_settings = worker_settings or WorkerSettings(call_timeout=call_timeout)
         self._manager = pluggy.PluginManager(PROJECT_NAME)
         spec_sources: tuple[ModuleType | type, ...] = (api_specs, *hookspecs)
         for source in spec_sources:
@@ -203,12 +212,12 @@ class PluginHost:
     def plugins(self) -> tuple[PluginInfo, ...]:
         """Return a snapshot of every plugin the host knows, by id, duplicates after their winner."""
         with self._lock:
-            rows = [slot.info for slot in self._slots.values()] + list(self._shadowed)
+            rows = [_snapshot(slot) for slot in self._slots.values()] + list(self._shadowed)
         return tuple(sorted(rows, key=lambda info: (info.id, info.state is PluginState.FAILED, info.location or "")))
 
     def get(self, plugin_id: str) -> PluginInfo:
         """Return the snapshot for `plugin_id`; raise `UnknownPluginError` if the host has none."""
-        return self._slot(plugin_id).info
+        return _snapshot(self._slot(plugin_id))
 
     @property
     def broken_distributions(self) -> tuple[str, ...]:
@@ -326,16 +335,44 @@ class PluginHost:
         return self._refuse(info, refusal)
 
     def _activate(self, outcome: _Outcome) -> _Activated:
-        """Import and register an admitted plugin. Raises `_Refused`; the manager is untouched on failure.
+        """Load and register an admitted plugin. Raises `_Refused`; the manager is untouched on failure.
 
-        A verified plugin is imported through a `VerifiedImporter` that executes
-        only the bytes verification hashed; it stays installed while the plugin
-        is loaded, for imports the plugin makes later.
+        In process, a verified plugin is imported through a `VerifiedImporter` that
+        executes only the bytes verification hashed; it stays installed while the
+        plugin is loaded, for imports the plugin makes later. In a worker, the
+        worker re-runs inspect, verify, admit and load itself, and the host
+        registers the worker's stand-in exactly as it would the plugin.
         """
-        inspected, verification = outcome.inspected, outcome.verification
+        inspected = outcome.inspected
         assert inspected is not None
         plugin_id = inspected.candidate.plugin_id
         breaker = CircuitBreaker(self.settings.breaker_policy, self._breaker_listener(plugin_id))
+        plugin: object
+        importer: VerifiedImporter | None
+        if self._isolation_of(inspected) is Isolation.PROCESS:
+            plugin, importer = self._start_worker(plugin_id, breaker), None
+        else:
+            plugin, importer = self._import_in_process(outcome)
+        try:
+            prepared = _activation.prepare(
+                self._manager,
+                inspected,
+                plugin,
+                guard=self._guard_calls,
+                propagating=self._propagating,
+                record=self._recorder(plugin_id, breaker),
+                gate=breaker,
+                refuse=lambda hook_name: _circuit_open(plugin_id, hook_name, breaker),
+            )
+            registrations = _activation.register(self._manager, self._catalog, prepared)
+        except PluginLoadError as exc:
+            _release(plugin, importer)
+            raise _Refused(Refusal(FailureStage.REGISTER, exc.message)) from exc
+        return _Activated(prepared, registrations, importer, breaker)
+
+    def _import_in_process(self, outcome: _Outcome) -> tuple[object, VerifiedImporter | None]:
+        inspected, verification = outcome.inspected, outcome.verification
+        assert inspected is not None
         importer = None
         if verification is not None and verification.status is SignatureStatus.VERIFIED:
             tree = VerifiedTree(
@@ -343,33 +380,49 @@ class PluginHost:
             )
             importer = install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
         try:
-            try:
-                plugin = import_plugin(inspected.candidate)
-            except PluginLoadError as exc:
-                stage = FailureStage.VERIFY if isinstance(exc.__cause__, TamperedFileError) else FailureStage.LOAD
-                raise _Refused(Refusal(stage, exc.message)) from exc
-            if importer is not None and importer.refusals:
-                # The plugin caught the ImportError its tampered file raised; it is refused all the same.
-                raise _Refused(Refusal(FailureStage.VERIFY, importer.refusals[0].message))
-            try:
-                prepared = _activation.prepare(
-                    self._manager,
-                    inspected,
-                    plugin,
-                    guard=self._guard_calls,
-                    propagating=self._propagating,
-                    record=self._recorder(plugin_id, breaker),
-                    gate=breaker,
-                    refuse=lambda hook_name: _circuit_open(plugin_id, hook_name, breaker),
-                )
-                registrations = _activation.register(self._manager, self._catalog, prepared)
-            except PluginLoadError as exc:
-                raise _Refused(Refusal(FailureStage.REGISTER, exc.message)) from exc
-        except _Refused:
-            if importer is not None:
-                remove_importer(importer)
-            raise
-        return _Activated(prepared, registrations, importer, breaker)
+            plugin = import_plugin(inspected.candidate)
+        except PluginLoadError as exc:
+            _release(None, importer)
+            stage = FailureStage.VERIFY if isinstance(exc.__cause__, TamperedFileError) else FailureStage.LOAD
+            raise _Refused(Refusal(stage, exc.message)) from exc
+        if importer is not None and importer.refusals:
+            # The plugin caught the ImportError its tampered file raised; it is refused all the same.
+            _release(None, importer)
+            raise _Refused(Refusal(FailureStage.VERIFY, importer.refusals[0].message))
+        return plugin, importer
+
+    def _isolation_of(self, inspected: Inspected) -> Isolation:
+        """The operator's choice for this plugin, else process if the host default or the plugin asks for it.
+
+        A plugin cannot opt out of a process-wide default: only the operator can, per plugin.
+        """
+        override = self._store.isolation_overrides().get(inspected.candidate.plugin_id)
+        if override is not None:
+            return override
+        if Isolation.PROCESS in (self.settings.plugin_isolation, inspected.manifest.isolation):
+            return Isolation.PROCESS
+        return Isolation.INPROCESS
+
+    def _start_worker(self, plugin_id: str, breaker: CircuitBreaker) -> WorkerPlugin:
+        def failed(_: str, error: WorkerError) -> None:
+            self._record_call_failure(plugin_id, "worker", error)
+            breaker.record_failure()
+
+        try:
+            return WorkerPlugin.start(
+                plugin_id,
+                settings=self.settings,
+                search_path=self._search_path,
+                options=self._worker_settings,
+                audit_logger=self._audit,
+                logger=self._plugin_logger,
+                on_failure=failed,
+            )
+        except HandshakeError as exc:
+            stage = FailureStage(exc.stage) if exc.stage else FailureStage.LOAD
+            raise _Refused(Refusal(stage, exc.message)) from exc
+        except WorkerError as exc:
+            raise _Refused(Refusal(FailureStage.LOAD, exc.message)) from exc
 
     def _bring_up(self, candidate: Candidate, enabled_flag: bool) -> PluginInfo:
         outcome = self._evaluate(candidate, enabled_flag)
@@ -390,7 +443,10 @@ class PluginHost:
             return info
         registrations = activated.registrations
         self._catalog.add(candidate.plugin_id, registrations)
-        info = _with_registrations(dataclasses.replace(outcome.info, state=PluginState.ENABLED), registrations)
+        isolation = Isolation.PROCESS if isinstance(activated.prepared.plugin, WorkerPlugin) else Isolation.INPROCESS
+        info = _with_registrations(
+            dataclasses.replace(outcome.info, state=PluginState.ENABLED, isolation=isolation), registrations
+        )
         self._slots[candidate.plugin_id] = _Slot(
             info, candidate, activated.prepared, registrations, activated.importer, activated.breaker
         )
@@ -400,6 +456,29 @@ class PluginHost:
 
     # -- operator lifecycle --------------------------------------------------
 
+    def _require_installed(self, plugin_id: str) -> None:
+        installed = {candidate.plugin_id for candidate in self._discover().candidates}
+        if plugin_id not in installed and plugin_id not in self._slots:
+            known = ", ".join(sorted(installed)) or "none"
+            raise UnknownPluginError(
+                f"no installed plugin with id {plugin_id!r} (installed: {known})", plugin_id=plugin_id
+            )
+
+    def persist_isolation(self, plugin_id: str, isolation: Isolation | None) -> None:
+        """Record where an installed plugin runs (`process` or `inprocess`; None: the host default).
+
+        Imports nothing; it takes effect the next time the plugin is loaded (reload
+        or the next start). Raises `UnknownPluginError` for an id nobody provides.
+        """
+        if isolation is Isolation.ANY:
+            raise ConfigurationError("isolation must be 'process' or 'inprocess'")
+        with self._lock:
+            self._require_installed(plugin_id)
+            self._store.set_isolation(plugin_id, isolation)
+            self._audit.info(
+                "plugin.isolation.set", plugin_id=plugin_id, isolation=isolation.value if isolation else "default"
+            )
+
     def persist_enabled(self, plugin_id: str, enabled: bool) -> None:
         """Record the operator's enable flag for an installed plugin without importing anything.
 
@@ -407,12 +486,7 @@ class PluginHost:
         distribution on the search path provides `plugin_id`.
         """
         with self._lock:
-            installed = {candidate.plugin_id for candidate in self._discover().candidates}
-            if plugin_id not in installed and plugin_id not in self._slots:
-                known = ", ".join(sorted(installed)) or "none"
-                raise UnknownPluginError(
-                    f"no installed plugin with id {plugin_id!r} (installed: {known})", plugin_id=plugin_id
-                )
+            self._require_installed(plugin_id)
             self._store.set_enabled(plugin_id, enabled)
             self._audit.info("plugin.enabled" if enabled else "plugin.disabled", plugin_id=plugin_id, persisted=True)
 
@@ -520,8 +594,7 @@ class PluginHost:
                 self._manager.register(old.registered, name=plugin_id)
             return self._reload_failed(plugin_id, refused.refusal.reason)
         prepared, registrations = activated.prepared, activated.registrations
-        if slot.importer is not None:
-            remove_importer(slot.importer)
+        _release(old.plugin, slot.importer)
         slot.importer = activated.importer
         slot.breaker = activated.breaker
         if was_enabled:
@@ -574,9 +647,8 @@ class PluginHost:
             self._catalog.remove(plugin_id)
         if slot.candidate is not None:
             forget_modules(slot.candidate)
-        if slot.importer is not None:
-            remove_importer(slot.importer)
-            slot.importer = None
+        _release(slot.prepared.plugin if slot.prepared else None, slot.importer)
+        slot.importer = None
         slot.prepared = None
         slot.breaker = None
         slot.registrations = PluginRegistrations()
@@ -614,7 +686,7 @@ class PluginHost:
         )
         try:
             result = _invoke.invoke(entry, operation, envelope, context)
-        except PluginCallError as exc:
+        except (PluginCallError, WorkerTimeoutError, WorkerCrashedError) as exc:
             self._record_call_failure(plugin_id, operation.hook_name, exc.__cause__ or exc)
             if breaker is not None:
                 breaker.record_failure()
@@ -678,8 +750,7 @@ class PluginHost:
                 for slot in self._slots.values():
                     if slot.info.state is PluginState.ENABLED:
                         self._manager.unregister(name=slot.info.id)
-                    if slot.importer is not None:
-                        remove_importer(slot.importer)
+                    _release(slot.prepared.plugin if slot.prepared else None, slot.importer)
                 self._store.close()
 
     def __enter__(self) -> PluginHost:
@@ -748,6 +819,25 @@ def _inspected_info(inspected: Inspected, verification: Verification, enabled_fl
         isolation=manifest.isolation,
         enabled_flag=enabled_flag,
     )
+
+
+def _snapshot(slot: _Slot) -> PluginInfo:
+    """The slot's info, with the live state of its worker if it runs in one."""
+    plugin = slot.prepared.plugin if slot.prepared is not None else None
+    if not isinstance(plugin, WorkerPlugin):
+        return slot.info
+    status = plugin.status()
+    return dataclasses.replace(
+        slot.info, worker_pid=status.pid, worker_restarts=status.restarts, worker_state=status.state.value
+    )
+
+
+def _release(plugin: object, importer: VerifiedImporter | None) -> None:
+    """Undo what loading a plugin set up outside the manager: its worker, its importer."""
+    if isinstance(plugin, WorkerPlugin):
+        plugin.stop()
+    if importer is not None:
+        remove_importer(importer)
 
 
 def _circuit_open(plugin_id: str, hook_name: str, breaker: CircuitBreaker) -> CircuitOpenError:

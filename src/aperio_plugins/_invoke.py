@@ -22,7 +22,7 @@ from aperio_hookspecs import (
 from ._catalog import CatalogEntry, PluginRegistrations
 from ._model import PluginKind
 from ._validation import first_problem
-from .errors import HookError, PluginCallError
+from .errors import HookError, PluginCallError, WorkerCrashedError, WorkerTimeoutError
 
 
 class InvalidResultError(Exception):
@@ -77,6 +77,8 @@ def invoke(entry: CatalogEntry, operation: Operation, payload: Payload, context:
     try:
         raw = getattr(entry.implementation, operation.method)(context, payload)
         return check_result(payload, operation, raw)
+    except (WorkerTimeoutError, WorkerCrashedError):
+        raise  # the worker, not the plugin's code, failed: callers handle these by type
     except (Exception, SystemExit) as exc:
         raise PluginCallError(
             f"plugin {entry.plugin_id!r} failed in {operation.kind.value} {operation.target!r}:"

@@ -177,6 +177,9 @@ class PluginInfo:
     call_failures: int = 0
     last_call_error: str | None = None
     breaker_state: str = "closed"
+    worker_pid: int | None = None
+    worker_restarts: int = 0
+    worker_state: str | None = None
     signature_detail: str | None = None
 
     def as_dict(self) -> dict[str, object]:
@@ -202,6 +205,9 @@ class PluginInfo:
             "destinations": list(self.destinations),
             "call_failures": self.call_failures,
             "breaker_state": self.breaker_state,
+            "worker_pid": self.worker_pid,
+            "worker_restarts": self.worker_restarts,
+            "worker_state": self.worker_state,
             "last_call_error": self.last_call_error,
             "failure_stage": self.failure_stage.value if self.failure_stage else None,
             "error": self.error,

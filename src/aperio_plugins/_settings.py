@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._breaker import BreakerPolicy
-from ._model import TrustMode
+from ._model import Isolation, TrustMode
 from .errors import ConfigurationError
 
 DEVELOPMENT = "development"
@@ -26,6 +26,7 @@ class HostSettings(BaseSettings):
     plugin_trusted_identities: Path = Path("~/.aperio/trusted-identities.toml")
     state_dir: Path = Path("~/.aperio/state")
     environment: str = "production"
+    plugin_isolation: Isolation = Isolation.INPROCESS
     plugin_breaker_failures: Annotated[int, Field(gt=0)] = 5
     plugin_breaker_window: Annotated[float, Field(gt=0)] = 60.0
     plugin_breaker_reset: Annotated[float, Field(gt=0)] = 30.0
@@ -34,6 +35,13 @@ class HostSettings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("plugin_isolation")
+    @classmethod
+    def _concrete_isolation(cls, value: Isolation) -> Isolation:
+        if value is Isolation.ANY:
+            raise ValueError("must be 'inprocess' or 'process'")
+        return value
 
     @field_validator("environment")
     @classmethod

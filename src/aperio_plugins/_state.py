@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from ._model import Isolation
 from .errors import StateStoreError
 
 SCHEMA_VERSION = 1
@@ -25,6 +26,10 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS plugin_flags ("
     " plugin_id VARCHAR(200) PRIMARY KEY,"
     " enabled INTEGER NOT NULL,"
+    " updated_at VARCHAR(40) NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS plugin_isolation ("
+    " plugin_id VARCHAR(200) PRIMARY KEY,"
+    " isolation VARCHAR(20) NOT NULL,"
     " updated_at VARCHAR(40) NOT NULL)",
     "CREATE TABLE IF NOT EXISTS plugin_kv ("
     " plugin_id VARCHAR(200) NOT NULL,"
@@ -39,6 +44,8 @@ class StateStore(Protocol):
 
     def enabled_flags(self) -> dict[str, bool]: ...
     def set_enabled(self, plugin_id: str, enabled: bool) -> None: ...
+    def isolation_overrides(self) -> dict[str, Isolation]: ...
+    def set_isolation(self, plugin_id: str, isolation: Isolation | None) -> None: ...
     def forget_plugin(self, plugin_id: str) -> None: ...
     def kv_get(self, plugin_id: str, key: str) -> str | None: ...
     def kv_set(self, plugin_id: str, key: str, value: str) -> None: ...
@@ -127,8 +134,27 @@ class SQLiteStateStore:
             ),
         )
 
+    def isolation_overrides(self) -> dict[str, Isolation]:
+        rows = self._run(("SELECT plugin_id, isolation FROM plugin_isolation", ()))
+        return {str(plugin_id): Isolation(str(isolation)) for plugin_id, isolation in rows}
+
+    def set_isolation(self, plugin_id: str, isolation: Isolation | None) -> None:
+        """Record the operator's isolation for one plugin; None returns it to the host default."""
+        statements: list[tuple[str, tuple[object, ...]]] = [
+            ("DELETE FROM plugin_isolation WHERE plugin_id = ?", (plugin_id,))
+        ]
+        if isolation is not None:
+            statements.append(
+                (
+                    "INSERT INTO plugin_isolation (plugin_id, isolation, updated_at) VALUES (?, ?, ?)",
+                    (plugin_id, isolation.value, _now()),
+                )
+            )
+        self._run(*statements)
+
     def forget_plugin(self, plugin_id: str) -> None:
         self._run(
+            ("DELETE FROM plugin_isolation WHERE plugin_id = ?", (plugin_id,)),
             ("DELETE FROM plugin_flags WHERE plugin_id = ?", (plugin_id,)),
             ("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)),
         )

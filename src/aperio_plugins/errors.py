@@ -93,6 +93,94 @@ class CircuitOpenError(HookError):
         self.retry_in = retry_in
 
 
+class WorkerError(HookError):
+    """A call could not be served by the plugin's worker process, or the worker could not be started."""
+
+
+class WorkerTimeoutError(WorkerError):
+    """A call ran past its deadline; it was cancelled in the worker."""
+
+
+class WorkerCrashedError(WorkerError):
+    """The worker died (or was killed) while the call was in flight, or is down and not coming back.
+
+    `returncode` is the worker's exit status (negative: the signal that ended it), when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        distribution: str | None = None,
+        returncode: int | None = None,
+    ) -> None:
+        super().__init__(message, plugin_id=plugin_id, distribution=distribution)
+        self.returncode = returncode
+
+
+class HandshakeError(WorkerError):
+    """The worker did not come up: it said nothing in time, spoke no protocol version the host
+    speaks, broke the protocol before it was ready, or could not load its plugin.
+
+    `stage` names the pipeline stage that refused the plugin inside the worker
+    (`inspect`, `verify`, `admit`, `load`, `register`), when that is what happened.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        distribution: str | None = None,
+        stage: str | None = None,
+    ) -> None:
+        super().__init__(message, plugin_id=plugin_id, distribution=distribution)
+        self.stage = stage
+
+
+class WorkerBoundaryError(WorkerError):
+    """A value cannot cross the process boundary: a hook argument or result that is neither
+    JSON-able nor an SDK envelope, a malformed envelope, or a wrapper hookimpl."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised in the worker; set as the `__cause__` of
+    `RemotePluginError` so that formatting the error shows where the plugin failed."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class RemotePluginError(WorkerError):
+    """The plugin raised inside its worker. The worker keeps serving.
+
+    `remote_type` is the qualified name of the exception class, `remote_message`
+    its message and `remote_traceback` the formatted traceback from the worker.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str,
+    ) -> None:
+        super().__init__(message, plugin_id=plugin_id)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+    def diagnostics(self) -> str:
+        return f"{super().diagnostics()}\n{self.remote_traceback.rstrip()}"
+
+
 class AperioWarning(UserWarning):
     """The one warning category of aperio-plugins (insecure settings, skipped checks)."""
 

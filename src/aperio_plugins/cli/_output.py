@@ -26,7 +26,7 @@ def print_json(data: object) -> None:
 
 def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
     table = Table(show_edge=False, header_style="bold")
-    for column in ("ID", "VERSION", "KINDS", "STATE", "SIGNATURE", "ERROR"):
+    for column in ("ID", "VERSION", "KINDS", "STATE", "SIGNATURE", "ISOLATION", "BREAKER", "ERROR"):
         table.add_column(column, overflow="fold")
     for info in plugins:
         style = _STATE_STYLES.get(info.state, "")
@@ -36,9 +36,17 @@ def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
             ",".join(kind.value for kind in info.kinds),
             f"[{style}]{info.state.value}[/]" if style else info.state.value,
             info.signature_status.value if info.signature_status else "",
+            _isolation(info),
+            info.breaker_state if info.state is PluginState.ENABLED else "",
             info.error or "",
         )
     return table
+
+
+def _isolation(info: PluginInfo) -> str:
+    if info.worker_pid is not None or info.worker_state is not None:
+        return f"process pid {info.worker_pid or '-'} ({info.worker_restarts} restarts)"
+    return info.isolation.value if info.isolation is not None and info.state is PluginState.ENABLED else ""
 
 
 def print_table(plugins: Sequence[PluginInfo]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .._host import PluginHost
-from .._model import PluginInfo, PluginKind, PluginState
+from .._model import Isolation, PluginInfo, PluginKind, PluginState
 from ..errors import AperioError
 from ._output import print_info, print_json, print_table
 
@@ -66,6 +66,17 @@ def enable_plugin(plugin_id: str) -> None:
         info = host.get(plugin_id)
     _require_state(info, PluginState.ENABLED)
     click.echo(f"{plugin_id}: enabled")
+
+
+@plugin_group.command("isolate")
+@click.argument("plugin_id")
+@click.argument("isolation", type=click.Choice(["process", "inprocess", "default"]))
+def isolate_plugin(plugin_id: str, isolation: str) -> None:
+    """Run a plugin in a worker process or in the host (persisted; `default` follows
+    APERIO_PLUGIN_ISOLATION and the plugin's manifest). Takes effect when it is next loaded."""
+    with PluginHost() as host:
+        host.persist_isolation(plugin_id, None if isolation == "default" else Isolation(isolation))
+    click.echo(f"{plugin_id}: isolation {isolation}")
 
 
 @plugin_group.command("disable")

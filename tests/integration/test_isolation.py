@@ -1,0 +1,188 @@
+"""Process isolation through the host: the host application's code does not change, the plugin
+runs in a real worker process (`python -m aperio_plugins.worker`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aperio_hookspecs import Finding, Resource, Severity, SyncRequest
+from aperio_plugins import Isolation, PluginCallError, PluginState
+from aperio_plugins.errors import WorkerCrashedError
+from aperio_plugins.testing import PluginWheel, manifest_toml
+from aperio_plugins.worker import WorkerSettings
+
+FINDING = Finding(
+    id="f",
+    provider="test",
+    title="t",
+    severity=Severity.LOW,
+    resource=Resource(type="file", id="1"),
+    detected_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+)
+
+SOURCE = """
+import os
+from aperio_hookspecs import Connector, SyncResult, hookimpl
+
+class Probe(Connector):
+    name = "probe"
+    provider = "test"
+
+    def sync(self, context, request):
+        mode = request.config.get("mode")
+        if mode == "crash":
+            os._exit(7)
+        if mode == "raise":
+            raise ConnectionError("provider down")
+        token = context.credentials.get("probe:read").secret.get_secret_value()
+        count = int(context.kv.get("count") or 0) + 1
+        context.kv.set("count", str(count))
+        return SyncResult(connector="probe", next_cursor=f"{os.getpid()}:{token}:{count}")
+
+@hookimpl
+def aperio_register_connectors(register):
+    register(Probe())
+
+@hookimpl
+def aperio_finding_raised(finding):
+    return os.getpid()
+"""
+
+
+def probe_wheel(wheel_dir, isolation="any"):
+    manifest = manifest_toml(
+        {
+            "acme.probe": {
+                "summary": "probe",
+                "kinds": ["connector"],
+                "credential_scopes": ["probe:read"],
+                "isolation": isolation,
+            }
+        }
+    )
+    return PluginWheel(
+        "acme-probe", plugins={"acme.probe": "acme_probe"}, files={"acme_probe/__init__.py": SOURCE}, manifest=manifest
+    ).build(wheel_dir)
+
+
+@pytest.fixture
+def worker_host(make_host, install, wheel_dir):
+    install(probe_wheel(wheel_dir))
+
+    def worker_host(**kwargs):
+        kwargs.setdefault("settings", {"plugin_isolation": "process"})
+        kwargs.setdefault("worker_settings", WorkerSettings(restart_initial_delay=0.05, restart_max_delay=0.2))
+        host = make_host(credential_provider=lambda plugin_id, scope: "s3cret", **kwargs)
+        host.load()
+        return host
+
+    return worker_host
+
+
+def test_a_process_isolated_plugin_is_called_the_same_way(worker_host):
+    host = worker_host()
+    info = host.get("acme.probe")
+    assert info.state is PluginState.ENABLED
+    assert info.isolation is Isolation.PROCESS
+    assert info.worker_pid is not None
+    assert info.worker_pid != os.getpid()
+    assert Path(f"/proc/{info.worker_pid}").exists()
+
+    assert host.hook.aperio_finding_raised(finding=FINDING) == [info.worker_pid]
+    result = host.run("acme.probe", SyncRequest(connector="probe"))
+    assert result.next_cursor == f"{info.worker_pid}:s3cret:1"  # credential minted and KV kept by the host
+    assert host.run("acme.probe", SyncRequest(connector="probe")).next_cursor.endswith(":2")
+    assert list(host.connectors) == ["probe"]
+
+
+def test_a_plugin_exception_in_the_worker_is_the_plugins_failure(worker_host):
+    host = worker_host()
+    with pytest.raises(PluginCallError, match="ConnectionError: provider down"):
+        host.run("acme.probe", SyncRequest(connector="probe", config={"mode": "raise"}))
+    assert host.get("acme.probe").call_failures == 1
+    assert host.run("acme.probe", SyncRequest(connector="probe")).connector == "probe"
+
+
+def test_a_worker_that_dies_mid_call_is_restarted(worker_host, audit):
+    host = worker_host()
+    first_pid = host.get("acme.probe").worker_pid
+    with pytest.raises(WorkerCrashedError, match="7"):
+        host.run("acme.probe", SyncRequest(connector="probe", config={"mode": "crash"}))
+    result = host.run("acme.probe", SyncRequest(connector="probe"))
+    info = host.get("acme.probe")
+    assert info.worker_pid != first_pid
+    assert result.next_cursor.startswith(f"{info.worker_pid}:")
+    assert info.worker_restarts >= 1
+    assert info.call_failures >= 1
+    assert "plugin.worker.restarted" in audit.names()
+
+
+def test_unload_and_close_stop_the_worker(worker_host):
+    host = worker_host()
+    pid = host.get("acme.probe").worker_pid
+    host.unload("acme.probe")
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    host.load()
+    pid = host.get("acme.probe").worker_pid
+    host.close()
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+@pytest.mark.parametrize(
+    ("host_default", "manifest", "override", "expected"),
+    [
+        ("inprocess", "any", None, Isolation.INPROCESS),
+        ("process", "any", None, Isolation.PROCESS),
+        ("inprocess", "process", None, Isolation.PROCESS),  # the plugin asks to be isolated
+        ("process", "inprocess", None, Isolation.PROCESS),  # a plugin cannot opt out of the host's default
+        ("process", "any", Isolation.INPROCESS, Isolation.INPROCESS),  # only the operator can, per plugin
+        ("inprocess", "any", Isolation.PROCESS, Isolation.PROCESS),
+    ],
+)
+def test_who_decides_the_isolation(make_host, install, wheel_dir, host_default, manifest, override, expected):
+    install(probe_wheel(wheel_dir, manifest))
+    if override is not None:
+        make_host(settings={"plugin_isolation": host_default}).persist_isolation("acme.probe", override)
+    host = make_host(settings={"plugin_isolation": host_default})
+    host.load()
+    assert host.get("acme.probe").isolation is expected
+
+
+def test_the_cli_isolates_a_plugin_and_lists_its_worker(install, wheel_dir, plugins_dir, tmp_path):
+    install(probe_wheel(wheel_dir))
+    env = {
+        **os.environ,
+        "APERIO_PLUGINS_DIR": str(plugins_dir),
+        "APERIO_STATE_DIR": str(tmp_path / "state"),
+        "APERIO_PLUGIN_TRUST_MODE": "warn",
+        "APERIO_PLUGIN_TRUSTED_KEYS_DIR": str(tmp_path / "keys"),
+    }
+    aperio = str(Path(sys.executable).with_name("aperio"))
+    result = subprocess.run(
+        [aperio, "plugin", "isolate", "acme.probe", "process"], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "acme.probe: isolation process"
+    rows = {
+        row["id"]: row
+        for row in json.loads(
+            subprocess.run(
+                [aperio, "plugin", "list", "--json"], capture_output=True, text=True, env=env, check=True
+            ).stdout
+        )
+    }
+    assert rows["acme.probe"]["isolation"] == "process"
+    assert rows["acme.probe"]["worker_pid"] is not None
+    assert rows["acme.probe"]["breaker_state"] == "closed"
+    unknown = subprocess.run(
+        [aperio, "plugin", "isolate", "acme.nope", "process"], capture_output=True, text=True, env=env, check=False
+    )
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: no installed plugin with id 'acme.nope'")
