@@ -350,7 +350,7 @@ class PluginHost:
         plugin: object
         importer: VerifiedImporter | None
         if self._isolation_of(inspected) is Isolation.PROCESS:
-            plugin, importer = self._start_worker(plugin_id, breaker), None
+            plugin, importer = self._start_worker(plugin_id), None
         else:
             plugin, importer = self._import_in_process(outcome)
         try:
@@ -403,10 +403,14 @@ class PluginHost:
             return Isolation.PROCESS
         return Isolation.INPROCESS
 
-    def _start_worker(self, plugin_id: str, breaker: CircuitBreaker) -> WorkerPlugin:
+    def _start_worker(self, plugin_id: str) -> WorkerPlugin:
         def failed(_: str, error: WorkerError) -> None:
-            self._record_call_failure(plugin_id, "worker", error)
-            breaker.record_failure()
+            # The supervisor has audited the worker's death; a call it broke is counted (and fed
+            # to the breaker) by the caller's guard or by run(), so here it is only shown.
+            with self._lock:
+                slot = self._slots.get(plugin_id)
+                if slot is not None:
+                    slot.info = dataclasses.replace(slot.info, last_call_error=f"worker: {error.message}")
 
         try:
             return WorkerPlugin.start(

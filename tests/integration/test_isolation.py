@@ -186,3 +186,29 @@ def test_the_cli_isolates_a_plugin_and_lists_its_worker(install, wheel_dir, plug
     )
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error: no installed plugin with id 'acme.nope'")
+
+
+def test_a_hundred_consecutive_crashes_open_the_breaker_and_cost_the_host_little(worker_host):
+    import resource
+
+    from aperio_plugins import CircuitOpenError
+
+    host = worker_host(
+        settings={"plugin_isolation": "process", "plugin_breaker_failures": 5, "plugin_breaker_reset": 60}
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    outcomes = []
+    for _ in range(100):
+        try:
+            host.run("acme.probe", SyncRequest(connector="probe", config={"mode": "crash"}))
+        except CircuitOpenError:
+            outcomes.append("fast")
+        except WorkerCrashedError:
+            outcomes.append("crashed")
+    after = resource.getrusage(resource.RUSAGE_SELF)
+
+    assert outcomes[:5] == ["crashed"] * 5
+    assert outcomes[5:] == ["fast"] * 95  # the breaker opened: no more workers died for nothing
+    assert host.get("acme.probe").breaker_state == "open"
+    host_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert host_cpu < 5.0, f"the host spent {host_cpu:.2f} s of CPU on 100 failing calls"
