@@ -156,19 +156,22 @@ def verify_installed(inspected: Inspected, trust: TrustStore) -> Verification:
         statement, signer = check_signatures(document, trust)
     except VerificationError as exc:
         return Verification(SignatureStatus.INVALID, exc.message)
-    problems = []
     # 5. The statement is for this release, not another plugin's or an older one.
-    if not statement.matches_release(inspected.distribution, inspected.version):
-        problems.append(
-            f"the signature is for {statement.distribution} {statement.version},"
-            f" but the installed release is {inspected.distribution} {inspected.version}"
-        )
+    problems = _release_problems(statement, "the installed release", inspected.distribution, inspected.version)
     # 6. Every signed file is present and unchanged, and nothing unsigned sits beside them.
     actual, unexpected = _installed_files(candidate.root, statement, candidate.metadata_dir)
     checks = _report(statement.digests, actual, unexpected)
     # 7. What inspect and discover read is what was signed: METADATA, the manifest, the entry point.
     problems.extend(_decision_inputs_problems(inspected, statement))
     return _outcome(statement, signer, checks, problems)
+
+
+def _release_problems(statement: SignedStatement, what: str, distribution: str, version: str) -> list[str]:
+    if statement.matches_release(distribution, version):
+        return []
+    return [
+        f"the signature is for {statement.distribution} {statement.version}, but {what} is {distribution} {version}"
+    ]
 
 
 def _decision_inputs_problems(inspected: Inspected, statement: SignedStatement) -> list[str]:
@@ -221,12 +224,7 @@ def verify_wheel(wheel: Wheel, trust: TrustStore) -> Verification:
         statement, signer = check_signatures(document, trust)
     except VerificationError as exc:
         return Verification(SignatureStatus.INVALID, exc.message)
-    problems = []
-    if not statement.matches_release(wheel.distribution, wheel.version):
-        problems.append(
-            f"the signature is for {statement.distribution} {statement.version},"
-            f" but the wheel is {wheel.distribution} {wheel.version}"
-        )
+    problems = _release_problems(statement, "the wheel", wheel.distribution, wheel.version)
     digests = {name: digest for name, digest in wheel.digests().items() if is_signed_path(name)}
     checks = _report(statement.digests, digests, digests)
     return _outcome(statement, signer, checks, problems)

@@ -6,7 +6,7 @@ The returned object stands in for the plugin object: register it like an
 imported plugin. See docs/worker-protocol.md for the protocol.
 """
 
-from ._errors import (
+from ..errors import (
     HandshakeError,
     RemotePluginError,
     RemoteTraceback,

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import HandshakeError, WorkerCrashedError, WorkerTimeoutError
 from . import _protocol as protocol
 from ._channel import Call, HostChannel
 from ._context_ops import perform
 from ._description import Description, DescriptionError, parse_description
-from ._errors import HandshakeError, WorkerCrashedError, WorkerTimeoutError
 from ._settings import WorkerSettings
 
 Schedule = Callable[[float, Callable[[], None]], Any]

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._settings import HostSettings
+from ..errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
 from ._client import WorkerProcess, describe_exit
 from ._description import Description
-from ._errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
 from ._settings import WorkerSettings
 from ._spawn import private_directory, spawn, worker_command, worker_environment
 from ._stderr import StderrPump

@@ -35,11 +35,11 @@ from aperio_hookspecs import (
 from .._audit import default_audit_logger, default_plugin_logger
 from .._catalog import REGISTRATION_HOOKS
 from .._settings import HostSettings
+from ..errors import WorkerBoundaryError
 from . import _protocol as protocol
 from ._answers import unwrap
 from ._codec import find_unpackable
 from ._description import Description, HookDescription, RegistrationDescription
-from ._errors import WorkerBoundaryError
 from ._lifecycle import FailureCallback, Lifecycle, WorkerStatus
 from ._settings import WorkerSettings
 
