@@ -239,7 +239,9 @@ class PluginHost:
             # Once per load, not per plugin: each call makes every finder on
             # sys.path list its directory again.
             importlib.invalidate_caches()
+            # Operator decisions are read once per load, not once per plugin.
             flags = self._store.enabled_flags()
+            isolations = self._store.isolation_overrides()
             winners, duplicates = split_duplicates(discovery.candidates)
             for candidate in winners:
                 if wanted is not None and candidate.plugin_id not in wanted:
@@ -247,7 +249,8 @@ class PluginHost:
                 current = self._slots.get(candidate.plugin_id)
                 if current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED):
                     continue
-                self._bring_up(candidate, flags.get(candidate.plugin_id, True))
+                plugin_id = candidate.plugin_id
+                self._bring_up(candidate, flags.get(plugin_id, True), isolations.get(plugin_id))
             self._shadowed = [
                 self._shadowed_info(duplicate, winner)
                 for duplicate, winner in duplicates
@@ -334,7 +337,7 @@ class PluginHost:
         )
         return self._refuse(info, refusal)
 
-    def _activate(self, outcome: _Outcome) -> _Activated:
+    def _activate(self, outcome: _Outcome, isolation_override: Isolation | None) -> _Activated:
         """Load and register an admitted plugin. Raises `_Refused`; the manager is untouched on failure.
 
         In process, a verified plugin is imported through a `VerifiedImporter` that
@@ -349,7 +352,7 @@ class PluginHost:
         breaker = CircuitBreaker(self.settings.breaker_policy, self._breaker_listener(plugin_id))
         plugin: object
         importer: VerifiedImporter | None
-        if self._isolation_of(inspected) is Isolation.PROCESS:
+        if self._isolation_of(inspected, isolation_override) is Isolation.PROCESS:
             plugin, importer = self._start_worker(plugin_id), None
         else:
             plugin, importer = self._import_in_process(outcome)
@@ -391,12 +394,11 @@ class PluginHost:
             raise _Refused(Refusal(FailureStage.VERIFY, importer.refusals[0].message))
         return plugin, importer
 
-    def _isolation_of(self, inspected: Inspected) -> Isolation:
+    def _isolation_of(self, inspected: Inspected, override: Isolation | None) -> Isolation:
         """The operator's choice for this plugin, else process if the host default or the plugin asks for it.
 
         A plugin cannot opt out of a process-wide default: only the operator can, per plugin.
         """
-        override = self._store.isolation_overrides().get(inspected.candidate.plugin_id)
         if override is not None:
             return override
         if Isolation.PROCESS in (self.settings.plugin_isolation, inspected.manifest.isolation):
@@ -428,7 +430,7 @@ class PluginHost:
         except WorkerError as exc:
             raise _Refused(Refusal(FailureStage.LOAD, exc.message)) from exc
 
-    def _bring_up(self, candidate: Candidate, enabled_flag: bool) -> PluginInfo:
+    def _bring_up(self, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None) -> PluginInfo:
         outcome = self._evaluate(candidate, enabled_flag)
         if outcome.decision is Decision.REFUSE or outcome.inspected is None:
             self._slots[candidate.plugin_id] = _Slot(outcome.info, candidate)
@@ -440,7 +442,7 @@ class PluginHost:
             return info
         try:
             with restore_on_failure(candidate):
-                activated = self._activate(outcome)
+                activated = self._activate(outcome, isolation_override)
         except _Refused as refused:
             info = self._refuse(_tampered_if_verify(outcome.info, refused.refusal), refused.refusal)
             self._slots[candidate.plugin_id] = _Slot(info, candidate)
@@ -513,7 +515,7 @@ class PluginHost:
             if slot.prepared is None:
                 self._store.set_enabled(plugin_id, True)
                 candidate = self._current_candidate(plugin_id)
-                info = self._bring_up(candidate, True)
+                info = self._bring_up(candidate, True, self._store.isolation_overrides().get(plugin_id))
                 if info.state is not PluginState.ENABLED:
                     raise PluginLoadError(
                         f"plugin {plugin_id!r} could not be enabled: {info.error}", plugin_id=plugin_id
@@ -571,16 +573,19 @@ class PluginHost:
             slot = self._slot(plugin_id)
             candidate = self._current_candidate(plugin_id)
             enabled_flag = self._store.enabled_flags().get(plugin_id, True)
+            isolation_override = self._store.isolation_overrides().get(plugin_id)
             if slot.prepared is None:
-                info = self._bring_up(candidate, enabled_flag)
+                info = self._bring_up(candidate, enabled_flag, isolation_override)
                 if info.state is PluginState.FAILED:
                     self._audit.warning("plugin.reload.failed", plugin_id=plugin_id, reason=info.error)
                     raise PluginLoadError(f"reload of {plugin_id!r} failed: {info.error}", plugin_id=plugin_id)
                 self._audit.info("plugin.reload.completed", plugin_id=plugin_id, state=info.state.value)
                 return info
-            return self._reload_in_memory(slot, candidate, enabled_flag)
+            return self._reload_in_memory(slot, candidate, enabled_flag, isolation_override)
 
-    def _reload_in_memory(self, slot: _Slot, candidate: Candidate, enabled_flag: bool) -> PluginInfo:
+    def _reload_in_memory(
+        self, slot: _Slot, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None
+    ) -> PluginInfo:
         plugin_id = candidate.plugin_id
         old = slot.prepared
         assert old is not None
@@ -592,7 +597,7 @@ class PluginHost:
             self._manager.unregister(name=plugin_id)
         try:
             with restore_on_failure(candidate):
-                activated = self._activate(outcome)
+                activated = self._activate(outcome, isolation_override)
         except _Refused as refused:
             if was_enabled:
                 self._manager.register(old.registered, name=plugin_id)
