@@ -6,9 +6,21 @@ line to a file when imported, so a test can prove which plugins' code ran.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
+from aperio_hookspecs import Finding, Resource, Severity
 from aperio_plugins.testing import PluginWheel
+
+# A finding to broadcast through `aperio_finding_raised`; its content does not matter to the host.
+FINDING = Finding(
+    id="f",
+    provider="test",
+    title="t",
+    severity=Severity.LOW,
+    resource=Resource(type="file", id="1"),
+    detected_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+)
 
 CONNECTOR_SOURCE = """
 from aperio_hookspecs import Connector, SyncResult, hookimpl

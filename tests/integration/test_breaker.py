@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 import pytest
-from plugin_builders import connector_wheel
+from plugin_builders import FINDING, connector_wheel
 
-from aperio_hookspecs import Finding, Resource, Severity, SyncRequest
+from aperio_hookspecs import SyncRequest
 from aperio_plugins import CircuitOpenError, PluginCallError
 from aperio_plugins.testing import PluginWheel
-
-FINDING = Finding(
-    id="f",
-    provider="test",
-    title="t",
-    severity=Severity.LOW,
-    resource=Resource(type="file", id="1"),
-    detected_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-)
 
 FLAKY = """
 import pathlib

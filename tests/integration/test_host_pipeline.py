@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
-from plugin_builders import connector_wheel, imported_ids
+from plugin_builders import FINDING, connector_wheel, imported_ids
 
-from aperio_hookspecs import Finding, Resource, Severity, SyncRequest
+from aperio_hookspecs import SyncRequest
 from aperio_plugins import FailureStage, Origin, PluginState, SignatureStatus
 from aperio_plugins.testing import PluginWheel
-
-
-def a_finding() -> Finding:
-    return Finding(
-        id="f-1",
-        provider="test",
-        title="public link",
-        severity=Severity.HIGH,
-        resource=Resource(type="file", id="1"),
-        detected_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-    )
 
 
 def test_installed_plugin_is_enabled_catalogued_and_called(make_host, install, wheel_dir, audit):
@@ -37,7 +24,7 @@ def test_installed_plugin_is_enabled_catalogued_and_called(make_host, install, w
     assert info.api_requirement == "<2,>=1.0"
     assert info.connectors == ("alpha",)
     assert list(host.connectors) == ["alpha"]
-    assert host.hook.aperio_finding_raised(finding=a_finding()) == ["acme.alpha"]
+    assert host.hook.aperio_finding_raised(finding=FINDING) == ["acme.alpha"]
     result = host.run("acme.alpha", SyncRequest(connector="alpha"))
     assert result.next_cursor == "1.0.0"
     assert audit.names("acme.alpha")[:2] == ["plugin.discovered", "plugin.signature.unsigned"]
@@ -144,7 +131,7 @@ def test_a_plugin_that_raises_on_every_call_never_stops_the_others(make_host, in
     host.load()
 
     for _ in range(3):
-        assert host.hook.aperio_finding_raised(finding=a_finding()) == ["acme.good"]
+        assert host.hook.aperio_finding_raised(finding=FINDING) == ["acme.good"]
 
     bad = host.get("acme.bad")
     assert bad.state is PluginState.ENABLED
@@ -166,7 +153,7 @@ def test_unguarded_host_lets_plugin_exceptions_reach_the_caller(make_host, insta
     host = make_host(guard_calls=False)
     host.load()
     with pytest.raises(RuntimeError, match="x"):
-        host.hook.aperio_finding_raised(finding=a_finding())
+        host.hook.aperio_finding_raised(finding=FINDING)
 
 
 def test_a_hookspec_can_opt_into_propagating_errors(make_host, install, wheel_dir):

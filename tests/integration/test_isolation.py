@@ -3,7 +3,6 @@ runs in a real worker process (`python -m aperio_plugins.worker`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -11,21 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_builders import FINDING
 
-from aperio_hookspecs import Finding, Resource, Severity, SyncRequest
+from aperio_hookspecs import SyncRequest
 from aperio_plugins import Isolation, PluginCallError, PluginState
 from aperio_plugins.errors import WorkerCrashedError
 from aperio_plugins.testing import PluginWheel, manifest_toml
 from aperio_plugins.worker import WorkerSettings
-
-FINDING = Finding(
-    id="f",
-    provider="test",
-    title="t",
-    severity=Severity.LOW,
-    resource=Resource(type="file", id="1"),
-    detected_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-)
 
 SOURCE = """
 import os

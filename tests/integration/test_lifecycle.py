@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
-from plugin_builders import connector_wheel, imported_ids
+from plugin_builders import FINDING, connector_wheel, imported_ids
 
-from aperio_hookspecs import Finding, Resource, Severity
 from aperio_plugins import LifecycleError, PluginLoadError, PluginState, UnknownPluginError
 from aperio_plugins.testing import PluginWheel
 
 PLUGIN = "acme.life"
-FINDING = Finding(
-    id="f",
-    provider="test",
-    title="t",
-    severity=Severity.LOW,
-    resource=Resource(type="file", id="1"),
-    detected_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-)
 
 
 @pytest.fixture
