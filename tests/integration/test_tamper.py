@@ -294,10 +294,10 @@ def test_file_swapped_between_verification_and_import_is_caught(installed, make_
 
     real_activate = _host.PluginHost._activate
 
-    def swap_then_activate(self, outcome):
+    def swap_then_activate(self, *args):
         source = installed / "acme_signed" / "__init__.py"
         source.write_text(source.read_text() + "\nopen('/dev/null', 'w')  # swapped in after verification\n")
-        return real_activate(self, outcome)
+        return real_activate(self, *args)
 
     monkeypatch.setattr(_host.PluginHost, "_activate", swap_then_activate)
     _, info = load(make_host)
