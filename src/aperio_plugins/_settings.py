@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._breaker import BreakerPolicy
 from ._model import Isolation, TrustMode
@@ -30,11 +31,40 @@ class HostSettings(BaseSettings):
     plugin_breaker_failures: Annotated[int, Field(gt=0)] = 5
     plugin_breaker_window: Annotated[float, Field(gt=0)] = 60.0
     plugin_breaker_reset: Annotated[float, Field(gt=0)] = 30.0
+    # Distribution: where `aperio plugin install` looks, and the limits every download runs under.
+    registry_index: str | None = None
+    registry_max_age: timedelta = timedelta(days=30)
+    registry_max_download_bytes: Annotated[int, Field(gt=0)] = 200 * 1024 * 1024
+    registry_connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    registry_read_timeout: Annotated[float, Field(gt=0)] = 60.0
+    registry_download_timeout: Annotated[float, Field(gt=0)] = 900.0
+    registry_ca_bundle: Path | None = None
+    registry_insecure_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("plugins_dir", "plugin_trusted_keys_dir", "plugin_trusted_identities", "state_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("registry_ca_bundle")
+    @classmethod
+    def _expand_optional_home(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+    @field_validator("registry_insecure_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        # A comma-separated list reads better in an environment variable than JSON.
+        if isinstance(value, str):
+            return tuple(host.strip() for host in value.split(",") if host.strip())
+        return value
+
+    @field_validator("registry_max_age")
+    @classmethod
+    def _positive_age(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. P30D or a number of seconds")
+        return value
 
     @field_validator("plugin_isolation")
     @classmethod

@@ -192,3 +192,32 @@ class InvalidWheelError(AperioError):
 
 class SigningError(AperioError):
     """A wheel could not be signed (no key, no identity token, a signing service refused)."""
+
+
+class RegistryError(AperioError):
+    """Getting a plugin from a registry failed: nothing was installed or removed."""
+
+
+class IndexFormatError(RegistryError):
+    """A plugin index (or lock file) is malformed, or uses a format version this client does not know."""
+
+
+class StaleIndexError(RegistryError):
+    """A plugin index is older than one already seen (rollback), older than the allowed age (freeze),
+    or dated in the future."""
+
+
+class ResolutionError(RegistryError):
+    """No release of the plugin matches the request: unknown id or version, yanked, or incompatible."""
+
+
+class DownloadError(RegistryError):
+    """An artifact or index could not be fetched within the limits: scheme, redirect, size, time."""
+
+
+class ArtifactRejectedError(RegistryError):
+    """A downloaded artifact was refused before install: digest, signature, wheel contents, API."""
+
+
+class InstallError(RegistryError):
+    """Installing or removing a plugin failed; the plugins directory was left as it was."""

@@ -1,0 +1,1 @@
+"""Distribution: plugin indexes, resolution, downloads (HTTPS, file, OCI) and atomic installs."""
