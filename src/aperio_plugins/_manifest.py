@@ -44,7 +44,7 @@ _MAX_MANIFEST_BYTES = 64 * 1024
 _Scope = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9._*-]+)*$", max_length=128)]
 
 
-class _PluginSection(BaseModel):
+class PluginSection(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     summary: Annotated[str, Field(min_length=1, max_length=200)]
@@ -58,7 +58,7 @@ class _ManifestFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     manifest_version: Literal[1]
-    plugins: dict[str, _PluginSection]
+    plugins: dict[str, PluginSection]
 
 
 def _location(loc: Sequence[int | str]) -> str:
@@ -93,6 +93,29 @@ def _fail(candidate: Candidate, message: str) -> ManifestError:
     return ManifestError(message, plugin_id=candidate.plugin_id, distribution=candidate.describe())
 
 
+def manifest_sections(data: bytes, where: str) -> dict[str, PluginSection]:
+    """Return the manifest's sections by plugin id; `where` names the file in errors.
+
+    Raises `ManifestError` naming the file and the offending field.
+    """
+    try:
+        document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(f"{where}: not valid TOML: {exc}") from None
+    version = document.get("manifest_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
+        raise ManifestError(
+            f"{where}: manifest_version {version} is newer than this host understands ({MANIFEST_VERSION});"
+            " upgrade aperio-plugins"
+        )
+    try:
+        return dict(_ManifestFile.model_validate(document).plugins)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ManifestError(f"{where}: {_location(first['loc'])}: {first['msg']}{more}") from None
+
+
 def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestEntry:
     """Return the manifest entry for `candidate`'s plugin id.
 
@@ -110,25 +133,12 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
     if len(data) > _MAX_MANIFEST_BYTES:
         raise _fail(candidate, f"{path}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
     try:
-        document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise _fail(candidate, f"{path}: not valid TOML: {exc}") from None
-    version = document.get("manifest_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
-        raise _fail(
-            candidate,
-            f"{path}: manifest_version {version} is newer than this host understands ({MANIFEST_VERSION});"
-            " upgrade aperio-plugins",
-        )
-    try:
-        manifest = _ManifestFile.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise _fail(candidate, f"{path}: {_location(first['loc'])}: {first['msg']}{more}") from None
-    section = manifest.plugins.get(candidate.plugin_id)
+        sections = manifest_sections(data, str(path))
+    except ManifestError as exc:
+        raise _fail(candidate, exc.message) from None
+    section = sections.get(candidate.plugin_id)
     if section is None:
-        declared = ", ".join(sorted(manifest.plugins)) or "none"
+        declared = ", ".join(sorted(sections)) or "none"
         raise _fail(candidate, f'{path}: no [plugins."{candidate.plugin_id}"] table (declared: {declared})')
     return ManifestEntry(
         summary=section.summary,
@@ -165,28 +175,48 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
         raise _fail(
             candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version"
         ) from None
-    specifiers = []
-    for line in metadata.get_all("Requires-Dist") or []:
+    try:
+        requirement = api_requirement(metadata.get_all("Requires-Dist") or [])
+    except ManifestError as exc:
+        raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: {exc.message}") from None
+    return name, version, requirement, hashlib.sha256(data).hexdigest()
+
+
+def runtime_requirements(requires_dist: Sequence[str]) -> list[Requirement]:
+    """Return the `Requires-Dist` entries needed to run (not behind an extra, markers true here).
+
+    Raises `ManifestError` naming an entry that is not a valid requirement.
+    """
+    requirements = []
+    for line in requires_dist:
         try:
             requirement = Requirement(line)
         except InvalidRequirement as exc:
-            raise _fail(
-                candidate, f"{candidate.metadata_dir}/METADATA: invalid Requires-Dist {line!r}: {exc}"
-            ) from None
-        if canonicalize_name(requirement.name) != DISTRIBUTION_NAME:
-            continue
+            raise ManifestError(f"invalid Requires-Dist {line!r}: {exc}") from None
         # A requirement behind an extra ("aperio-hookspecs; extra == 'x'") is
         # not what the plugin needs to run.
         if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
-        specifiers.append(str(requirement.specifier))
+        requirements.append(requirement)
+    return requirements
+
+
+def api_requirement(requires_dist: Sequence[str]) -> str:
+    """Return the plugin API requirement (the specifier on aperio-hookspecs) among `requires_dist`.
+
+    Raises `ManifestError` when there is none or an entry is malformed.
+    """
+    specifiers = [
+        str(requirement.specifier)
+        for requirement in runtime_requirements(requires_dist)
+        if canonicalize_name(requirement.name) == DISTRIBUTION_NAME
+    ]
     if not specifiers:
-        raise _fail(
-            candidate,
+        raise ManifestError(
             f"declares no requirement on {DISTRIBUTION_NAME}:"
-            f" add e.g. '{DISTRIBUTION_NAME}>=1.0,<2' to its dependencies",
+            f" add e.g. '{DISTRIBUTION_NAME}>=1.0,<2' to its dependencies"
         )
-    return name, version, ",".join(spec for spec in specifiers if spec), hashlib.sha256(data).hexdigest()
+    return ",".join(spec for spec in specifiers if spec)
 
 
 def inspect_candidate(

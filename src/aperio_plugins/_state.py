@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -36,7 +37,22 @@ _SCHEMA = (
     " item_key VARCHAR(500) NOT NULL,"
     " item_value TEXT NOT NULL,"
     " PRIMARY KEY (plugin_id, item_key))",
+    "CREATE TABLE IF NOT EXISTS registry_indexes ("
+    " source VARCHAR(2048) PRIMARY KEY,"
+    " format_version INTEGER NOT NULL,"
+    " updated_at VARCHAR(40) NOT NULL,"
+    " content_sha256 VARCHAR(64) NOT NULL,"
+    " seen_at VARCHAR(40) NOT NULL)",
 )
+
+
+@dataclass(frozen=True)
+class SeenIndex:
+    """The newest state of a plugin index this host has accepted (for rollback protection)."""
+
+    format_version: int
+    updated_at: datetime
+    content_sha256: str
 
 
 class StateStore(Protocol):
@@ -46,11 +62,13 @@ class StateStore(Protocol):
     def set_enabled(self, plugin_id: str, enabled: bool) -> None: ...
     def isolation_overrides(self) -> dict[str, Isolation]: ...
     def set_isolation(self, plugin_id: str, isolation: Isolation | None) -> None: ...
-    def forget_plugin(self, plugin_id: str) -> None: ...
+    def forget_plugin(self, plugin_id: str, *, purge_data: bool = True) -> None: ...
     def kv_get(self, plugin_id: str, key: str) -> str | None: ...
     def kv_set(self, plugin_id: str, key: str, value: str) -> None: ...
     def kv_delete(self, plugin_id: str, key: str) -> None: ...
     def kv_keys(self, plugin_id: str, prefix: str = "") -> list[str]: ...
+    def seen_index(self, source: str) -> SeenIndex | None: ...
+    def record_index(self, source: str, seen: SeenIndex) -> None: ...
     def close(self) -> None: ...
 
 
@@ -152,12 +170,15 @@ class SQLiteStateStore:
             )
         self._run(*statements)
 
-    def forget_plugin(self, plugin_id: str) -> None:
-        self._run(
+    def forget_plugin(self, plugin_id: str, *, purge_data: bool = True) -> None:
+        """Drop the operator's decisions about a plugin and, with `purge_data`, the data it stored."""
+        statements: list[tuple[str, tuple[object, ...]]] = [
             ("DELETE FROM plugin_isolation WHERE plugin_id = ?", (plugin_id,)),
             ("DELETE FROM plugin_flags WHERE plugin_id = ?", (plugin_id,)),
-            ("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)),
-        )
+        ]
+        if purge_data:
+            statements.append(("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)))
+        self._run(*statements)
 
     def kv_get(self, plugin_id: str, key: str) -> str | None:
         rows = self._run(("SELECT item_value FROM plugin_kv WHERE plugin_id = ? AND item_key = ?", (plugin_id, key)))
@@ -176,6 +197,25 @@ class SQLiteStateStore:
         # Prefix matching in Python rather than LIKE, whose escaping differs between databases.
         rows = self._run(("SELECT item_key FROM plugin_kv WHERE plugin_id = ? ORDER BY item_key", (plugin_id,)))
         return [str(key) for (key,) in rows if str(key).startswith(prefix)]
+
+    def seen_index(self, source: str) -> SeenIndex | None:
+        rows = self._run(
+            ("SELECT format_version, updated_at, content_sha256 FROM registry_indexes WHERE source = ?", (source,))
+        )
+        if not rows:
+            return None
+        format_version, updated_at, content_sha256 = rows[0]
+        return SeenIndex(int(str(format_version)), datetime.fromisoformat(str(updated_at)), str(content_sha256))
+
+    def record_index(self, source: str, seen: SeenIndex) -> None:
+        self._run(
+            ("DELETE FROM registry_indexes WHERE source = ?", (source,)),
+            (
+                "INSERT INTO registry_indexes (source, format_version, updated_at, content_sha256, seen_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (source, seen.format_version, seen.updated_at.isoformat(), seen.content_sha256, _now()),
+            ),
+        )
 
     def close(self) -> None:
         with self._lock:

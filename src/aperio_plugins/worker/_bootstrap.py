@@ -17,6 +17,7 @@ import pluggy
 from .._host import PluginHost
 from .._model import Isolation, PluginKind, PluginState
 from .._settings import HostSettings
+from .._state import SeenIndex
 from ..errors import AperioError, StateStoreError
 from ._server import Plugin
 
@@ -44,7 +45,13 @@ class StatelessStore:
     def set_enabled(self, plugin_id: str, enabled: bool) -> None:
         return None
 
-    def forget_plugin(self, plugin_id: str) -> None:
+    def forget_plugin(self, plugin_id: str, *, purge_data: bool = True) -> None:
+        return None
+
+    def seen_index(self, source: str) -> SeenIndex | None:
+        return None
+
+    def record_index(self, source: str, seen: SeenIndex) -> None:
         return None
 
     def kv_get(self, plugin_id: str, key: str) -> str | None:

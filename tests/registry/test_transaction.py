@@ -1,0 +1,130 @@
+"""The plugins directory changes all or nothing: on failure, on interruption, and after a crash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aperio_plugins.errors import InstallError
+from aperio_plugins.registry._transaction import JOURNAL_NAME, PluginsDirectoryLock, control_dir
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Every file under `directory` with its digest, the lock file and work folders aside."""
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        if path.is_file() and relative != ".aperio/lock" and not relative.startswith(".aperio/work-"):
+            files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+@pytest.fixture
+def populated(tmp_path):
+    plugins = tmp_path / "plugins"
+    for name in ("acme_box", "acme_box-1.0.dist-info", "other_pkg"):
+        (plugins / name).mkdir(parents=True)
+        (plugins / name / "file.txt").write_text(f"{name} old\n")
+    return plugins
+
+
+def stage_new_release(lock, transaction):
+    new = transaction.work_dir / "staging"
+    for name in ("acme_box", "acme_box-2.0.dist-info"):
+        (new / name).mkdir(parents=True)
+        (new / name / "file.txt").write_text(f"{name} new\n")
+    plugins = lock.plugins_dir
+    for name in ("acme_box-1.0.dist-info", "acme_box"):
+        transaction.move(plugins / name, transaction.work_dir / "previous" / name)
+    for name in ("acme_box", "acme_box-2.0.dist-info"):
+        transaction.move(new / name, plugins / name)
+
+
+def test_a_committed_transaction_replaces_the_release_and_leaves_no_work_behind(populated):
+    with PluginsDirectoryLock(populated) as lock, lock.transaction() as transaction:
+        stage_new_release(lock, transaction)
+    after = snapshot(populated)
+    assert after == {
+        "acme_box/file.txt": hashlib.sha256(b"acme_box new\n").hexdigest(),
+        "acme_box-2.0.dist-info/file.txt": hashlib.sha256(b"acme_box-2.0.dist-info new\n").hexdigest(),
+        "other_pkg/file.txt": hashlib.sha256(b"other_pkg old\n").hexdigest(),
+    }
+    assert list(control_dir(populated).glob("work-*")) == []
+
+
+def test_a_move_that_fails_midway_undoes_the_ones_before_it(populated):
+    before = snapshot(populated)
+    with PluginsDirectoryLock(populated) as lock:
+        with pytest.raises(FileNotFoundError), lock.transaction() as transaction:
+            stage_new_release(lock, transaction)
+            transaction.move(transaction.work_dir / "does-not-exist", populated / "late_entry")
+        assert not (control_dir(populated) / JOURNAL_NAME).exists()
+    assert snapshot(populated) == before
+
+
+def test_an_exception_before_the_moves_changes_nothing(populated):
+    before = snapshot(populated)
+    with PluginsDirectoryLock(populated) as lock:
+        with pytest.raises(KeyboardInterrupt), lock.transaction() as transaction:
+            stage_new_release(lock, transaction)
+            raise KeyboardInterrupt
+    assert snapshot(populated) == before
+
+
+@pytest.mark.parametrize("killed_at_rename", [1, 2, 3, 4])
+def test_a_process_killed_midway_is_rolled_back_by_the_next_operation(populated, killed_at_rename):
+    """SIGKILL after N renames (of four): the next lock holder finds the journal and undoes them."""
+    before = snapshot(populated)
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_transaction import stage_new_release
+        from aperio_plugins.registry._transaction import PluginsDirectoryLock
+        real_rename, calls = os.rename, []
+        def rename(source, destination):
+            real_rename(source, destination)
+            calls.append(source)
+            if len(calls) == {killed_at_rename}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.rename = rename
+        with PluginsDirectoryLock(__import__("pathlib").Path({str(populated)!r})) as lock:
+            with lock.transaction() as transaction:
+                stage_new_release(lock, transaction)
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert completed.returncode == -signal.SIGKILL, completed.stderr
+    assert (control_dir(populated) / JOURNAL_NAME).exists()
+    assert snapshot(populated) != before
+    with PluginsDirectoryLock(populated) as lock:
+        assert not (control_dir(populated) / JOURNAL_NAME).exists()
+        assert lock.recover() is False
+    assert snapshot(populated) == before
+    assert list(control_dir(populated).glob("work-*")) == []
+
+
+def test_a_second_process_cannot_change_the_directory_at_the_same_time(populated):
+    with PluginsDirectoryLock(populated):
+        script = (
+            "import pathlib; from aperio_plugins.registry._transaction import PluginsDirectoryLock\n"
+            f"PluginsDirectoryLock(pathlib.Path({str(populated)!r})).__enter__()"
+        )
+        completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert completed.returncode != 0
+    assert "is being changed by another aperio process" in completed.stderr
+
+
+def test_an_unreadable_journal_is_reported_not_guessed(populated):
+    control_dir(populated).mkdir()
+    (control_dir(populated) / JOURNAL_NAME).write_text("{garbage")
+    with pytest.raises(InstallError, match="journal.json is unreadable .* check it by hand"):
+        PluginsDirectoryLock(populated).__enter__()
+    assert os.path.exists(control_dir(populated) / JOURNAL_NAME)
