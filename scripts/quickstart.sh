@@ -13,6 +13,15 @@ fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
 .venv/bin/python -m pip install "${pip_quiet[@]}" -e ./hookspecs -e '.[dev]'
 
+# The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.
+if ! command -v docker-registry >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+    else
+        echo "note: docker-registry is not installed (apt-get install docker-registry); the OCI tests will be skipped"
+    fi
+fi
+
 # The demo's own signing key and trust store, kept inside the checkout so that
 # nothing in ~/.aperio changes. An operator would drop the author's public key
 # into APERIO_PLUGIN_TRUSTED_KEYS_DIR instead.
