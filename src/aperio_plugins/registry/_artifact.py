@@ -1,0 +1,211 @@
+"""Check a downloaded plugin wheel before anything is installed: digest, contents, API, dependencies, signatures.
+
+Every check runs on the bytes that will be installed, and every refusal raises
+`ArtifactRejectedError` naming the release and the reason. The trust mode
+decides what a missing or bad signature means, exactly as at load time.
+"""
+
+from __future__ import annotations
+
+import configparser
+import email
+import hmac
+import importlib.metadata
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from aperio_hookspecs import DISTRIBUTION_NAME, ENTRY_POINT_GROUP
+
+from .._compat import incompatibility
+from .._manifest import api_requirement, runtime_requirements
+from .._model import SignatureStatus, TrustMode, Verification
+from .._signing import SIGNATURE_FORMAT
+from .._statement import is_signed_path
+from .._trust import TrustStore
+from .._verify import check_signatures, verify_wheel
+from .._wheel import Wheel, read_wheel
+from ..errors import ArtifactRejectedError, InvalidWheelError, ManifestError, VerificationError
+from ._index import ReleaseSignature
+
+
+@dataclass(frozen=True)
+class ExpectedRelease:
+    """What the index or lock file says the artifact is; None fields are not checked."""
+
+    plugin_id: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckedArtifact:
+    """A wheel that passed every check, with what the checks found."""
+
+    wheel: Wheel
+    plugin_ids: tuple[str, ...]
+    api_requirement: str
+    verification: Verification
+    warnings: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.wheel.distribution} {self.wheel.version}"
+
+
+def signature_document(signatures: Sequence[ReleaseSignature]) -> bytes:
+    """Return an index release's signatures as a signature file, the form `check_signatures` reads."""
+    entries = [
+        {"kind": "ed25519", "envelope": s.envelope} if s.kind == "ed25519" else {"kind": "sigstore", "bundle": s.bundle}
+        for s in signatures
+    ]
+    return json.dumps({"format": SIGNATURE_FORMAT, "signatures": entries}).encode()
+
+
+def _entry_point_sections(wheel: Wheel) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment, method-assign]  # entry point names are case-sensitive
+    data = wheel.members.get(f"{wheel.dist_info}/entry_points.txt", b"")
+    try:
+        parser.read_string(data.decode("utf-8"))
+    except (UnicodeDecodeError, configparser.Error) as exc:
+        raise ArtifactRejectedError(f"entry_points.txt is unreadable: {exc}") from None
+    return parser
+
+
+def wheel_plugin_ids(wheel: Wheel) -> tuple[str, ...]:
+    """Return the plugin ids the wheel's entry points declare; refuse console scripts or no plugin at all."""
+    sections = _entry_point_sections(wheel)
+    scripts = [name for name in ("console_scripts", "gui_scripts") if sections.has_section(name)]
+    if scripts:
+        raise ArtifactRejectedError(f"declares {scripts[0]}: a plugin may not install commands on the host")
+    if not sections.has_section(ENTRY_POINT_GROUP):
+        raise ArtifactRejectedError(f"has no entry point in the {ENTRY_POINT_GROUP!r} group: it is not a plugin")
+    return tuple(sections.options(ENTRY_POINT_GROUP))
+
+
+def requires_dist(wheel: Wheel) -> list[str]:
+    headers = wheel.members[f"{wheel.dist_info}/METADATA"].split(b"\n\n", 1)[0]
+    return email.message_from_string(headers.decode("utf-8", errors="replace")).get_all("Requires-Dist") or []
+
+
+def _dependency_problems(requires_dist: list[str]) -> list[str]:
+    """Return each runtime dependency the host's environment does not satisfy (the plugin API excepted)."""
+    problems = []
+    for requirement in runtime_requirements(requires_dist):
+        if canonicalize_name(requirement.name) == DISTRIBUTION_NAME:
+            continue
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"requires {requirement}, which the host does not have")
+            continue
+        try:
+            satisfied = requirement.specifier.contains(Version(installed), prereleases=True)
+        except InvalidVersion:
+            satisfied = False
+        if not satisfied:
+            problems.append(f"requires {requirement}, but the host has {requirement.name} {installed}")
+    return problems
+
+
+def _check_detached(document: bytes, wheel: Wheel, trust: TrustStore) -> str:
+    """Return who signed the published signature material; raise `VerificationError` if it does not fit."""
+    statement, signer = check_signatures(document, trust)
+    if not statement.matches_release(wheel.distribution, wheel.version):
+        raise VerificationError(f"it signs {statement.distribution} {statement.version}, not this wheel")
+    digests = {name: digest for name, digest in wheel.digests().items() if is_signed_path(name)}
+    if statement.digests != digests:
+        raise VerificationError("it signs other file contents than this wheel's")
+    return signer
+
+
+def _trust_decision(wheel: Wheel, detached: bytes | None, trust: TrustStore) -> tuple[Verification, tuple[str, ...]]:
+    if trust.mode is TrustMode.DISABLED:
+        return Verification(SignatureStatus.SKIPPED, "trust mode is disabled: no checks were made"), (
+            "installed without any signature check because trust mode is disabled",
+        )
+    problems = []
+    if detached is not None:
+        try:
+            _check_detached(detached, wheel, trust)
+        except VerificationError as exc:
+            problems.append(f"the published signature does not verify: {exc.message}")
+    verification = verify_wheel(wheel, trust)
+    if verification.status is not SignatureStatus.VERIFIED:
+        problems.append(f"{verification.status.value} signature: {verification.detail}")
+    if not problems:
+        return verification, ()
+    if trust.mode is TrustMode.STRICT:
+        hint = " (set APERIO_PLUGIN_TRUST_MODE=warn to install unsigned plugins)"
+        unsigned_only = verification.status is SignatureStatus.UNSIGNED and len(problems) == 1
+        raise ArtifactRejectedError("; ".join(problems) + (hint if unsigned_only else ""))
+    return verification, tuple(f"installing because trust mode is warn: {problem}" for problem in problems)
+
+
+def check_artifact(
+    path: Path,
+    sha256: str,
+    expected: ExpectedRelease,
+    *,
+    trust: TrustStore,
+    host_api_version: str | None,
+    detached_signatures: bytes | None = None,
+    check_dependencies: bool = True,
+) -> CheckedArtifact:
+    """Return the checked wheel at `path` (whose streamed digest is `sha256`).
+
+    Checks, in order: the digest; the archive (no member escaping the target,
+    RECORD consistent, no `.data`); that it is the expected release and plugin;
+    no console scripts; the plugin API requirement; the dependencies; the
+    signatures under the trust mode. A registry's validator, which is not the
+    host, passes `host_api_version=None` and `check_dependencies=False`. Raises `ArtifactRejectedError` naming the
+    release and the first failed check.
+    """
+    label = " ".join(filter(None, (expected.plugin_id, expected.version))) or path.name
+    try:
+        if expected.sha256 is not None and not hmac.compare_digest(sha256, expected.sha256):
+            raise ArtifactRejectedError(f"sha256 {sha256} does not match the expected {expected.sha256}")
+        try:
+            wheel = read_wheel(path)
+        except InvalidWheelError as exc:
+            raise ArtifactRejectedError(exc.message) from None
+        label = f"{expected.plugin_id or wheel.distribution} {wheel.version}"
+        _check_identity(wheel, expected)
+        plugin_ids = wheel_plugin_ids(wheel)
+        if expected.plugin_id is not None and expected.plugin_id not in plugin_ids:
+            raise ArtifactRejectedError(f"the wheel provides {', '.join(plugin_ids)}, not {expected.plugin_id}")
+        requires = requires_dist(wheel)
+        try:
+            requirement = api_requirement(requires)
+            dependency_problems = _dependency_problems(requires) if check_dependencies else []
+        except ManifestError as exc:
+            raise ArtifactRejectedError(f"METADATA {exc.message}") from None
+        reason = incompatibility(requirement, host_api_version) if host_api_version is not None else None
+        if reason is not None:
+            raise ArtifactRejectedError(reason)
+        if dependency_problems:
+            raise ArtifactRejectedError(
+                "; ".join(dependency_problems) + " (plugins are installed without dependencies: see docs/registry.md)"
+            )
+        verification, warnings = _trust_decision(wheel, detached_signatures, trust)
+    except ArtifactRejectedError as exc:
+        raise ArtifactRejectedError(f"{label}: {exc.message}", plugin_id=expected.plugin_id) from None
+    return CheckedArtifact(wheel, plugin_ids, requirement, verification, warnings)
+
+
+def _check_identity(wheel: Wheel, expected: ExpectedRelease) -> None:
+    try:
+        version = Version(wheel.version)
+    except InvalidVersion:
+        raise ArtifactRejectedError(f"the wheel's version {wheel.version!r} is not a valid version") from None
+    if expected.distribution is not None and canonicalize_name(wheel.distribution) != canonicalize_name(
+        expected.distribution
+    ):
+        raise ArtifactRejectedError(f"the wheel is {wheel.distribution}, not {expected.distribution}")
+    if expected.version is not None and version != Version(expected.version):
+        raise ArtifactRejectedError(f"the wheel is version {wheel.version}, not {expected.version}")

@@ -1,0 +1,83 @@
+"""The plugin lock file: ids, versions, sources and digests of what is installed, to reinstall exactly that.
+
+A plugin release is one artifact (a wheel) listed once in an index, so its digest
+is the same on every platform: a lock made on one host installs byte-identical
+plugins on any other.
+
+    {"format_version": 1, "plugins": [{"plugin_ids": ["acme.box-connector"],
+      "distribution": "acme-box-connector", "version": "1.2.0",
+      "sha256": "…", "source": "https://registry.example/index.json"}]}
+
+`source` is the index the release was resolved from, an `oci://` reference pinned
+by manifest digest, or a `file:` URL for a wheel installed from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .._validation import first_problem
+from ..errors import IndexFormatError
+
+LOCK_FORMAT_VERSION = 1
+DEFAULT_LOCK_FILE = "aperio-plugins.lock"
+_MAX_LOCK_BYTES = 4 * 1024 * 1024
+
+
+class LockedRelease(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plugin_ids: Annotated[list[str], Field(min_length=1)]
+    distribution: str
+    version: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    source: Annotated[str, Field(min_length=1)]
+
+
+class LockFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format_version: Literal[1]
+    plugins: list[LockedRelease]
+
+
+def read_lock_file(path: Path) -> LockFile:
+    """Return the lock file at `path`; raise `IndexFormatError` naming the file and the problem."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IndexFormatError(f"cannot read lock file {path}: {exc.strerror or exc}") from None
+    if len(data) > _MAX_LOCK_BYTES:
+        raise IndexFormatError(f"lock file {path} is larger than {_MAX_LOCK_BYTES} bytes")
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"lock file {path} is not JSON: {exc}") from None
+    version = document.get("format_version") if isinstance(document, dict) else None
+    if isinstance(version, int) and version > LOCK_FORMAT_VERSION:
+        raise IndexFormatError(
+            f"lock file {path} uses format version {version}, newer than this client reads ({LOCK_FORMAT_VERSION})"
+        )
+    try:
+        return LockFile.model_validate(document)
+    except ValidationError as exc:
+        raise IndexFormatError(f"lock file {path} is invalid: {first_problem(exc)}") from None
+
+
+def write_lock_file(path: Path, lock: LockFile) -> None:
+    """Write `lock` to `path` atomically (a temporary file renamed into place)."""
+    text = json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
