@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from ..errors import AperioError
+from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
 from ._plugin import plugin_group
+from ._registry import registry_group
 from ._trust import doctor, keygen, sign, verify
 
 EXIT_ERROR = 1
@@ -36,9 +38,10 @@ def cli(verbose: int) -> None:
     _configure_logging(verbose)
 
 
-for command in (keygen, sign, verify):
+for command in (keygen, sign, verify, install_plugin, remove_plugin, search_plugins, plugin_versions, lock_plugins):
     plugin_group.add_command(command)
 cli.add_command(plugin_group)
+cli.add_command(registry_group)
 cli.add_command(doctor)
 
 

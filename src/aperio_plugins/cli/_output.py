@@ -49,9 +49,17 @@ def _isolation(info: PluginInfo) -> str:
     return info.isolation.value if info.isolation is not None and info.state is PluginState.ENABLED else ""
 
 
+def _console() -> Console:
+    # Piped output has no terminal width to fit; a wide table stays one row per item for grep.
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
+def print_rich_table(table: Table) -> None:
+    _console().print(table)
+
+
 def print_table(plugins: Sequence[PluginInfo]) -> None:
-    # Piped output has no terminal width to fit; a wide table stays one row per plugin for grep.
-    console = Console() if sys.stdout.isatty() else Console(width=240)
+    console = _console()
     if not plugins:
         console.print("no plugins installed")
         return

@@ -1,0 +1,180 @@
+"""`aperio plugin install|remove|search|versions|lock`: getting plugins onto a host from a registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..errors import ResolutionError
+from ..registry._client import InstallResult, RegistryClient
+from ..registry._lockfile import DEFAULT_LOCK_FILE, read_lock_file, write_lock_file
+from ..registry._progress import terminal_progress
+from ..registry._resolve import release_problem
+from ._output import print_json, print_rich_table
+
+_INDEX_OPTION = click.option(
+    "--index", "index", metavar="URL|PATH", help="Plugin index to use instead of APERIO_REGISTRY_INDEX."
+)
+
+
+def _client() -> RegistryClient:
+    # requests and oras load only for the commands that use them, not for every `aperio` call.
+    from ..registry._client import RegistryClient
+
+    return RegistryClient.from_settings(progress=terminal_progress())
+
+
+def _report(result: InstallResult) -> None:
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    ids = ", ".join(result.plugin_ids)
+    if result.unchanged:
+        click.echo(f"{ids}: {result.distribution} {result.version} already installed as locked")
+        return
+    replaced = f" (replaced {result.replaced})" if result.replaced and result.replaced != result.version else ""
+    click.echo(f"installed {ids}: {result.distribution} {result.version}{replaced} from {result.source}")
+    click.echo(f"  sha256 {result.sha256}; {result.verification_detail}")
+
+
+@click.command("install")
+@click.argument("specs", nargs=-1, metavar="ID[@VERSION] | WHEEL | oci://HOST/REPO:TAG ...")
+@_INDEX_OPTION
+@click.option("--pre", is_flag=True, help="Consider pre-releases when no version is pinned.")
+@click.option("--locked", is_flag=True, help="Install what the lock file pins (only the given ids, if any).")
+@click.option("--lock-file", type=click.Path(path_type=Path), default=DEFAULT_LOCK_FILE, show_default=True)
+def install_plugin(specs: tuple[str, ...], index: str | None, pre: bool, locked: bool, lock_file: Path) -> None:
+    """Download, check and install plugins into APERIO_PLUGINS_DIR.
+
+    The digest, the signature (under APERIO_PLUGIN_TRUST_MODE) and the plugin API
+    are checked before anything is written; a refused plugin leaves the plugins
+    directory and the enable flags as they were. The host picks new plugins up at
+    its next discovery.
+    """
+    if not specs and not locked:
+        raise click.UsageError("name a plugin to install, or use --locked")
+    with _client() as client:
+        if locked:
+            for result in client.install_locked(read_lock_file(lock_file), only=frozenset(specs)):
+                _report(result)
+            return
+        for spec in specs:
+            _report(client.install(spec, index=index, pre=pre))
+
+
+@click.command("remove")
+@click.argument("plugin_id")
+@click.option("--purge-data", is_flag=True, help="Also delete the data the plugin stored (its KV entries).")
+def remove_plugin(plugin_id: str, purge_data: bool) -> None:
+    """Remove the distribution providing PLUGIN_ID from APERIO_PLUGINS_DIR, with its enable flag."""
+    with _client() as client:
+        release = client.remove(plugin_id, purge_data=purge_data)
+    others = [other for other in release.plugin_ids if other != plugin_id]
+    also = f" (also provided {', '.join(others)})" if others else ""
+    click.echo(f"removed {plugin_id}: {release.name} {release.version}{also}")
+
+
+@click.command("search")
+@click.argument("text")
+@_INDEX_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
+def search_plugins(text: str, index: str | None, as_json: bool) -> None:
+    """Find plugins in the index by id, distribution, kind or description."""
+    with _client() as client:
+        plugins = client.search(text, index)
+        api = client.host_api_version
+    rows = []
+    for plugin in plugins:
+        suitable = [
+            r for r in plugin.versions if release_problem(r, api) is None and not r.parsed_version.is_prerelease
+        ]
+        latest = max(suitable, key=lambda r: r.parsed_version) if suitable else None
+        rows.append((plugin, latest))
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": plugin.id,
+                    "distribution": plugin.distribution,
+                    "kinds": [kind.value for kind in plugin.kinds],
+                    "description": plugin.description,
+                    "latest_installable": latest.version if latest else None,
+                }
+                for plugin, latest in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo(f"no plugin matches {text!r}")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("ID", "LATEST", "KINDS", "PUBLISHER", "DESCRIPTION"):
+        table.add_column(column, overflow="fold")
+    for plugin, latest in rows:
+        publisher = ""
+        if latest is not None:
+            publisher = latest.publisher.name + (" (verified)" if latest.publisher.verified else "")
+        table.add_row(
+            plugin.id,
+            latest.version if latest else "-",
+            ",".join(k.value for k in plugin.kinds),
+            publisher,
+            plugin.description,
+        )
+    print_rich_table(table)
+
+
+@click.command("versions")
+@click.argument("plugin_id")
+@_INDEX_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per version.")
+def plugin_versions(plugin_id: str, index: str | None, as_json: bool) -> None:
+    """List a plugin's releases in the index, newest first, and whether each can be installed here."""
+    with _client() as client:
+        loaded = client.load_index(index)
+        api = client.host_api_version
+    plugin = loaded.index.plugin(plugin_id)
+    if plugin is None:
+        raise ResolutionError(f"no plugin {plugin_id!r} in index {loaded.source}", plugin_id=plugin_id)
+    releases = sorted(plugin.versions, key=lambda r: r.parsed_version, reverse=True)
+    if as_json:
+        print_json(
+            [
+                {
+                    "version": r.version,
+                    "api_requirement": r.api_requirement,
+                    "installable": release_problem(r, api) is None,
+                    "problem": release_problem(r, api),
+                    "yanked": r.yanked,
+                    "sha256": r.sha256,
+                    "publisher": r.publisher.model_dump(),
+                    "signed": bool(r.signatures),
+                }
+                for r in releases
+            ]
+        )
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("VERSION", "API", "INSTALLABLE", "SIGNED", "PUBLISHER"):
+        table.add_column(column, overflow="fold")
+    for r in releases:
+        problem = release_problem(r, api)
+        table.add_row(
+            r.version,
+            r.api_requirement,
+            "yes" if problem is None else f"no: {problem}",
+            ", ".join(s.kind for s in r.signatures) or "no",
+            r.publisher.name + (" (verified)" if r.publisher.verified else ""),
+        )
+    print_rich_table(table)
+
+
+@click.command("lock")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=DEFAULT_LOCK_FILE, show_default=True)
+def lock_plugins(output: Path) -> None:
+    """Write a lock file pinning the id, version, source and digest of every installed plugin."""
+    with _client() as client:
+        lock = client.lock()
+    write_lock_file(output, lock)
+    click.echo(f"locked {len(lock.plugins)} plugin release(s) in {output}")
