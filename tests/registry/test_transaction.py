@@ -11,19 +11,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tree_snapshot import snapshot
 
 from aperio_plugins.errors import InstallError
 from aperio_plugins.registry._transaction import JOURNAL_NAME, PluginsDirectoryLock, control_dir
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    """Every file under `directory` with its digest, the lock file and work folders aside."""
-    files = {}
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory).as_posix()
-        if path.is_file() and relative != ".aperio/lock" and not relative.startswith(".aperio/work-"):
-            files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return files
 
 
 @pytest.fixture
@@ -59,22 +50,26 @@ def test_a_committed_transaction_replaces_the_release_and_leaves_no_work_behind(
     assert list(control_dir(populated).glob("work-*")) == []
 
 
+def replace_then_fail(lock, error: BaseException | None = None):
+    with lock.transaction() as transaction:
+        stage_new_release(lock, transaction)
+        if error is not None:
+            raise error
+        transaction.move(transaction.work_dir / "does-not-exist", lock.plugins_dir / "late_entry")
+
+
 def test_a_move_that_fails_midway_undoes_the_ones_before_it(populated):
     before = snapshot(populated)
-    with PluginsDirectoryLock(populated) as lock:
-        with pytest.raises(FileNotFoundError), lock.transaction() as transaction:
-            stage_new_release(lock, transaction)
-            transaction.move(transaction.work_dir / "does-not-exist", populated / "late_entry")
-        assert not (control_dir(populated) / JOURNAL_NAME).exists()
+    with PluginsDirectoryLock(populated) as lock, pytest.raises(FileNotFoundError):
+        replace_then_fail(lock)
+    assert not (control_dir(populated) / JOURNAL_NAME).exists()
     assert snapshot(populated) == before
 
 
 def test_an_exception_before_the_moves_changes_nothing(populated):
     before = snapshot(populated)
-    with PluginsDirectoryLock(populated) as lock:
-        with pytest.raises(KeyboardInterrupt), lock.transaction() as transaction:
-            stage_new_release(lock, transaction)
-            raise KeyboardInterrupt
+    with PluginsDirectoryLock(populated) as lock, pytest.raises(KeyboardInterrupt):
+        replace_then_fail(lock, KeyboardInterrupt())
     assert snapshot(populated) == before
 
 
@@ -85,7 +80,7 @@ def test_a_process_killed_midway_is_rolled_back_by_the_next_operation(populated,
     script = textwrap.dedent(
         f"""
         import os, signal, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
         from test_transaction import stage_new_release
         from aperio_plugins.registry._transaction import PluginsDirectoryLock
         real_rename, calls = os.rename, []
@@ -125,6 +120,6 @@ def test_a_second_process_cannot_change_the_directory_at_the_same_time(populated
 def test_an_unreadable_journal_is_reported_not_guessed(populated):
     control_dir(populated).mkdir()
     (control_dir(populated) / JOURNAL_NAME).write_text("{garbage")
-    with pytest.raises(InstallError, match="journal.json is unreadable .* check it by hand"):
+    with pytest.raises(InstallError, match=r"journal\.json is unreadable .* check it by hand"):
         PluginsDirectoryLock(populated).__enter__()
     assert os.path.exists(control_dir(populated) / JOURNAL_NAME)
