@@ -114,7 +114,9 @@ def sign(author_key: Path) -> Callable[[Path], Path]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, registry: Registry, plugins_dir: Path) -> Callable[..., HostSettings]:
+def make_settings(
+    tmp_path: Path, registry: Registry, plugins_dir: Path, author_key: Path
+) -> Callable[..., HostSettings]:
     def make_settings(trust: str = "strict", **overrides: Any) -> HostSettings:
         values: dict[str, Any] = {
             "plugins_dir": plugins_dir,

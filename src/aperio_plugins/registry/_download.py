@@ -28,9 +28,8 @@ import requests
 import urllib3
 
 from ..errors import DownloadError
-from ._transfer import Fetched, NoProgress, Progress, TransferLimits
+from ._transfer import CHUNK_BYTES, Fetched, NoProgress, Progress, TransferLimits, arriving_chunks
 
-_CHUNK_BYTES = 64 * 1024
 _MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Uncompressed, so that Content-Length, the size limit and the digest all count the bytes written.
@@ -184,7 +183,7 @@ def _opened(job: _Job) -> Iterator[_Body]:
         raw: urllib3.HTTPResponse = response.raw
         # `_pump` checks the length itself, so that a short body's message can say how much came.
         raw.enforce_content_length = False
-        yield _Body(total, _arriving(raw))
+        yield _Body(total, arriving_chunks(raw))
 
 
 def _follow(session: requests.Session, job: _Job) -> requests.Response:
@@ -216,13 +215,6 @@ def _follow(session: requests.Session, job: _Job) -> requests.Response:
     raise _Refused(f"more than {_MAX_REDIRECTS} redirects")
 
 
-def _arriving(raw: urllib3.HTTPResponse) -> Iterator[bytes]:
-    # `read1` returns whatever has arrived instead of waiting for a whole chunk, so that
-    # the deadline is checked each time a dripping server sends anything.
-    while chunk := raw.read1(_CHUNK_BYTES):
-        yield chunk
-
-
 @contextmanager
 def _opened_file(url: str, max_bytes: int) -> Iterator[_Body]:
     """Yield the body of a local `file:` URL. Raises `_Refused` if it cannot be read or is over `max_bytes`."""
@@ -240,7 +232,7 @@ def _opened_file(url: str, max_bytes: int) -> Iterator[_Body]:
         total = status.st_size if stat.S_ISREG(status.st_mode) else None
         if total is not None and total > max_bytes:
             raise _Refused(f"the file has {total} bytes, more than the limit of {max_bytes} bytes")
-        yield _Body(total, iter(lambda: source.read(_CHUNK_BYTES), b""))
+        yield _Body(total, iter(lambda: source.read(CHUNK_BYTES), b""))
 
 
 def _check_scheme(url: str, limits: TransferLimits) -> None:

@@ -41,7 +41,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from .._statement import SIGNATURE_FILE_NAME
 from .._wheel import read_wheel
 from ..errors import ArtifactRejectedError, DownloadError, InvalidWheelError, RegistryError, ResolutionError
-from ._transfer import Fetched, NoProgress, Progress, TransferLimits
+from ._transfer import CHUNK_BYTES, Fetched, NoProgress, Progress, TransferLimits, arriving_chunks
 
 ARTIFACT_TYPE = "application/vnd.aperio.plugin.v1"
 WHEEL_MEDIA_TYPE = "application/vnd.aperio.plugin.wheel.v1+zip"
@@ -51,7 +51,7 @@ TITLE_ANNOTATION = "org.opencontainers.image.title"
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024 * 1024
 _EMPTY_CONFIG = b"{}"
-_CHUNK_BYTES = 64 * 1024
+
 
 # The OCI distribution spec's grammar for names, tags and digests; hosts as DNS names or IPv4.
 _REFERENCE = re.compile(
@@ -199,7 +199,7 @@ def _refuse_status(response: requests.Response, remote: _Remote, what: str) -> N
     if response.status_code == 200:
         return
     try:  # from the first chunk only: an error is no reason to read a body without bound
-        errors = json.loads(next(response.iter_content(_CHUNK_BYTES), b""))["errors"]
+        errors = json.loads(next(response.iter_content(CHUNK_BYTES), b""))["errors"]
         reasons = "; ".join(f"{e['code']}: {e['message']}" for e in errors)
     except (ValueError, KeyError, TypeError, RecursionError):
         reasons = response.reason
@@ -213,7 +213,7 @@ def _refuse_status(response: requests.Response, remote: _Remote, what: str) -> N
 def _chunks(response: requests.Response, limit: int, deadline: float, reference: OciReference) -> Iterator[bytes]:
     """Yield the response body, refusing more than `limit` bytes or a transfer past `deadline`."""
     received = 0
-    for chunk in response.iter_content(_CHUNK_BYTES):
+    for chunk in arriving_chunks(response.raw):
         received += len(chunk)
         if received > limit:
             raise ArtifactRejectedError(f"{reference}: the registry sent more than {limit} bytes")

@@ -6,11 +6,16 @@ both sources obey the same size and time limits and report progress the same way
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import urllib3
+
 from .._settings import HostSettings
+
+CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,3 +77,13 @@ class NoProgress:
 
     def finish(self) -> None:
         return None
+
+
+def arriving_chunks(raw: urllib3.HTTPResponse) -> Iterator[bytes]:
+    """Yield a response body as it arrives.
+
+    `read1` returns whatever has arrived instead of waiting for a whole chunk, so
+    that a caller's deadline is checked each time a dripping server sends anything.
+    """
+    while chunk := raw.read1(CHUNK_BYTES):
+        yield chunk
