@@ -12,7 +12,7 @@ from aperio_plugins.errors import IndexFormatError
 from aperio_plugins.registry._index import parse_index
 from aperio_plugins.registry.schema import SCHEMA_FILE_NAME, schema_text
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas" / "registry"
 
 
 def parse(document: dict):
@@ -99,7 +99,7 @@ def test_duplicate_versions_and_ids_are_refused():
 
 def test_the_published_schema_matches_the_models():
     committed = (SCHEMAS / SCHEMA_FILE_NAME).read_text(encoding="utf-8")
-    assert committed == schema_text(), "run: python -m aperio_plugins.registry.schema docs/schemas"
+    assert committed == schema_text(), "run: python -m aperio_plugins.registry.schema docs/schemas/registry"
 
 
 def test_the_published_schema_accepts_a_valid_index_and_refuses_an_invalid_one():

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import textwrap
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from plugin_builders import connector_wheel
-from tree_snapshot import snapshot
+from tree_snapshot import run_killed_after_renames, snapshot
 
 from aperio_plugins import PluginHost, PluginState, SignatureStatus
 from aperio_plugins.errors import (
@@ -399,23 +396,16 @@ def test_an_install_killed_midway_leaves_the_directory_as_it_was_after_recovery(
     client.install("acme.alpha@1.0.0")
     before = snapshot(plugins_dir)
     settings = client.settings.model_dump(mode="json")
-    script = textwrap.dedent(
+    completed = run_killed_after_renames(
+        killed_at_rename,
         f"""
-        import json, os, signal
+        import json
         from aperio_plugins import HostSettings
         from aperio_plugins.registry._client import RegistryClient
-        real_rename, calls = os.rename, []
-        def rename(source, destination):
-            real_rename(source, destination)
-            calls.append(source)
-            if len(calls) == {killed_at_rename}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        os.rename = rename
         settings = HostSettings(**json.loads({json.dumps(json.dumps(settings))}))
         RegistryClient.from_settings(settings).install("acme.alpha@1.1.0")
-        """
+        """,
     )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert completed.returncode == -signal.SIGKILL, completed.stderr
     assert snapshot(plugins_dir) != before
     with pytest.raises(InstallError, match=r"acme\.ghost is not installed"):

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from tree_snapshot import snapshot
+from tree_snapshot import run_killed_after_renames, snapshot
 
 from aperio_plugins.errors import InstallError
 from aperio_plugins.registry._transaction import JOURNAL_NAME, PluginsDirectoryLock, control_dir
@@ -77,25 +76,18 @@ def test_an_exception_before_the_moves_changes_nothing(populated):
 def test_a_process_killed_midway_is_rolled_back_by_the_next_operation(populated, killed_at_rename):
     """SIGKILL after N renames (of four): the next lock holder finds the journal and undoes them."""
     before = snapshot(populated)
-    script = textwrap.dedent(
+    completed = run_killed_after_renames(
+        killed_at_rename,
         f"""
-        import os, signal, sys
+        import pathlib, sys
         sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
         from test_transaction import stage_new_release
         from aperio_plugins.registry._transaction import PluginsDirectoryLock
-        real_rename, calls = os.rename, []
-        def rename(source, destination):
-            real_rename(source, destination)
-            calls.append(source)
-            if len(calls) == {killed_at_rename}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        os.rename = rename
-        with PluginsDirectoryLock(__import__("pathlib").Path({str(populated)!r})) as lock:
+        with PluginsDirectoryLock(pathlib.Path({str(populated)!r})) as lock:
             with lock.transaction() as transaction:
                 stage_new_release(lock, transaction)
-        """
+        """,
     )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert completed.returncode == -signal.SIGKILL, completed.stderr
     assert (control_dir(populated) / JOURNAL_NAME).exists()
     assert snapshot(populated) != before

@@ -11,7 +11,7 @@
                                 "yanked": null}]}]}
 
 `url` may be relative to the index's own location. The exported JSON Schema is
-`docs/schemas/registry-index.schema.json` (`python -m aperio_plugins.registry.schema DIR`).
+`docs/schemas/registry/registry-index.schema.json` (`python -m aperio_plugins.registry.schema DIR`).
 """
 
 from __future__ import annotations

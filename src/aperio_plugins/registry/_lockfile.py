@@ -15,13 +15,12 @@ by manifest digest, or a `file:` URL for a wheel installed from disk.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._atomic import write_atomically
 from .._validation import first_problem
 from ..errors import IndexFormatError
 
@@ -71,13 +70,5 @@ def read_lock_file(path: Path) -> LockFile:
 
 
 def write_lock_file(path: Path, lock: LockFile) -> None:
-    """Write `lock` to `path` atomically (a temporary file renamed into place)."""
-    text = json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write `lock` to `path` atomically."""
+    write_atomically(path, (json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode())

@@ -8,8 +8,6 @@ contents is refused (listing the very same artifact again changes nothing), and
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from .._atomic import write_atomically
 from .._manifest import MANIFEST_NAME, PluginSection, api_requirement, manifest_sections
 from .._signing import Ed25519Signature, parse_signature_file
 from .._statement import SIGNATURE_FILE_NAME
@@ -188,19 +187,12 @@ def add_release(
         # Clients refuse an index whose updated_at does not move forward, even when the clock went back.
         updated = max(now, index.updated_at + timedelta(seconds=1)) if existed else now
         index = PluginIndex(format_version=index.format_version, updated_at=updated, plugins=list(plugins.values()))
-        _write_atomically(index_path, index.to_json())
+        _publish(index_path, index)
     return AddedRelease(tuple(sorted(sections)), release.version, release.sha256, unchanged)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _publish(path: Path, index: PluginIndex) -> None:
+    text = index.to_json()
     # Re-validate what is about to be published: a bug here must not ship an index clients refuse.
     parse_index(text.encode(), str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text.encode())

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._atomic import sync_directory, write_atomically
 from ..errors import InstallError
 
 CONTROL_DIR_NAME = ".aperio"
@@ -30,24 +31,6 @@ LOCK_NAME = "lock"
 
 def control_dir(plugins_dir: Path) -> Path:
     return plugins_dir / CONTROL_DIR_NAME
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(temporary, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-    _fsync_directory(path.parent)
 
 
 def _remove_tree(path: Path) -> None:
@@ -82,7 +65,7 @@ class Transaction:
     def apply(self) -> None:
         journal = control_dir(self.plugins_dir) / JOURNAL_NAME
         document = {"work_dir": self.work_dir.relative_to(self.plugins_dir).as_posix(), "moves": self._moves}
-        _write_synced(journal, json.dumps(document).encode())
+        write_atomically(journal, json.dumps(document).encode(), durable=True)
         done: list[tuple[str, str]] = []
         try:
             for source, destination in self._moves:
@@ -92,13 +75,13 @@ class Transaction:
                 destination_path.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(self.plugins_dir / source, destination_path)
                 done.append((source, destination))
-            _fsync_directory(self.plugins_dir)
+            sync_directory(self.plugins_dir)
         except BaseException:
             _undo(self.plugins_dir, done)
             journal.unlink(missing_ok=True)
             raise
         journal.unlink()  # the commit
-        _fsync_directory(journal.parent)
+        sync_directory(journal.parent)
 
 
 class PluginsDirectoryLock:
