@@ -413,3 +413,12 @@ def test_an_install_killed_midway_leaves_the_directory_as_it_was_after_recovery(
     assert snapshot(plugins_dir) == before
     assert not (plugins_dir / ".aperio" / "journal.json").exists()
     assert not list((plugins_dir / ".aperio").glob("work-*"))
+
+
+def test_a_refusal_at_resolution_is_audited_too(published, make_client, audit):
+    published.edit(_set("acme.alpha", "1.0.0", yanked="leaks credentials"))
+    with pytest.raises(ResolutionError):
+        make_client().install("acme.alpha@1.0.0")
+    refused = audit.fields_of("plugin.install.refused")
+    assert [(r["plugin_id"], r["version"]) for r in refused] == [("acme.alpha", "1.0.0")]
+    assert "yanked: leaks credentials" in refused[0]["reason"]

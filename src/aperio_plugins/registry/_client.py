@@ -83,6 +83,14 @@ class InstallResult:
 
 
 @dataclass
+class _Attempt:
+    """The plugin (or the spec naming it) and version an install is about, as far as known yet."""
+
+    plugin_id: str
+    version: str | None
+
+
+@dataclass
 class RegistryClient:
     """Reads indexes and changes one plugins directory. Cheap to create; holds no open resources
     except the state store, closed by `close()` (or use it as a context manager)."""
@@ -153,16 +161,23 @@ class RegistryClient:
         Raises a `RegistryError` naming the plugin, the version and the reason; the
         plugins directory and the enable flags are then unchanged.
         """
-        if spec.startswith("oci://"):
-            return self._install_oci(spec, expected_sha256=None)
-        if spec.endswith(".whl") or spec.startswith("file:"):
-            return self._install_file(spec, expected_sha256=None)
-        plugin_id, version = parse_requirement(spec)
-        loaded = self.load_index(index)
-        resolved = resolve(
-            loaded.index, loaded.source, plugin_id, version, host_api_version=self.host_api_version, pre=pre
-        )
-        return self._install_resolved(resolved, loaded.source, expected_sha256=None)
+        with self._refusals_audited(spec) as attempt:
+            if spec.startswith("oci://"):
+                return self._install_oci(spec, expected_sha256=None)
+            if spec.endswith(".whl") or spec.startswith("file:"):
+                return self._install_file(spec, expected_sha256=None)
+            attempt.plugin_id, attempt.version = parse_requirement(spec)
+            loaded = self.load_index(index)
+            resolved = resolve(
+                loaded.index,
+                loaded.source,
+                attempt.plugin_id,
+                attempt.version,
+                host_api_version=self.host_api_version,
+                pre=pre,
+            )
+            attempt.version = resolved.release.version
+            return self._install_resolved(resolved, loaded.source, expected_sha256=None)
 
     def install_locked(self, lock: LockFile, *, only: frozenset[str] = frozenset()) -> list[InstallResult]:
         """Install every release of `lock` (or those providing a plugin id in `only`) with its pinned digest."""
@@ -170,7 +185,11 @@ class RegistryClient:
         missing = only - {plugin_id for entry in wanted for plugin_id in entry.plugin_ids}
         if missing:
             raise ResolutionError(f"not in the lock file: {', '.join(sorted(missing))}")
-        return [self._install_locked(entry) for entry in wanted]
+        results = []
+        for entry in wanted:
+            with self._refusals_audited(entry.plugin_ids[0], entry.version):
+                results.append(self._install_locked(entry))
+        return results
 
     def _install_locked(self, entry: LockedRelease) -> InstallResult:
         current = self._installed(entry.distribution)
@@ -208,7 +227,7 @@ class RegistryClient:
             resolved.plugin.id, resolved.plugin.distribution, release.version, expected_sha256 or release.sha256
         )
         detached = signature_document(release.signatures) if release.signatures else None
-        with self._refusals_audited(resolved.plugin.id, release.version), _download_dir() as directory:
+        with _download_dir() as directory:
             fetched = download(resolved.url, directory / filename, limits, progress=self.progress, description=filename)
             checked = self._check(fetched.path, fetched.sha256, expected, detached)
             return self._place(checked, fetched.path, fetched.sha256, source)
@@ -217,7 +236,7 @@ class RegistryClient:
         from ._oci import OciReference, pull_wheel  # oras loads only when an OCI source is used
 
         reference = OciReference.parse(location)
-        with self._refusals_audited(None, None), _download_dir() as directory:
+        with _download_dir() as directory:
             pulled = pull_wheel(reference, directory, self.limits, progress=self.progress)
             expected = ExpectedRelease(sha256=expected_sha256)
             checked = self._check(pulled.wheel.path, pulled.wheel.sha256, expected, pulled.signature)
@@ -228,7 +247,7 @@ class RegistryClient:
         path = Path(unquote(urlsplit(location).path)) if location.startswith("file:") else Path(location)
         path = path.expanduser().resolve()
         filename = _wheel_filename(path.as_uri(), path.name)
-        with self._refusals_audited(None, None), _download_dir() as directory:
+        with _download_dir() as directory:
             fetched = download(path.as_uri(), directory / filename, self.limits, progress=self.progress)
             checked = self._check(fetched.path, fetched.sha256, ExpectedRelease(sha256=expected_sha256), None)
             return self._place(checked, fetched.path, fetched.sha256, path.as_uri())
@@ -335,12 +354,17 @@ class RegistryClient:
         return check
 
     @contextmanager
-    def _refusals_audited(self, plugin_id: str | None, version: str | None) -> Iterator[None]:
+    def _refusals_audited(self, plugin_id: str, version: str | None = None) -> Iterator[_Attempt]:
+        """Yield what is known of the release being installed; a refusal becomes `plugin.install.refused`."""
+        attempt = _Attempt(plugin_id, version)
         try:
-            yield
+            yield attempt
         except AperioError as exc:
             self.audit.warning(
-                "plugin.install.refused", plugin_id=plugin_id or exc.plugin_id, version=version, reason=exc.message
+                "plugin.install.refused",
+                plugin_id=exc.plugin_id or attempt.plugin_id,
+                version=attempt.version,
+                reason=exc.message,
             )
             raise
 
