@@ -68,7 +68,7 @@ class Registry:
         document = self.document()
         change(document)
         if bump:
-            stamp = datetime.fromisoformat(document["updated_at"]) + timedelta(seconds=1)
+            stamp = datetime.fromisoformat(document["updated_at"].replace("Z", "+00:00")) + timedelta(seconds=1)
             document["updated_at"] = stamp.isoformat()
         self.index_path.write_text(json.dumps(document, indent=2))
         self.refresh()

@@ -67,7 +67,8 @@ def worker_environment(
     env = {name: source[name] for name in _PASSED if name in source}
     env.update({name: value for name, value in source.items() if name.startswith(_PASSED_PREFIXES)})
     for name, value in settings.model_dump().items():
-        if name != "state_dir":  # the worker keeps its state in its private directory
+        # The worker keeps its state in its private directory, and never installs anything.
+        if name != "state_dir" and not name.startswith("registry_"):
             env[f"APERIO_{name.upper()}"] = _setting_value(value)
     path = import_path(settings.plugins_dir)
     if path:
