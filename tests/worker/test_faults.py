@@ -356,8 +356,9 @@ def test_no_worker_outlives_its_host(ending, probe_plugins_dir, tmp_path):
             host.stdin.flush()
         host.wait(timeout=30)
 
+        # A dying process's cmdline empties before its state leaves "running": wait for both signs.
         assert wait_for(lambda: not worker_pids(f"--parent-pid {host.pid} "), timeout=10)
-        assert not any(alive(worker) for worker in workers)
+        assert wait_for(lambda: not any(alive(worker) for worker in workers), timeout=10)
     finally:
         host.kill()
         host.wait()
