@@ -145,8 +145,9 @@ def attack_index_rolled_back(registry, client, **_):
 
 def attack_stale_index(registry, client, **_):
     """The registry stopped publishing: ninety days later its index is refused as frozen."""
-    client.clock = lambda: datetime.now(timezone.utc) + timedelta(days=90)
-    return StaleIndexError, r"is frozen: last updated .*, 89 days ago, longer than the allowed 30 days"
+    updated_at = datetime.fromisoformat(registry.document()["updated_at"].replace("Z", "+00:00"))
+    client.clock = lambda: updated_at + timedelta(days=90)
+    return StaleIndexError, r"is frozen: last updated .*, 90 days ago, longer than the allowed 30 days"
 
 
 def attack_yanked_version(registry, **_):
