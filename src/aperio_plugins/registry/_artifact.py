@@ -22,15 +22,24 @@ from packaging.version import InvalidVersion, Version
 from aperio_hookspecs import DISTRIBUTION_NAME, ENTRY_POINT_GROUP
 
 from .._compat import incompatibility
-from .._manifest import api_requirement, runtime_requirements
+from .._discover import discover, search_roots
+from .._manifest import api_requirement, inspect_candidate, runtime_requirements
 from .._model import SignatureStatus, TrustMode, Verification
 from .._signing import SIGNATURE_FORMAT
 from .._statement import is_signed_path
 from .._trust import TrustStore
-from .._verify import check_signatures, verify_wheel
+from .._verify import check_signatures, verify_installed, verify_wheel
 from .._wheel import Wheel, read_wheel
-from ..errors import ArtifactRejectedError, InvalidWheelError, ManifestError, VerificationError
+from ..errors import (
+    AperioError,
+    ArtifactRejectedError,
+    InstallError,
+    InvalidWheelError,
+    ManifestError,
+    VerificationError,
+)
 from ._index import ReleaseSignature
+from ._plugins_dir import installed_distributions
 
 
 @dataclass(frozen=True)
@@ -209,3 +218,44 @@ def _check_identity(wheel: Wheel, expected: ExpectedRelease) -> None:
         raise ArtifactRejectedError(f"the wheel is {wheel.distribution}, not {expected.distribution}")
     if expected.version is not None and version != Version(expected.version):
         raise ArtifactRejectedError(f"the wheel is version {wheel.version}, not {expected.version}")
+
+
+def refuse_shadowed_ids(plugins_dir: Path, checked: CheckedArtifact) -> None:
+    """Refuse a plugin id that another distribution already provides: the host would load only one.
+
+    Raises `InstallError` naming the other distribution and how to remove it.
+    """
+    canonical = canonicalize_name(checked.wheel.distribution)
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name in checked.plugin_ids and entry_point.dist is not None:
+            raise InstallError(
+                f"{checked.describe()}: plugin id {entry_point.name} is already provided by"
+                f" {entry_point.dist.name} {entry_point.dist.version} in the host's environment, which would"
+                " shadow the installed copy; uninstall that one with pip first"
+            )
+    for installed in installed_distributions(plugins_dir):
+        clash = set(installed.plugin_ids) & set(checked.plugin_ids)
+        if clash and installed.canonical_name != canonical:
+            raise InstallError(
+                f"{checked.describe()}: plugin id {sorted(clash)[0]} is already provided by"
+                f" {installed.describe()}; remove it first (aperio plugin remove {sorted(clash)[0]})"
+            )
+
+
+def check_staged_release(staging: Path, *, checked: CheckedArtifact, trust: TrustStore) -> None:
+    """Check a release as pip laid it out in `staging` with the host's own discover, inspect and verify,
+    so that an install refuses what a load would refuse. Raises `ArtifactRejectedError` or `InstallError`."""
+    found = discover(search_roots([], staging)).candidates
+    if {candidate.plugin_id for candidate in found} != set(checked.plugin_ids):
+        raise InstallError(f"{checked.describe()}: pip installed other plugin entry points than the wheel's")
+    for candidate in found:
+        try:
+            inspected = inspect_candidate(candidate)
+        except AperioError as exc:
+            raise ArtifactRejectedError(f"{checked.describe()}: {exc.message}") from None
+        verification = verify_installed(inspected, trust)
+        failed = verification.status in (SignatureStatus.INVALID, SignatureStatus.UNSIGNED)
+        if failed and trust.mode is TrustMode.STRICT:
+            raise ArtifactRejectedError(
+                f"{checked.describe()}: as installed, {verification.status.value}: {verification.detail}"
+            )

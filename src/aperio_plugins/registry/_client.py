@@ -9,6 +9,7 @@ transaction change the plugins directory.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,15 +25,19 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from aperio_hookspecs import API_VERSION, ENTRY_POINT_GROUP
 
 from .._audit import default_audit_logger
-from .._discover import discover, search_roots
-from .._manifest import inspect_candidate
-from .._model import SignatureStatus, TrustMode
+from .._model import TrustMode
 from .._settings import HostSettings
 from .._state import SQLiteStateStore, StateStore
 from .._trust import TrustStore, load_trust_store
-from .._verify import verify_installed
 from ..errors import AperioError, ArtifactRejectedError, InstallError, ResolutionError
-from ._artifact import CheckedArtifact, ExpectedRelease, check_artifact, signature_document
+from ._artifact import (
+    CheckedArtifact,
+    ExpectedRelease,
+    check_artifact,
+    check_staged_release,
+    refuse_shadowed_ids,
+    signature_document,
+)
 from ._download import download, fetch_bytes
 from ._freshness import accept_fresh_index
 from ._index import MAX_INDEX_BYTES, IndexedPlugin, PluginIndex, parse_index
@@ -276,8 +281,10 @@ class RegistryClient:
         )
         self.plugins_dir.mkdir(parents=True, exist_ok=True)
         with PluginsDirectoryLock(self.plugins_dir) as lock:
-            self._refuse_shadowed_ids(checked)
-            outcome = stage_and_install(lock, wheel, record, self._staged_check(checked))
+            refuse_shadowed_ids(self.plugins_dir, checked)
+            outcome = stage_and_install(
+                lock, wheel, record, functools.partial(check_staged_release, checked=checked, trust=self.trust)
+            )
         result = self._result(record, checked.verification.detail, outcome, checked.warnings)
         self.audit.info(
             "plugin.installed",
@@ -313,45 +320,6 @@ class RegistryClient:
             warnings=warnings,
             unchanged=unchanged,
         )
-
-    def _refuse_shadowed_ids(self, checked: CheckedArtifact) -> None:
-        """Refuse a plugin id that another distribution already provides: the host would load only one."""
-        canonical = canonicalize_name(checked.wheel.distribution)
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if entry_point.name in checked.plugin_ids and entry_point.dist is not None:
-                raise InstallError(
-                    f"{checked.describe()}: plugin id {entry_point.name} is already provided by"
-                    f" {entry_point.dist.name} {entry_point.dist.version} in the host's environment, which would"
-                    " shadow the installed copy; uninstall that one with pip first"
-                )
-        for installed in installed_distributions(self.plugins_dir):
-            clash = set(installed.plugin_ids) & set(checked.plugin_ids)
-            if clash and installed.canonical_name != canonical:
-                raise InstallError(
-                    f"{checked.describe()}: plugin id {sorted(clash)[0]} is already provided by"
-                    f" {installed.describe()}; remove it first (aperio plugin remove {sorted(clash)[0]})"
-                )
-
-    def _staged_check(self, checked: CheckedArtifact) -> Callable[[Path], None]:
-        """Return the check of a release as pip laid it out: the host's own inspect and verify."""
-
-        def check(staging: Path) -> None:
-            found = discover(search_roots([], staging)).candidates
-            if {candidate.plugin_id for candidate in found} != set(checked.plugin_ids):
-                raise InstallError(f"{checked.describe()}: pip installed other plugin entry points than the wheel's")
-            for candidate in found:
-                try:
-                    inspected = inspect_candidate(candidate)
-                except AperioError as exc:
-                    raise ArtifactRejectedError(f"{checked.describe()}: {exc.message}") from None
-                verification = verify_installed(inspected, self.trust)
-                failed = verification.status in (SignatureStatus.INVALID, SignatureStatus.UNSIGNED)
-                if failed and self.trust.mode is TrustMode.STRICT:
-                    raise ArtifactRejectedError(
-                        f"{checked.describe()}: as installed, {verification.status.value}: {verification.detail}"
-                    )
-
-        return check
 
     @contextmanager
     def _refusals_audited(self, plugin_id: str, version: str | None = None) -> Iterator[_Attempt]:
