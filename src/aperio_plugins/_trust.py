@@ -19,6 +19,7 @@ from ._model import TrustMode
 from ._settings import HostSettings
 from ._sigstore import SigstoreTrust, load_trusted_identities
 from .errors import ConfigurationError
+from .registry._transaction import interrupted_change
 
 
 class Severity(str, enum.Enum):
@@ -96,6 +97,16 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
         untrusted_plugins_dir = f"plugins directory {settings.plugins_dir} {insecure_plugins}"
         consequence = "its plugins are refused" if mode is TrustMode.STRICT else "its plugins load because of warn"
         problems.append(TrustProblem(Severity.ERROR, str(settings.plugins_dir), f"{insecure_plugins}; {consequence}"))
+    journal = interrupted_change(settings.plugins_dir)
+    if journal is not None:
+        problems.append(
+            TrustProblem(
+                Severity.ERROR,
+                str(settings.plugins_dir),
+                f"an install or remove was interrupted ({journal}); the next `aperio plugin install`, `remove`"
+                " or `lock` rolls it back",
+            )
+        )
     store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir)
     if mode is TrustMode.STRICT and store.is_empty:
         store = TrustStore(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 from plugin_builders import connector_wheel

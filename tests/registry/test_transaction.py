@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from tree_snapshot import run_killed_after_renames, snapshot
 
+from aperio_plugins import HostSettings
+from aperio_plugins._trust import Severity, load_trust_store
 from aperio_plugins.errors import InstallError
 from aperio_plugins.registry._transaction import JOURNAL_NAME, PluginsDirectoryLock, control_dir
 
@@ -35,6 +37,22 @@ def stage_new_release(lock, transaction):
         transaction.move(plugins / name, transaction.work_dir / "previous" / name)
     for name in ("acme_box", "acme_box-2.0.dist-info"):
         transaction.move(new / name, plugins / name)
+
+
+def crash_midway(plugins_dir: Path, renames: int):
+    """Replace the release in a child process that is SIGKILLed right after its `renames`-th rename."""
+    return run_killed_after_renames(
+        renames,
+        f"""
+        import pathlib, sys
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
+        from test_transaction import stage_new_release
+        from aperio_plugins.registry._transaction import PluginsDirectoryLock
+        with PluginsDirectoryLock(pathlib.Path({str(plugins_dir)!r})) as lock:
+            with lock.transaction() as transaction:
+                stage_new_release(lock, transaction)
+        """,
+    )
 
 
 def test_a_committed_transaction_replaces_the_release_and_leaves_no_work_behind(populated):
@@ -76,18 +94,7 @@ def test_an_exception_before_the_moves_changes_nothing(populated):
 def test_a_process_killed_midway_is_rolled_back_by_the_next_operation(populated, killed_at_rename):
     """SIGKILL after N renames (of four): the next lock holder finds the journal and undoes them."""
     before = snapshot(populated)
-    completed = run_killed_after_renames(
-        killed_at_rename,
-        f"""
-        import pathlib, sys
-        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
-        from test_transaction import stage_new_release
-        from aperio_plugins.registry._transaction import PluginsDirectoryLock
-        with PluginsDirectoryLock(pathlib.Path({str(populated)!r})) as lock:
-            with lock.transaction() as transaction:
-                stage_new_release(lock, transaction)
-        """,
-    )
+    completed = crash_midway(populated, killed_at_rename)
     assert completed.returncode == -signal.SIGKILL, completed.stderr
     assert (control_dir(populated) / JOURNAL_NAME).exists()
     assert snapshot(populated) != before
@@ -115,3 +122,19 @@ def test_an_unreadable_journal_is_reported_not_guessed(populated):
     with pytest.raises(InstallError, match=r"journal\.json is unreadable .* check it by hand"):
         PluginsDirectoryLock(populated).__enter__()
     assert os.path.exists(control_dir(populated) / JOURNAL_NAME)
+
+
+def test_an_interrupted_change_is_a_preflight_error_until_it_is_rolled_back(populated, tmp_path):
+    settings = HostSettings(
+        plugins_dir=populated,
+        state_dir=tmp_path / "state",
+        plugin_trusted_keys_dir=tmp_path / "keys",
+        plugin_trusted_identities=tmp_path / "identities.toml",
+    )
+    completed = crash_midway(populated, 2)
+    assert completed.returncode == -signal.SIGKILL
+    problems = [p for p in load_trust_store(settings).problems if "was interrupted" in p.message]
+    assert [p.severity for p in problems] == [Severity.ERROR]
+    with PluginsDirectoryLock(populated):
+        pass
+    assert not [p for p in load_trust_store(settings).problems if "was interrupted" in p.message]

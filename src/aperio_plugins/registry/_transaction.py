@@ -33,6 +33,12 @@ def control_dir(plugins_dir: Path) -> Path:
     return plugins_dir / CONTROL_DIR_NAME
 
 
+def interrupted_change(plugins_dir: Path) -> Path | None:
+    """Return the journal of a change to `plugins_dir` that was interrupted and not yet rolled back."""
+    journal = control_dir(plugins_dir) / JOURNAL_NAME
+    return journal if journal.exists() else None
+
+
 def _remove_tree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
