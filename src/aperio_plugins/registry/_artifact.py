@@ -88,13 +88,21 @@ def _entry_point_sections(wheel: Wheel) -> configparser.ConfigParser:
 
 def wheel_plugin_ids(wheel: Wheel) -> tuple[str, ...]:
     """Return the plugin ids the wheel's entry points declare; refuse console scripts or no plugin at all."""
+    return tuple(wheel_plugins(wheel))
+
+
+def wheel_plugins(wheel: Wheel) -> dict[str, str]:
+    """Return the wheel's plugin entry points (id: `module:attr`).
+
+    Raises `ArtifactRejectedError` for console scripts, no plugin at all, or an unreadable entry_points.txt.
+    """
     sections = _entry_point_sections(wheel)
     scripts = [name for name in ("console_scripts", "gui_scripts") if sections.has_section(name)]
     if scripts:
         raise ArtifactRejectedError(f"declares {scripts[0]}: a plugin may not install commands on the host")
     if not sections.has_section(ENTRY_POINT_GROUP):
         raise ArtifactRejectedError(f"has no entry point in the {ENTRY_POINT_GROUP!r} group: it is not a plugin")
-    return tuple(sections.options(ENTRY_POINT_GROUP))
+    return dict(sections.items(ENTRY_POINT_GROUP))
 
 
 def requires_dist(wheel: Wheel) -> list[str]:

@@ -22,7 +22,7 @@ from .._signing import Ed25519Signature, parse_signature_file
 from .._statement import SIGNATURE_FILE_NAME
 from .._wheel import Wheel, read_wheel
 from ..errors import ArtifactRejectedError, InvalidWheelError, ManifestError, RegistryError
-from ._artifact import requires_dist, wheel_plugin_ids
+from ._artifact import requires_dist, wheel_plugins
 from ._index import (
     Ed25519ReleaseSignature,
     IndexedPlugin,
@@ -82,35 +82,30 @@ def check_download_url(url: str, index_is_local: bool) -> None:
         raise RegistryError(f"download URL {url} does not end in a wheel file name") from None
 
 
-def _sections(wheel: Wheel, plugin_ids: tuple[str, ...]) -> dict[str, PluginSection]:
-    entry_points = wheel.members[f"{wheel.dist_info}/entry_points.txt"].decode("utf-8", errors="replace")
-    packages = {
-        line.partition("=")[2].strip().split(":")[0].split(".")[0]
-        for line in entry_points.splitlines()
-        if line.partition("=")[0].strip() in plugin_ids
-    }
+def _sections(wheel: Wheel, plugins: dict[str, str]) -> dict[str, PluginSection]:
+    """Return the manifest sections of the wheel's plugins, read from each entry point's top-level package."""
+    packages = {value.split(":")[0].strip().split(".")[0] for value in plugins.values()}
     sections: dict[str, PluginSection] = {}
     for package in sorted(packages):
         data = wheel.members.get(f"{package}/{MANIFEST_NAME}")
         if data is not None:
             sections.update(manifest_sections(data, f"{package}/{MANIFEST_NAME}"))
-    missing = [plugin_id for plugin_id in plugin_ids if plugin_id not in sections]
+    missing = [plugin_id for plugin_id in plugins if plugin_id not in sections]
     if missing:
         raise ManifestError(f"no manifest section for {', '.join(missing)} in the wheel")
-    return sections
+    return {plugin_id: sections[plugin_id] for plugin_id in plugins}
 
 
 def build_release(
     wheel_path: Path, download_url: str, publisher: Publisher
 ) -> tuple[Wheel, dict[str, PluginSection], Release]:
-    """Return the checked wheel, its manifest sections and the release entry describing it.
+    """Return the checked wheel, the manifest sections of its plugins and the release entry describing it.
 
     Raises `ArtifactRejectedError` for a wheel that is not a usable plugin.
     """
     try:
         wheel = read_wheel(wheel_path)
-        plugin_ids = wheel_plugin_ids(wheel)
-        sections = _sections(wheel, plugin_ids)
+        sections = _sections(wheel, wheel_plugins(wheel))
         requirement = api_requirement(requires_dist(wheel))
         signatures = release_signatures(wheel)
     except (InvalidWheelError, ManifestError, ArtifactRejectedError) as exc:
@@ -150,8 +145,6 @@ def add_release(
     plugins = {plugin.id: plugin for plugin in index.plugins}
     unchanged = True
     for plugin_id, section in sorted(sections.items()):
-        if plugin_id not in wheel_plugin_ids(wheel):
-            continue
         listed = plugins.get(plugin_id)
         if listed is None:
             plugins[plugin_id] = IndexedPlugin(
