@@ -50,7 +50,7 @@ from ._plugins_dir import (
     remove_distribution,
     stage_and_install,
 )
-from ._resolve import Resolved, parse_requirement, resolve
+from ._resolve import Resolved, parse_requirement, resolve, url_file_name
 from ._transaction import PluginsDirectoryLock
 from ._transfer import NoProgress, Progress, TransferLimits
 
@@ -408,7 +408,7 @@ class RegistryClient:
 
 
 def _wheel_filename(url: str, label: str) -> str:
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = url_file_name(url)
     try:
         parse_wheel_filename(name)
     except InvalidWheelFilename:

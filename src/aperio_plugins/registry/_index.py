@@ -173,6 +173,28 @@ def _location(loc: tuple[int | str, ...], document: Any) -> str:
     return "".join(parts) or "(document)"
 
 
+def versioned_document(data: bytes, what: str, supported: int, max_bytes: int) -> dict[str, Any]:
+    """Return the JSON object in `data` (`what` names it in errors) before its schema is checked.
+
+    Raises `IndexFormatError` when it is too large, not a JSON object, or has a
+    `format_version` newer than `supported`, which the schema would only call invalid.
+    """
+    if len(data) > max_bytes:
+        raise IndexFormatError(f"{what} is larger than {max_bytes} bytes")
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise IndexFormatError(f"{what} is not a JSON object")
+    version = document.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > supported:
+        raise IndexFormatError(
+            f"{what} uses format version {version}, newer than this client reads ({supported}): upgrade aperio-plugins"
+        )
+    return document
+
+
 def parse_index(data: bytes, source: str) -> PluginIndex:
     """Return the index in `data` (read from `source`, named in errors).
 
@@ -180,20 +202,7 @@ def parse_index(data: bytes, source: str) -> PluginIndex:
     version than this client reads, or does not match the schema (every problem
     listed with its place, up to ten).
     """
-    if len(data) > MAX_INDEX_BYTES:
-        raise IndexFormatError(f"index {source} is larger than {MAX_INDEX_BYTES} bytes")
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"index {source} is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise IndexFormatError(f"index {source} is not a JSON object")
-    version = document.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > INDEX_FORMAT_VERSION:
-        raise IndexFormatError(
-            f"index {source} uses format version {version}, newer than this client reads"
-            f" ({INDEX_FORMAT_VERSION}): upgrade aperio-plugins"
-        )
+    document = versioned_document(data, f"index {source}", INDEX_FORMAT_VERSION, MAX_INDEX_BYTES)
     try:
         return PluginIndex.model_validate(document)
     except ValidationError as exc:

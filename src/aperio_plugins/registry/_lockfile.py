@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .._atomic import write_atomically
 from .._validation import first_problem
 from ..errors import IndexFormatError
+from ._index import versioned_document
 
 LOCK_FORMAT_VERSION = 1
 DEFAULT_LOCK_FILE = "aperio-plugins.lock"
@@ -52,17 +53,7 @@ def read_lock_file(path: Path) -> LockFile:
         data = path.read_bytes()
     except OSError as exc:
         raise IndexFormatError(f"cannot read lock file {path}: {exc.strerror or exc}") from None
-    if len(data) > _MAX_LOCK_BYTES:
-        raise IndexFormatError(f"lock file {path} is larger than {_MAX_LOCK_BYTES} bytes")
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"lock file {path} is not JSON: {exc}") from None
-    version = document.get("format_version") if isinstance(document, dict) else None
-    if isinstance(version, int) and version > LOCK_FORMAT_VERSION:
-        raise IndexFormatError(
-            f"lock file {path} uses format version {version}, newer than this client reads ({LOCK_FORMAT_VERSION})"
-        )
+    document = versioned_document(data, f"lock file {path}", LOCK_FORMAT_VERSION, _MAX_LOCK_BYTES)
     try:
         return LockFile.model_validate(document)
     except ValidationError as exc:

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
@@ -34,6 +34,7 @@ from ._index import (
     empty_index,
     parse_index,
 )
+from ._resolve import url_file_name
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def check_download_url(url: str, index_is_local: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "") and not (parts.scheme == "file" and index_is_local):
         raise RegistryError(f"download URL {url} must be https:// (or relative to the index)")
-    name = unquote(parts.path.rsplit("/", 1)[-1])
+    name = url_file_name(url)
     try:
         parse_wheel_filename(name)
     except InvalidWheelFilename:
@@ -111,7 +112,7 @@ def build_release(
     except (InvalidWheelError, ManifestError, ArtifactRejectedError) as exc:
         raise ArtifactRejectedError(f"{wheel_path.name}: {exc.message}") from None
     sha256, size = _file_sha256(wheel_path)
-    name = parse_wheel_filename(unquote(urlsplit(download_url).path.rsplit("/", 1)[-1]))
+    name = parse_wheel_filename(url_file_name(download_url))
     if name[0] != canonicalize_name(wheel.distribution) or name[1] != Version(wheel.version):
         raise RegistryError(
             f"download URL {download_url} names {name[0]} {name[1]}, but the wheel is {wheel.distribution}"

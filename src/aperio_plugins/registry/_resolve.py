@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from packaging.version import InvalidVersion, Version
 
@@ -58,6 +58,11 @@ def _find(index: PluginIndex, source: str, plugin_id: str) -> IndexedPlugin:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ResolutionError(f"no plugin {plugin_id!r} in index {source}{hint}", plugin_id=plugin_id)
     return plugin
+
+
+def url_file_name(url: str) -> str:
+    """Return the last path segment of `url`, decoded: the file name a wheel URL must end in."""
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
 
 
 def download_url(index_source: str, release_url: str) -> str:

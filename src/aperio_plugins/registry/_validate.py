@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -24,7 +24,7 @@ from ._artifact import ExpectedRelease, check_artifact, signature_document
 from ._download import download, fetch_bytes
 from ._index import MAX_INDEX_BYTES, IndexedPlugin, PluginIndex, Release, parse_index
 from ._publish import check_download_url
-from ._resolve import download_url
+from ._resolve import download_url, url_file_name
 from ._transfer import Progress, TransferLimits
 
 
@@ -54,7 +54,7 @@ def _static_problems(plugin: IndexedPlugin, release: Release, source: str) -> li
     problems = []
     try:
         check_download_url(release.url, index_is_local=urlsplit(source).scheme == "file")
-        name, version, _, _ = parse_wheel_filename(unquote(urlsplit(release.url).path.rsplit("/", 1)[-1]))
+        name, version, _, _ = parse_wheel_filename(url_file_name(release.url))
     except RegistryError as exc:
         return [exc.message]
     if name != plugin.canonical_distribution or version != release.parsed_version:
@@ -72,7 +72,7 @@ def _download_problems(
     detached = signature_document(release.signatures) if release.signatures else None
     with tempfile.TemporaryDirectory(prefix="aperio-validate-") as directory:
         try:
-            name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+            name = url_file_name(url)
             fetched = download(url, Path(directory) / name, limits, progress=progress, description=name)
             checked = check_artifact(
                 fetched.path,
