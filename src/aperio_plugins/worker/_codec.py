@@ -29,7 +29,7 @@ def _tag(model: type[BaseModel]) -> str:
 
 _CROSSING: tuple[type[BaseModel], ...] = (*ENVELOPE_MODELS, Actor, Resource, RejectedEnvelope)
 _MODELS: Mapping[str, type[BaseModel]] = {_tag(model): model for model in _CROSSING}
-_TAGS: Mapping[type[BaseModel], bytes] = {model: tag.encode() + b"\n" for tag, model in _MODELS.items()}
+_TAGS: Mapping[type, bytes] = {model: tag.encode() + b"\n" for tag, model in _MODELS.items()}
 
 
 class EnvelopeData:
@@ -49,15 +49,20 @@ class EnvelopeError(ValueError):
     """A received envelope is unknown or does not validate; the message says where."""
 
 
+_new_ext = tuple.__new__  # ExtType is a namedtuple whose Python __new__ only re-checks what is fixed here
+
+
 def pack_default(value: object) -> msgpack.ExtType:
     """msgpack's `default`: encode an SDK envelope; raise TypeError for anything else."""
-    if isinstance(value, BaseModel):
-        prefix = _TAGS.get(type(value))
-        if prefix is None:
-            raise TypeError(f"{type(value).__name__} is a pydantic model but not an SDK envelope")
+    cls = type(value)
+    prefix = _TAGS.get(cls)  # an exact type match: a subclass of an envelope is not one
+    if prefix is not None:
         # The model's own serializer: what model_dump_json() calls, without its per-call option handling.
-        return msgpack.ExtType(ENVELOPE_EXT, prefix + type(value).__pydantic_serializer__.to_json(value))
-    raise TypeError(f"{type(value).__name__} is neither JSON-able nor an SDK envelope")
+        data = prefix + cls.__pydantic_serializer__.to_json(value)  # type: ignore[attr-defined]
+        return _new_ext(msgpack.ExtType, (ENVELOPE_EXT, data))
+    if isinstance(value, BaseModel):
+        raise TypeError(f"{cls.__name__} is a pydantic model but not an SDK envelope")
+    raise TypeError(f"{cls.__name__} is neither JSON-able nor an SDK envelope")
 
 
 def ext_hook(code: int, data: bytes) -> EnvelopeData:
@@ -72,11 +77,16 @@ def ext_hook(code: int, data: bytes) -> EnvelopeData:
     return EnvelopeData(tag.decode("ascii", "replace"), body)
 
 
-def envelope(value: EnvelopeData) -> BaseModel:
-    """Return the validated model; raise `EnvelopeError` naming the model and the first bad field."""
+def envelope(value: EnvelopeData, expected: type[BaseModel] | None = None) -> BaseModel:
+    """Return the validated model; raise `EnvelopeError` naming the model and the first bad field.
+
+    With `expected`, an envelope of another kind is refused before it is parsed.
+    """
     model = _MODELS.get(value.tag)
     if model is None:
         raise EnvelopeError(f"unknown envelope kind {value.tag!r}")
+    if expected is not None and model is not expected:
+        raise EnvelopeError(f"{model.__name__}, not a {expected.__name__}")
     try:
         return model.model_validate_json(value.data)
     except ValidationError as exc:

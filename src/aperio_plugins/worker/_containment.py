@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import io
-import logging
 import os
 import resource
 import signal
 import sys
-from typing import Any
-
-import structlog
 
 PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 4
@@ -79,15 +75,3 @@ def take_protocol_fds() -> tuple[int, int]:
 def ignore_terminal_signals() -> None:
     """A Ctrl-C meant for the host must not kill its workers; the host stops them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def configure_logging() -> Any:
-    """Send logging and structlog to stderr (never stdout, the protocol's pipe); return an audit logger."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    processors: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.JSONRenderer(sort_keys=True),
-    ]
-    structlog.configure(processors=processors, logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
-    return structlog.wrap_logger(structlog.PrintLogger(file=sys.stderr), processors=processors)

@@ -61,7 +61,7 @@ class _Invoker:
         deadline = time.monotonic() + timeout
         process = lifecycle.acquire(deadline)
         scopes = sorted(getattr(context.credentials, "scopes", ()))
-        message = [protocol.INVOKE, kind, name, payload, timeout, str(context.invocation_id), scopes]
+        message = [protocol.INVOKE, None, kind, name, payload, timeout, str(context.invocation_id), scopes]
         try:
             answer = process.call(message, context=context, label=label, deadline=deadline)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -225,7 +225,7 @@ class WorkerPlugin:
         def send(arguments: dict[str, Any]) -> Any:
             deadline = time.monotonic() + lifecycle.options.call_timeout
             process = lifecycle.acquire(deadline)
-            message = [protocol.HOOK, hook.hook, arguments, max(0.0, deadline - time.monotonic())]
+            message = [protocol.HOOK, None, hook.hook, arguments, max(0.0, deadline - time.monotonic())]
             try:
                 answer = process.call(message, context=None, label=label, deadline=deadline)
             except (TypeError, ValueError, OverflowError):
