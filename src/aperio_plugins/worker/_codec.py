@@ -65,13 +65,13 @@ def pack_default(value: object) -> msgpack.ExtType:
     raise TypeError(f"{cls.__name__} is neither JSON-able nor an SDK envelope")
 
 
-def ext_hook(code: int, data: bytes) -> EnvelopeData:
-    """msgpack's `ext_hook`: keep an envelope for validation by whoever consumes it.
+def ext_hook(code: int, data: bytes | memoryview) -> EnvelopeData:
+    """The decoder's `ext_hook`: keep an envelope for validation by whoever consumes it.
 
     Raises `EnvelopeError` for another extension type, which the frame decoder
     reports as a protocol violation.
     """
-    tag, sep, body = data.partition(b"\n")
+    tag, sep, body = bytes(data).partition(b"\n")
     if code != ENVELOPE_EXT or not sep:
         raise EnvelopeError(f"unknown msgpack extension type {code}")
     return EnvelopeData(tag.decode("ascii", "replace"), body)
