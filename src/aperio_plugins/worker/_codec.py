@@ -9,7 +9,7 @@ object is refused with a `TypeError` that names its type.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
@@ -28,8 +28,8 @@ def _tag(model: type[BaseModel]) -> str:
 
 
 _CROSSING: tuple[type[BaseModel], ...] = (*ENVELOPE_MODELS, Actor, Resource, RejectedEnvelope)
-_MODELS: Mapping[str, type[BaseModel]] = {_tag(model): model for model in _CROSSING}
-_TAGS: Mapping[type, bytes] = {model: tag.encode() + b"\n" for tag, model in _MODELS.items()}
+MODELS: Mapping[str, type[BaseModel]] = {_tag(model): model for model in _CROSSING}
+_TAGS: Mapping[type, bytes] = {model: tag.encode() + b"\n" for tag, model in MODELS.items()}
 
 
 class EnvelopeData:
@@ -82,7 +82,7 @@ def envelope(value: EnvelopeData, expected: type[BaseModel] | None = None) -> Ba
 
     With `expected`, an envelope of another kind is refused before it is parsed.
     """
-    model = _MODELS.get(value.tag)
+    model = MODELS.get(value.tag)
     if model is None:
         raise EnvelopeError(f"unknown envelope kind {value.tag!r}")
     if expected is not None and model is not expected:
@@ -95,14 +95,15 @@ def envelope(value: EnvelopeData, expected: type[BaseModel] | None = None) -> Ba
         raise EnvelopeError(f"malformed {model.__name__}: {location}: {first['msg']}") from None
 
 
-def materialize(value: Any) -> Any:
-    """Return `value` with every envelope in it validated into its model; raise `EnvelopeError`."""
+def materialize(value: Any, build: Callable[[EnvelopeData], BaseModel] | None = None) -> Any:
+    """Return `value` with every envelope in it made into its model by `build` (default: validated
+    by `envelope`); raise `EnvelopeError`."""
     if isinstance(value, EnvelopeData):
-        return envelope(value)
+        return envelope(value) if build is None else build(value)
     if isinstance(value, list):
-        return [materialize(item) for item in value]
+        return [materialize(item, build) for item in value]
     if isinstance(value, dict):
-        return {key: materialize(item) for key, item in value.items()}
+        return {key: materialize(item, build) for key, item in value.items()}
     return value
 
 
