@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from aperio_hookspecs import SyncRequest
-from worker.helpers import connector_of
+from worker.helpers import connector_of, sync
 
 MODULES_SEEN = """
 import sys
@@ -96,3 +96,14 @@ def test_the_worker_logger_writes_sorted_json_lines_with_level_and_utc_timestamp
 
 def _request(connector: str) -> SyncRequest:
     return SyncRequest(connector=connector)
+
+
+def test_frames_larger_than_a_pipe_cross_both_ways_whole(start_worker, make_context):
+    plugin = start_worker()
+    value = "x" * (3 << 20)  # 3 MiB: the host writes it in pieces, the worker answers it in pieces
+
+    result = sync(plugin, make_context(timeout=60), mode="echo", value=value)
+    after = sync(plugin, make_context(timeout=60), mode="echo", value="small")
+
+    assert result.next_cursor == value
+    assert after.next_cursor == "small"

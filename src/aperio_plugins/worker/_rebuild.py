@@ -5,8 +5,8 @@ The host validated the request when it built it; the worker trusts its host
 `_answers.py`). So the worker parses the envelope's JSON with msgspec and puts
 each field's value in place the way pydantic would have stored it: nested
 models rebuilt, enum members looked up, datetimes parsed, arrays made tuples
-where the field is a tuple. A plan per model is derived once from its field
-annotations; a model, or a payload, that the plan does not cover (a field type
+where the field is a tuple. A builder per model is generated once from its
+field annotations; a model, or a payload, that it does not cover (a field type
 not listed below, a missing or extra key) is validated by pydantic instead, so
 the result is always the model the plugin would get in process.
 docs/worker-protocol.md has the measurements that chose this.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import functools
 import sys
 import types
 import typing
@@ -30,7 +29,7 @@ from pydantic.fields import FieldInfo
 from ._codec import MODELS, EnvelopeData, envelope
 
 Convert = Callable[[Any], Any]
-Plan = tuple[tuple[str, Convert | None], ...]
+Builder = Callable[[Any], BaseModel]
 
 _JSON = msgspec.json.Decoder()
 _new = object.__new__
@@ -38,7 +37,7 @@ _set = object.__setattr__
 
 
 class _Uncovered(Exception):
-    """The plan cannot rebuild this value: validate it instead."""
+    """No builder can rebuild this value: validate it instead."""
 
 
 def _datetime_before_311(value: str) -> datetime.datetime:
@@ -59,12 +58,8 @@ def _tuple_of(inner: Convert | None) -> Convert:
     return lambda value: tuple(map(inner, value))
 
 
-def _by_tag(field: str, models: Mapping[Any, tuple[type[BaseModel], Plan]]) -> Convert:
-    def build(value: Any) -> Any:
-        model, plan = models[value[field]]
-        return _build(model, plan, value)
-
-    return build
+def _by_tag(field: str, builders: Mapping[Any, Builder]) -> Convert:
+    return lambda value: builders[value[field]](value)
 
 
 def _converter(annotation: Any) -> Convert | None:
@@ -79,15 +74,14 @@ def _converter(annotation: Any) -> Convert | None:
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return annotation._value2member_map_.__getitem__
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return functools.partial(_build, annotation, _plan(annotation))
+        return _builder(annotation)
     arguments = typing.get_args(annotation)
     if origin is typing.Annotated:
         discriminator = next((m.discriminator for m in arguments[1:] if isinstance(m, FieldInfo)), None)
         if isinstance(discriminator, str):
             choices = {}
             for model in typing.get_args(arguments[0]):
-                tag = model.model_fields[discriminator].default
-                choices[tag] = (model, _plan(model))
+                choices[model.model_fields[discriminator].default] = _builder(model)
             return _by_tag(discriminator, choices)
         return _converter(arguments[0])
     if origin in (types.UnionType, typing.Union):
@@ -103,32 +97,47 @@ def _converter(annotation: Any) -> Convert | None:
     raise _Uncovered(f"a field of type {annotation!r}")
 
 
-def _plan(model: type[BaseModel]) -> Plan:
+def _builder(model: type[BaseModel]) -> Builder:
+    """Return a function that makes `model` from its JSON data, generated with the model's field names
+    and converters spelled out (a generic loop over a plan cost a third more per envelope)."""
     if model.__private_attributes__ or model.model_config.get("extra") != "forbid":
         raise _Uncovered(f"{model.__name__} keeps private or extra attributes")
-    return tuple((name, _converter(field.annotation)) for name, field in model.model_fields.items())
-
-
-def _build(model: type[BaseModel], plan: Plan, data: Any) -> BaseModel:
-    if type(data) is not dict or len(data) != len(plan):
-        raise _Uncovered("a missing or extra key")
+    namespace: dict[str, Any] = {"model": model, "new": _new, "put": _set, "Uncovered": _Uncovered}
+    items = []
+    for number, (name, field) in enumerate(model.model_fields.items()):
+        if not name.isidentifier():
+            raise _Uncovered(f"a field named {name!r}")
+        convert = _converter(field.annotation)
+        if convert is None:
+            items.append(f"{name!r}: data[{name!r}]")
+        else:
+            namespace[f"convert{number}"] = convert
+            items.append(f"{name!r}: convert{number}(data[{name!r}])")
+    source = f"""def build(data):
+    if type(data) is not dict or len(data) != {len(items)}:
+        raise Uncovered("a missing or extra key")
     try:
-        values = {name: data[name] if convert is None else convert(data[name]) for name, convert in plan}
+        values = {{{", ".join(items)}}}
     except (KeyError, TypeError, ValueError) as exc:
-        raise _Uncovered(str(exc)) from None
-    instance = _new(model)
-    _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(values))
-    _set(instance, "__pydantic_extra__", None)
-    _set(instance, "__pydantic_private__", None)
+        raise Uncovered(str(exc)) from None
+    instance = new(model)
+    put(instance, "__dict__", values)
+    put(instance, "__pydantic_fields_set__", set(values))
+    put(instance, "__pydantic_extra__", None)
+    put(instance, "__pydantic_private__", None)
     return instance
+"""
+    # The names are the model's own field names, checked to be identifiers above.
+    exec(compile(source, f"<aperio rebuild of {model.__name__}>", "exec"), namespace)  # noqa: S102
+    build: Builder = namespace["build"]
+    return build
 
 
-def _plans() -> dict[str, tuple[type[BaseModel], Plan] | None]:
-    plans: dict[str, tuple[type[BaseModel], Plan] | None] = {}
+def _plans() -> dict[str, Builder | None]:
+    plans: dict[str, Builder | None] = {}
     for tag, model in MODELS.items():
         try:
-            plans[tag] = (model, _plan(model))
+            plans[tag] = _builder(model)
         except _Uncovered:
             plans[tag] = None
     return plans
@@ -140,13 +149,13 @@ _PLANS = _plans()  # derived from the SDK's fixed set of models, like the codec'
 def rebuild(value: EnvelopeData) -> BaseModel:
     """Return the model of an envelope the host sent, without validating what the host validated.
 
-    Falls back to validation (`envelope`) where the plan does not cover it, and
+    Falls back to validation (`envelope`) where no builder covers it, and
     raises `EnvelopeError` as that does for an unknown kind or bad data.
     """
-    entry = _PLANS.get(value.tag)
-    if entry is not None:
+    build = _PLANS.get(value.tag)
+    if build is not None:
         try:
-            return _build(entry[0], entry[1], _JSON.decode(value.data))
+            return build(_JSON.decode(value.data))
         except (_Uncovered, msgspec.DecodeError):
             pass
     return envelope(value)
