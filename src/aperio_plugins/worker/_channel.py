@@ -271,15 +271,17 @@ class HostChannel:
 
     # -- calls -----------------------------------------------------------------------
 
-    def request(self, payload_for: Callable[[int], bytes], *, context: Any, label: str, deadline: float) -> list[Any]:
-        """Send the frame `payload_for(call_id)` and return the call's answer (RESULT or ERROR).
+    def request(self, message: list[Any], *, context: Any, label: str, deadline: float) -> list[Any]:
+        """Send `message`, with the call's id written at index 1, and return the call's answer
+        (RESULT or ERROR).
 
-        Raises what `payload_for` raises, `time_out`'s error past `deadline`, and
-        the crash error when the worker dies first.
+        Raises TypeError, ValueError or OverflowError for a message that cannot be
+        encoded, `time_out`'s error past `deadline`, and the crash error when the
+        worker dies first.
         """
-        call_id = next(self._ids)
+        call_id = message[1] = next(self._ids)  # the caller's list, made for this call: no copy
         call = Call(call_id, context, label, deadline)
-        payload = payload_for(call_id)
+        payload = protocol.pack(message)
         with self._state:
             if self._dead:
                 raise self.crash_error()

@@ -235,11 +235,7 @@ class WorkerProcess(HostChannel):
         encoded, `WorkerTimeoutError` past `deadline`, `WorkerCrashedError` if the worker dies.
         """
 
-        def payload(call_id: int) -> bytes:
-            message[1] = call_id  # the caller's list, made for this call: no copy
-            return protocol.pack(message)
-
-        answer = self.request(payload, context=context, label=label, deadline=deadline)
+        answer = self.request(message, context=context, label=label, deadline=deadline)
         self.answered = True
         return answer
 

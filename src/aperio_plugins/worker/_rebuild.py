@@ -156,6 +156,6 @@ def rebuild(value: EnvelopeData) -> BaseModel:
     if build is not None:
         try:
             return build(_JSON.decode(value.data))
-        except (_Uncovered, msgspec.DecodeError):
+        except (_Uncovered, msgspec.DecodeError, RecursionError):
             pass
     return envelope(value)
