@@ -1,9 +1,10 @@
 """How values cross the boundary: JSON-able data as msgpack, SDK envelopes as a tagged extension.
 
 An envelope travels as msgpack extension type 1 holding `tag`, a newline, and
-the model's JSON. The receiving side validates it back into the model
-(`materialize`), so an envelope is checked wherever it arrives. Any other
-object is refused with a `TypeError` that names its type.
+the model's JSON. The host validates every envelope a worker sends back into
+its model (`materialize`, `envelope`); the worker rebuilds what the host sent
+without validating it again (`_rebuild.py`). Any other object is refused with
+a `TypeError` that names its type.
 """
 
 from __future__ import annotations
