@@ -89,11 +89,12 @@ def _verify_provenance(document: dict[str, Any], filename: str, sha256: str, tru
         raise _fail("malformed provenance object: needs version 1 and attestation_bundles")
     signers = []
     for bundle in bundles:
-        if not isinstance(bundle, dict) or not isinstance(bundle.get("attestations"), list) or not bundle["attestations"]:
+        items = bundle.get("attestations") if isinstance(bundle, dict) else None
+        if not isinstance(items, list) or not items:
             raise _fail("malformed provenance object: an attestation bundle has no attestations")
         named = bundle.get("publisher")
         environment = named.get("environment") if isinstance(named, dict) else None
-        for item in bundle["attestations"]:
+        for item in items:
             signers.append(
                 verify_attestation(
                     _attestation(item),
@@ -143,7 +144,7 @@ def _policy(publisher: TrustedPublisher) -> Any:
         pinned = GitLabPublisher(repository=publisher.repository, workflow_filepath=publisher.workflow)
     # The library's own policy for a pinned publisher (issuer, repository, workflow; exact): it is what
     # PyPI checks, and the library exposes it only this way.
-    return pinned._as_policy()  # noqa: SLF001
+    return pinned._as_policy()
 
 
 def _check_statement(payload: bytes, filename: str, sha256: str) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +85,9 @@ def host_key(state_dir: Path) -> Ed25519PrivateKey:
     return private_key
 
 
-def _public_key(path: Path) -> Ed25519PublicKey:
+def _public_key(path: Path | None) -> Ed25519PublicKey:
+    if path is None:
+        raise VerificationError("install receipt refused: this host has no receipt key configured")
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except FileNotFoundError:
@@ -122,7 +123,14 @@ def installed_files(root: Path, entries: list[str]) -> dict[str, str]:
 
 
 def write_receipt(
-    root: Path, metadata_dir: Path, *, distribution: str, version: str, publisher: str, wheel_sha256: str, state_dir: Path
+    root: Path,
+    metadata_dir: Path,
+    *,
+    distribution: str,
+    version: str,
+    publisher: str,
+    wheel_sha256: str,
+    state_dir: Path,
 ) -> Path:
     """Write a receipt for the release installed under `root` (its `.dist-info` is `metadata_dir`).
 
@@ -150,7 +158,7 @@ def write_receipt(
     return target
 
 
-def verify_receipt(data: bytes, public_key_path: Path) -> VerifiedReceipt:
+def verify_receipt(data: bytes, public_key_path: Path | None) -> VerifiedReceipt:
     """Return the statement of a receipt signed by this host's key; raise `VerificationError` otherwise.
 
     What the statement says (release, files, whether the publisher is still trusted) is for the caller to check.
@@ -161,13 +169,18 @@ def verify_receipt(data: bytes, public_key_path: Path) -> VerifiedReceipt:
         document = json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise VerificationError("install receipt refused: not JSON") from None
-    if not isinstance(document, dict) or document.get("format") != RECEIPT_FORMAT or set(document) != {
-        "format",
-        "envelope",
-    }:
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != RECEIPT_FORMAT
+        or set(document)
+        != {
+            "format",
+            "envelope",
+        }
+    ):
         raise VerificationError(f"install receipt refused: not a format {RECEIPT_FORMAT} receipt")
     public_key = _public_key(public_key_path)
-    trusted = TrustedKey(key_id(public_key), public_key_path, public_key)
+    trusted = TrustedKey(key_id(public_key), public_key_path or Path(), public_key)
     try:
         envelope = verify_envelope(document["envelope"], (trusted,))
     except VerificationError as exc:
@@ -182,8 +195,3 @@ def verify_receipt(data: bytes, public_key_path: Path) -> VerifiedReceipt:
     if not isinstance(publisher, str) or not publisher:
         raise VerificationError("install receipt refused: it names no publisher")
     return VerifiedReceipt(statement, publisher, trusted.key_id)
-
-
-def still_trusted(publisher: str, trusted: Mapping[str, object]) -> bool:
-    """Return whether the publisher a receipt names is still among the operator's trusted signers."""
-    return publisher in trusted
