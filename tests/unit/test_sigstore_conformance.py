@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY, forbid_network, in_toto_statement, preload_sigstore
+from testdata import PRODUCTION_ROOT, RFC8785_BUNDLE, RFC8785_IDENTITY, RFC8785_WHEEL, TESTDATA
 
 from aperio_plugins._sigstore import (
     IN_TOTO_PAYLOAD_TYPE,
@@ -21,8 +22,6 @@ from aperio_plugins._sigstore import (
     verify_dsse_bundle,
 )
 from aperio_plugins.errors import ConfigurationError, SigningError, VerificationError
-
-from testdata import PRODUCTION_ROOT, RFC8785_BUNDLE, RFC8785_IDENTITY, RFC8785_WHEEL, TESTDATA
 
 CONFORMANCE = TESTDATA / "sigstore-conformance"
 
