@@ -266,3 +266,18 @@ def test_install_json_carries_a_verified_verdict_into_a_later_refusal(rfc8785, m
     assert document["error"].endswith("— refused: has no entry point in the 'aperio.plugins' group: it is not a plugin")
     line = _cli(settings, "plugin", "install", str(rfc8785))
     assert line.stderr.strip() == f"error: {document['error']}"
+
+
+def test_doctor_lists_the_pinned_trusted_publishers(make_settings):
+    settings = make_settings()
+    write_identities(
+        settings.plugin_trusted_identities,
+        RELEASE_IDENTITY,
+        GITHUB_ISSUER,
+        PRODUCTION_ROOT,
+        extra='\n[[trusted_publisher]]\nkind = "github"\nrepository = "acme/box"\nworkflow = "release.yml"\n',
+    )
+
+    report = json.loads(_cli(settings, "doctor", "--json").stdout)
+
+    assert report["trusted_publishers"] == ["github trusted publisher acme/box (workflow release.yml)"]

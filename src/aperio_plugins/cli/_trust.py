@@ -119,6 +119,7 @@ def doctor(as_json: bool) -> None:
                 "trusted_identities": [
                     {"identity": item.identity, "issuer": item.issuer} for item in store.sigstore.identities
                 ],
+                "trusted_publishers": [pinned.describe() for pinned in store.sigstore.publishers],
                 "problems": [
                     {"severity": p.severity.value, "subject": p.subject, "message": p.message} for p in store.problems
                 ],
@@ -132,6 +133,8 @@ def doctor(as_json: bool) -> None:
         click.echo(
             f"trusted Sigstore identities: {len(store.sigstore.identities)} in {settings.plugin_trusted_identities}"
         )
+        for pinned in store.sigstore.publishers:
+            click.echo(f"  {pinned.describe()}")
         for problem in store.problems:
             click.echo(str(problem))
         if not store.problems:
