@@ -281,3 +281,17 @@ def test_doctor_lists_the_pinned_trusted_publishers(make_settings):
     report = json.loads(_cli(settings, "doctor", "--json").stdout)
 
     assert report["trusted_publishers"] == ["github trusted publisher acme/box (workflow release.yml)"]
+
+
+def test_verify_wheel_checks_the_bundle_beside_it(rfc8785, make_settings):
+    settings = make_settings()
+    write_identities(settings.plugin_trusted_identities, RFC8785_IDENTITY, GITHUB_ISSUER, PRODUCTION_ROOT)
+
+    verified = _cli(settings, "plugin", "verify", "--json", str(rfc8785))
+    rfc8785.with_name(rfc8785.name + ".sigstore.json").unlink()
+    unsigned = _cli(settings, "plugin", "verify", "--json", str(rfc8785))
+
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["signer"] == f"sigstore identity {RFC8785_IDENTITY} (issuer {GITHUB_ISSUER})"
+    assert unsigned.returncode == 1
+    assert json.loads(unsigned.stdout)["status"] == "unsigned"
