@@ -816,6 +816,7 @@ def _inspected_info(inspected: Inspected, verification: Verification, enabled_fl
         state=PluginState.DISCOVERED,
         signature_status=verification.status,
         signature_detail=verification.detail,
+        signer=verification.signer,
         distribution=inspected.distribution,
         version=inspected.version,
         location=str(candidate.root),

@@ -181,6 +181,14 @@ class PluginInfo:
     worker_restarts: int = 0
     worker_state: str | None = None
     signature_detail: str | None = None
+    signer: str | None = None
+
+    @property
+    def signature_via(self) -> str | None:
+        """Return how the signature reached the host: "install receipt" or "embedded" (None: not verified)."""
+        if self.signature_status is not SignatureStatus.VERIFIED:
+            return None
+        return "install receipt" if "install receipt" in (self.signature_detail or "") else "embedded"
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict (what `aperio plugin list --json` prints)."""
@@ -196,6 +204,8 @@ class PluginInfo:
             "state": self.state.value,
             "signature_status": self.signature_status.value if self.signature_status else None,
             "signature_detail": self.signature_detail,
+            "signer": self.signer,
+            "signature_via": self.signature_via,
             "api_requirement": self.api_requirement,
             "credential_scopes": list(self.credential_scopes),
             "isolation": self.isolation.value if self.isolation else None,

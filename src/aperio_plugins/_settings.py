@@ -26,6 +26,9 @@ class HostSettings(BaseSettings):
     plugin_trusted_keys_dir: Path = Path("~/.aperio/plugin-keys")
     plugin_trusted_identities: Path = Path("~/.aperio/trusted-identities.toml")
     state_dir: Path = Path("~/.aperio/state")
+    # The public half of the host's install-receipt key; None: `host-key.pub.pem` in the state directory.
+    # Set for workers, whose state directory is their own, so that they check receipts with the host's key.
+    plugin_receipt_key: Path | None = None
     environment: str = "production"
     plugin_isolation: Isolation = Isolation.INPROCESS
     plugin_breaker_failures: Annotated[int, Field(gt=0)] = 5
@@ -46,7 +49,7 @@ class HostSettings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("registry_ca_bundle")
+    @field_validator("registry_ca_bundle", "plugin_receipt_key")
     @classmethod
     def _expand_optional_home(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()

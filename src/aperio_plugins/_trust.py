@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ._keys import Keyring, load_keyring
 from ._model import TrustMode
+from ._receipt import host_public_key_path
 from ._settings import HostSettings
 from ._sigstore import SigstoreTrust, load_trusted_identities
 from .errors import ConfigurationError
@@ -46,10 +47,19 @@ class TrustStore:
     sigstore: SigstoreTrust
     problems: tuple[TrustProblem, ...]
     untrusted_plugins_dir: str | None = None
+    # The host's public receipt key (in the state directory): the only key an install receipt may carry.
+    receipt_key: Path | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not self.keyring.keys and not self.sigstore.identities
+        return not self.keyring.keys and not self.sigstore.identities and not self.sigstore.publishers
+
+    def trusts_publisher(self, publisher: str) -> bool:
+        """Return whether every signer an install receipt names is still a trusted identity or publisher."""
+        trusted = [identity.describe() for identity in self.sigstore.identities]
+        trusted += [pinned.describe() for pinned in self.sigstore.publishers]
+        parts = publisher.split("; ")
+        return all(any(part == name or part.endswith(f" by {name}") for name in trusted) for part in parts)
 
 
 def writable_by_others(path: Path) -> str | None:
@@ -107,7 +117,8 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
                 " or `lock` rolls it back",
             )
         )
-    store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir)
+    receipt_key = settings.plugin_receipt_key or host_public_key_path(settings.state_dir)
+    store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir, receipt_key)
     if mode is TrustMode.STRICT and store.is_empty:
         store = TrustStore(
             mode,
@@ -123,5 +134,6 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
                 ),
             ),
             untrusted_plugins_dir,
+            receipt_key,
         )
     return store

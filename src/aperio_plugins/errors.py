@@ -7,6 +7,8 @@ they are known. The CLI is the one place that turns these into exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class AperioError(Exception):
     """Base of every error aperio-plugins raises on purpose."""
@@ -216,7 +218,22 @@ class DownloadError(RegistryError):
 
 
 class ArtifactRejectedError(RegistryError):
-    """A downloaded artifact was refused before install: digest, signature, wheel contents, API."""
+    """A downloaded artifact was refused before install: digest, signature, wheel contents, API.
+
+    `signature` is the signature verdict reached before the refusal (status, detail, signer, verdict),
+    when the signatures were checked: a refusal never hides whether the signature was good.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        distribution: str | None = None,
+        signature: Mapping[str, str | None] | None = None,
+    ) -> None:
+        super().__init__(message, plugin_id=plugin_id, distribution=distribution)
+        self.signature = dict(signature) if signature is not None else None
 
 
 class InstallError(RegistryError):

@@ -35,12 +35,20 @@ def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
             info.version or "",
             ",".join(kind.value for kind in info.kinds),
             f"[{style}]{info.state.value}[/]" if style else info.state.value,
-            info.signature_status.value if info.signature_status else "",
+            _signature(info),
             _isolation(info),
             info.breaker_state if info.state is PluginState.ENABLED else "",
             info.error or "",
         )
     return table
+
+
+def _signature(info: PluginInfo) -> str:
+    if info.signature_status is None:
+        return ""
+    if info.signature_via == "install receipt":
+        return f"{info.signature_status.value} (install receipt: {info.signer})"
+    return info.signature_status.value
 
 
 def _isolation(info: PluginInfo) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .._signing import ed25519_signer, sign_wheel, sigstore_signer
 from .._trust import Severity, load_trust_store
 from .._verify import verify_wheel
 from .._wheel import read_wheel
+from .._wheel_signatures import signatures_beside
 from ..errors import ConfigurationError
 from ._output import print_json
 
@@ -52,8 +54,23 @@ def _verification_dict(subject: str, verification: Verification) -> dict[str, ob
         "status": verification.status.value,
         "detail": verification.detail,
         "signer": verification.signer,
+        "via": "install receipt" if "install receipt" in verification.detail else None,
         "files": {status.value: list(verification.with_status(status)) for status in FileStatus},
     }
+
+
+def _verify_wheel_file(path: Path) -> Verification:
+    """Verify a wheel file's embedded signature and the signatures over it that sit beside it."""
+    trust = load_trust_store(HostSettings.from_environment())
+    wheel = read_wheel(path)
+    beside = signatures_beside(path)
+    if not beside:
+        return verify_wheel(wheel, trust)
+    from ..registry._artifact import signature_verdict
+
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    verdict, _ = signature_verdict(path, sha256, wheel, None, beside, trust)
+    return verdict
 
 
 @click.command("verify")
@@ -65,8 +82,7 @@ def verify(target: str, as_json: bool) -> None:
     Exits 1 unless the status is `verified`.
     """
     if target.endswith(".whl") or Path(target).is_file():
-        wheel = read_wheel(Path(target))
-        verification = verify_wheel(wheel, load_trust_store(HostSettings.from_environment()))
+        verification = _verify_wheel_file(Path(target))
     else:
         with PluginHost() as host:
             _, verification = host.verify(target)
@@ -103,6 +119,7 @@ def doctor(as_json: bool) -> None:
                 "trusted_identities": [
                     {"identity": item.identity, "issuer": item.issuer} for item in store.sigstore.identities
                 ],
+                "trusted_publishers": [pinned.describe() for pinned in store.sigstore.publishers],
                 "problems": [
                     {"severity": p.severity.value, "subject": p.subject, "message": p.message} for p in store.problems
                 ],
@@ -116,6 +133,8 @@ def doctor(as_json: bool) -> None:
         click.echo(
             f"trusted Sigstore identities: {len(store.sigstore.identities)} in {settings.plugin_trusted_identities}"
         )
+        for pinned in store.sigstore.publishers:
+            click.echo(f"  {pinned.describe()}")
         for problem in store.problems:
             click.echo(str(problem))
         if not store.problems:

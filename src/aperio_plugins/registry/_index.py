@@ -6,12 +6,16 @@
                   "versions": [{"version": "1.2.0", "api_requirement": ">=1.0,<2",
                                 "url": "https://…/acme_box_connector-1.2.0-py3-none-any.whl",
                                 "sha256": "…", "size": 12345,
-                                "signatures": [{"kind": "ed25519", "key_id": "…", "envelope": {…}}],
+                                "signatures": [{"kind": "ed25519", "key_id": "…", "envelope": {…}},
+                                               {"kind": "sigstore-bundle", "bundle": {…}}],
                                 "publisher": {"name": "Acme", "verified": true},
                                 "yanked": null}]}]}
 
-`url` may be relative to the index's own location. The exported JSON Schema is
-`docs/schemas/registry/registry-index.schema.json` (`python -m aperio_plugins.registry.schema DIR`).
+`url` may be relative to the index's own location. A signature is one of: `ed25519` and `sigstore`
+(a DSSE envelope over the release's signed statement), `sigstore-bundle` (a Sigstore message-signature
+bundle over the wheel file) and `pep740` (a PEP 740 attestation, or PyPI provenance object, over it).
+The exported JSON Schema is `docs/schemas/registry/registry-index.schema.json`
+(`python -m aperio_plugins.registry.schema DIR`).
 """
 
 from __future__ import annotations
@@ -69,7 +73,25 @@ class SigstoreReleaseSignature(_Frozen):
     bundle: dict[str, Any]
 
 
-ReleaseSignature = Annotated[Ed25519ReleaseSignature | SigstoreReleaseSignature, Field(discriminator="kind")]
+class SigstoreBundleReleaseSignature(_Frozen):
+    """A Sigstore bundle over the wheel file itself: a message signature, as `sigstore sign` writes it."""
+
+    kind: Literal["sigstore-bundle"]
+    bundle: dict[str, Any]
+
+
+class AttestationReleaseSignature(_Frozen):
+    """A PEP 740 attestation over the wheel file (or a provenance object as PyPI serves it), checked
+    against the Trusted Publishers the operator pinned, never the publisher it names."""
+
+    kind: Literal["pep740"]
+    attestation: dict[str, Any]
+
+
+ReleaseSignature = Annotated[
+    Ed25519ReleaseSignature | SigstoreReleaseSignature | SigstoreBundleReleaseSignature | AttestationReleaseSignature,
+    Field(discriminator="kind"),
+]
 
 
 class Release(_Frozen):

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from .._receipt import host_public_key_path
 from .._settings import HostSettings
 from ._settings import WorkerSettings
 
@@ -68,8 +69,11 @@ def worker_environment(
     env.update({name: value for name, value in source.items() if name.startswith(_PASSED_PREFIXES)})
     for name, value in settings.model_dump().items():
         # The worker keeps its state in its private directory, and never installs anything.
-        if name != "state_dir" and not name.startswith("registry_"):
+        if name not in ("state_dir", "plugin_receipt_key") and not name.startswith("registry_"):
             env[f"APERIO_{name.upper()}"] = _setting_value(value)
+    # Only the public half of the host's receipt key: the worker checks install receipts, never writes one.
+    receipt_key = settings.plugin_receipt_key or host_public_key_path(settings.state_dir)
+    env["APERIO_PLUGIN_RECEIPT_KEY"] = str(receipt_key)
     path = import_path(settings.plugins_dir)
     if path:
         env["PYTHONPATH"] = os.pathsep.join(path)
