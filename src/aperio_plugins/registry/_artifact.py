@@ -29,7 +29,7 @@ from .._signing import SIGNATURE_FORMAT
 from .._statement import is_signed_path
 from .._trust import TrustStore
 from .._verify import check_signatures, verify_installed, verify_wheel
-from .._wheel import Wheel, read_wheel
+from .._wheel import Wheel, entry_point_sections, read_wheel
 from ..errors import (
     AperioError,
     ArtifactRejectedError,
@@ -76,14 +76,11 @@ def signature_document(signatures: Sequence[ReleaseSignature]) -> bytes:
 
 
 def _entry_point_sections(wheel: Wheel) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment, method-assign]  # entry point names are case-sensitive
     data = wheel.members.get(f"{wheel.dist_info}/entry_points.txt", b"")
     try:
-        parser.read_string(data.decode("utf-8"))
-    except (UnicodeDecodeError, configparser.Error) as exc:
-        raise ArtifactRejectedError(f"entry_points.txt is unreadable: {exc}") from None
-    return parser
+        return entry_point_sections(data, "entry_points.txt")
+    except InvalidWheelError as exc:
+        raise ArtifactRejectedError(exc.message) from None
 
 
 def wheel_plugin_ids(wheel: Wheel) -> tuple[str, ...]:
