@@ -311,9 +311,8 @@ def entry_point_sections(data: bytes, where: str) -> configparser.ConfigParser:
     return parser
 
 
-def _check_release_names(path: Path, dist_info: str, name: str, version: str) -> None:
+def _check_release_names(path: Path, where: str, dist_info: str, name: str, version: str) -> None:
     """Refuse a wheel whose file name, `.dist-info` directory and METADATA disagree on name or version."""
-    where = str(path)
     try:
         release = Version(version)
     except InvalidVersion:
@@ -359,9 +358,10 @@ def _dist_info(names: Mapping[str, object], where: str) -> str:
     return dist_info
 
 
-def read_wheel(path: Path, limits: WheelLimits = DEFAULT_LIMITS) -> Wheel:
-    """Return the checked wheel at `path`; raise `InvalidWheelError` naming the file and what is wrong."""
-    where = str(path)
+def read_wheel(path: Path, limits: WheelLimits = DEFAULT_LIMITS, *, where: str | None = None) -> Wheel:
+    """Return the checked wheel at `path`; raise `InvalidWheelError` naming the file (as `where`, by
+    default its path) and what is wrong."""
+    where = where or str(path)
     try:
         with open(path, "rb") as stream, _open_archive(stream, where, limits) as archive:
             files = _check_members(archive.infolist(), where, limits)
@@ -380,7 +380,7 @@ def read_wheel(path: Path, limits: WheelLimits = DEFAULT_LIMITS) -> Wheel:
     if not metadata["Name"] or not metadata["Version"]:
         raise InvalidWheelError(f"{where}: METADATA has no Name or Version")
     name, version = str(metadata["Name"]).strip(), str(metadata["Version"]).strip()
-    _check_release_names(path, dist_info, name, version)
+    _check_release_names(path, where, dist_info, name, version)
     _check_plugin_ids(kept.get(f"{dist_info}/entry_points.txt"), f"{where}: {dist_info}/entry_points.txt")
     return Wheel(path, dist_info, name, version, WheelMembers(path, digests, sizes, kept))
 

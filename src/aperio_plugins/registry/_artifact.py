@@ -185,9 +185,10 @@ def check_artifact(
         if expected.sha256 is not None and not hmac.compare_digest(sha256, expected.sha256):
             raise ArtifactRejectedError(f"sha256 {sha256} does not match the expected {expected.sha256}")
         try:
-            wheel = read_wheel(path)
+            # Named by its file name: `path` is in a temporary download folder.
+            wheel = read_wheel(path, where=path.name)
         except InvalidWheelError as exc:
-            raise ArtifactRejectedError(exc.message) from None
+            raise ArtifactRejectedError(exc.message.removeprefix(f"{path.name}: ")) from None
         label = f"{expected.plugin_id or wheel.distribution} {wheel.version}"
         _check_identity(wheel, expected)
         plugin_ids = wheel_plugin_ids(wheel)
