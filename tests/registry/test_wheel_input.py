@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import wheel_attacks
+from plugin_builders import connector_wheel
 from tree_snapshot import snapshot
 
 from aperio_plugins import PluginHost
@@ -107,6 +108,8 @@ def cli(make_settings, tmp_path):
             "APERIO_PLUGIN_TRUST_MODE": "warn",
             "APERIO_PLUGIN_TRUSTED_KEYS_DIR": str(settings.plugin_trusted_keys_dir),
             "APERIO_PLUGIN_TRUSTED_IDENTITIES": str(settings.plugin_trusted_identities),
+            "APERIO_REGISTRY_INDEX": str(settings.registry_index),
+            "APERIO_REGISTRY_CA_BUNDLE": str(settings.registry_ca_bundle),
             **env,
         }
         return subprocess.run(
@@ -241,3 +244,23 @@ def test_bombs_are_refused_in_bounded_memory(attack, message, tmp_path):
     result, peak_kb = _peak_memory_of([APERIO, "plugin", "verify", str(wheel)], env)
     assert_one_line_refusal(result, wheel, message)
     assert peak_kb < PEAK_MEMORY_LIMIT_KB, f"peak RSS {peak_kb} KiB"
+
+
+def test_install_from_an_index_and_validate_with_downloads_refuse_a_hostile_wheel(
+    registry, cli, plugins_dir, tmp_path, sign
+):
+    registry.publish(sign(connector_wheel(tmp_path / "good", "acme.safe", package="acme_safe", version="0.9.0")))
+    wheel = wheel_attacks.symlink_member(tmp_path / "dist")
+    registry.publish_unchecked(wheel, "acme.safe", "1.0.0")
+    before = snapshot(plugins_dir)
+    installed = cli("plugin", "install", "acme.safe")
+    assert_one_line_refusal(installed, wheel, "member 'acme_safe/passwd.py' is a symbolic link")
+    assert snapshot(plugins_dir) == before
+    validated = cli("registry", "validate", registry.index_url, "--check-downloads")
+    assert validated.returncode == 1, validated.stdout + validated.stderr
+    assert "Traceback" not in validated.stderr
+    assert "ok   acme.safe 0.9.0" in validated.stdout
+    assert any(
+        line.startswith("FAIL acme.safe 1.0.0:") and "member 'acme_safe/passwd.py' is a symbolic link" in line
+        for line in validated.stdout.splitlines()
+    ), validated.stdout

@@ -188,7 +188,9 @@ def check_artifact(
             # Named by its file name: `path` is in a temporary download folder.
             wheel = read_wheel(path, where=path.name)
         except InvalidWheelError as exc:
-            raise ArtifactRejectedError(exc.message.removeprefix(f"{path.name}: ")) from None
+            # The label already is the file name when nothing else names the release.
+            message = exc.message.removeprefix(f"{path.name}: ") if label == path.name else exc.message
+            raise ArtifactRejectedError(message) from None
         label = f"{expected.plugin_id or wheel.distribution} {wheel.version}"
         _check_identity(wheel, expected)
         plugin_ids = wheel_plugin_ids(wheel)
