@@ -17,9 +17,7 @@ from aperio_plugins.registry._index import parse_index
 LOOKALIKE = "\u0430cme.safe"
 
 
-def test_a_homoglyph_id_installed_with_plain_pip_fails_at_inspect_and_never_runs(
-    wheel_dir, install, make_host, marker
-):
+def test_a_homoglyph_id_installed_with_plain_pip_fails_at_inspect_and_never_runs(wheel_dir, install, make_host, marker):
     install(safe_wheel(wheel_dir / "real", marker=marker), homoglyph_plugin_id(wheel_dir / "fake", marker=marker))
     report = make_host("warn").load()
     infos = {info.id: info for info in report.plugins}
