@@ -4,10 +4,12 @@ the file and the member or field at fault, in bounded memory, and nothing on dis
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -264,3 +266,19 @@ def test_install_from_an_index_and_validate_with_downloads_refuse_a_hostile_whee
         line.startswith("FAIL acme.safe 1.0.0:") and "member 'acme_safe/passwd.py' is a symbolic link" in line
         for line in validated.stdout.splitlines()
     ), validated.stdout
+
+
+def test_the_member_count_is_read_from_a_zip64_end_record_and_past_prepended_bytes(tmp_path):
+    from aperio_plugins._zipscan import check_central_directory
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as writer:  # more than 65,535 members: zipfile writes zip64 end records
+        for index in range(66_000):
+            writer.writestr(f"acme_bomb/{index}", b"")
+    for data in (archive.read_bytes(), b"#!/bin/sh\n" * 10 + archive.read_bytes()):
+        stream = io.BytesIO(data)
+        assert check_central_directory(stream, "many.zip", max_members=100_000, max_directory_bytes=1 << 30) == 66_000
+        with pytest.raises(InvalidWheelError, match=r"many\.zip: holds more than 65000 members"):
+            check_central_directory(stream, "many.zip", max_members=65_000, max_directory_bytes=1 << 30)
+        with pytest.raises(InvalidWheelError, match=r"central directory is \d+ bytes, more than the limit of 1024"):
+            check_central_directory(stream, "many.zip", max_members=100_000, max_directory_bytes=1024)
