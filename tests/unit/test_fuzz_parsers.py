@@ -220,3 +220,50 @@ def wheel_path(tmp_path_factory) -> Path:
 def test_wheel(wheel_path, data):
     wheel_path.write_bytes(data)
     only(InvalidWheelError, lambda _: read_wheel(wheel_path), data)
+
+
+@pytest.fixture(scope="module")
+def parsers(tmp_path_factory) -> dict[str, tuple[Callable[[bytes], Any], type[Exception]]]:
+    folder = tmp_path_factory.mktemp("deep")
+
+    def through_file(name: str, parse: Callable[[Path], Any]) -> Callable[[bytes], Any]:
+        def parse_bytes(data: bytes) -> Any:
+            (folder / name).write_bytes(data)
+            return parse(folder / name)
+
+        return parse_bytes
+
+    return {
+        "index": (lambda d: parse_index(d, "deep"), IndexFormatError),
+        "lock_file": (through_file("aperio.lock", read_lock_file), IndexFormatError),
+        "manifest": (lambda d: manifest_sections(d, "deep"), ManifestError),
+        "signature_file": (parse_signature_file, VerificationError),
+        "statement": (parse_statement, VerificationError),
+        "sigstore_bundle": (lambda d: verify_artifact_bundle(d, b"artifact", SIGSTORE_TRUST), VerificationError),
+        "wheel": (through_file(WHEEL_NAME, read_wheel), InvalidWheelError),
+    }
+
+
+@pytest.mark.parametrize(
+    "data",
+    [*DEEP, b"", b"\xff\xfe\x00", b"\x80" * 10, b'"\\ud800"', b"1" * 5000, b"{" + b'"a":1,' * 50_000 + b'"a":1}'],
+    ids=[
+        "deep_list",
+        "deep_object",
+        "depth_70_list",
+        "depth_70_object",
+        "empty",
+        "bom",
+        "latin1",
+        "lone_surrogate",
+        "huge_int",
+        "many_keys",
+    ],
+)
+@pytest.mark.parametrize(
+    "parser", ["index", "lock_file", "manifest", "signature_file", "statement", "sigstore_bundle", "wheel"]
+)
+def test_every_parser_refuses_deep_and_odd_documents_with_its_own_error(parsers, parser, data):
+    parse, error = parsers[parser]
+    with pytest.raises(error):
+        parse(data)
