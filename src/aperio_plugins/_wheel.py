@@ -432,18 +432,22 @@ def write_wheel(wheel: Wheel, extra: Mapping[str, bytes], destination: Path) -> 
     handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     lines = []
     try:
-        with (
-            open(wheel.path, "rb") as original,
-            _open_archive(original, str(wheel.path), DEFAULT_LIMITS) as source,
-            os.fdopen(handle, "wb") as stream,
-            zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as archive,
-        ):
-            for name in names:
-                if name in extra:
-                    archive.writestr(_new_member(name), extra[name])
-                    lines.append(_record_line(name, hashlib.sha256(extra[name]).digest(), len(extra[name])))
-                else:
-                    lines.append(_copy_member(source, wheel, name, archive))
+        with os.fdopen(handle, "wb") as stream, zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as archive:
+            try:
+                with (
+                    open(wheel.path, "rb") as original,
+                    _open_archive(original, str(wheel.path), DEFAULT_LIMITS) as source,
+                ):
+                    for name in names:
+                        if name in extra:
+                            archive.writestr(_new_member(name), extra[name])
+                            digest = hashlib.sha256(extra[name]).digest()
+                            lines.append(_record_line(name, digest, len(extra[name])))
+                        else:
+                            lines.append(_copy_member(source, wheel, name, archive))
+            except (KeyError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                # The original was replaced by another archive since it was read.
+                raise InvalidWheelError(f"{wheel.path}: changed after the wheel was checked ({exc})") from None
             # RECORD goes last, as the wheel spec recommends.
             archive.writestr(_new_member(record_name), "\n".join([*lines, f"{record_name},,"]) + "\n")
         os.replace(temporary, destination)

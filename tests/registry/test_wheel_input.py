@@ -79,6 +79,16 @@ def test_a_member_read_back_later_must_still_be_the_one_that_was_hashed(tmp_path
     assert not (tmp_path / "copy" / path.name).exists()
 
 
+def test_signing_a_wheel_swapped_for_another_archive_writes_nothing(tmp_path):
+    path = wheel_attacks.safe_wheel(tmp_path / "a")
+    wheel = read_wheel(path)
+    with zipfile.ZipFile(path, "w") as other:
+        other.writestr("something/else.py", b"")
+    with pytest.raises(InvalidWheelError, match="changed after the wheel was checked"):
+        write_wheel(wheel, {}, path)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
 def test_members_that_declare_more_than_the_limit_are_refused_before_any_is_inflated(tmp_path):
     bomb = wheel_attacks.zip_bomb_honest_sizes(tmp_path, 4 << 20)
     with pytest.raises(InvalidWheelError, match="unpacks to more than 1048576 bytes"):
