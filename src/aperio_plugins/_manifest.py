@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aperio_hookspecs import DISTRIBUTION_NAME
 
 from ._cache import DiscoveryCache, file_key
+from ._ids import plugin_id_problem
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 from .errors import ManifestError
 
@@ -98,10 +99,15 @@ def manifest_sections(data: bytes, where: str) -> dict[str, PluginSection]:
 
     Raises `ManifestError` naming the file and the offending field.
     """
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{where}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ManifestError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ManifestError(f"{where}: not valid TOML: nested too deeply") from None
     version = document.get("manifest_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
         raise ManifestError(
@@ -225,7 +231,11 @@ def inspect_candidate(
     """Return the inspected candidate; raise `ManifestError` if its manifest or metadata is unusable.
 
     With a `cache`, a candidate whose METADATA and manifest are unchanged is not parsed again.
+    A plugin id that breaks the id rule (a look-alike of another id, installed with plain pip) is refused here.
     """
+    id_problem = plugin_id_problem(candidate.plugin_id)
+    if id_problem is not None:
+        raise _fail(candidate, f"{candidate.metadata_dir}/entry_points.txt: {id_problem}")
     manifest_path = _find_manifest(candidate, roots)
     keys: list[object] = [
         file_key(candidate.metadata_dir / "METADATA"),

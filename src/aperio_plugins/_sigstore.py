@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aperio_plugins._untrusted_json import loads_bounded
 from aperio_plugins.errors import AperioError, ConfigurationError, SigningError, VerificationError
 
 if sys.version_info >= (3, 11):
@@ -278,8 +278,8 @@ def _require_identities(trust: SigstoreTrust) -> None:
 
 def _load_json(bundle: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(bundle)
-    except (UnicodeDecodeError, ValueError) as exc:
+        document = loads_bounded(bundle)
+    except ValueError as exc:
         raise VerificationError(f"Sigstore bundle refused: malformed bundle JSON: {exc}") from None
     if not isinstance(document, dict):
         raise VerificationError("Sigstore bundle refused: malformed bundle JSON: not an object")
@@ -288,7 +288,7 @@ def _load_json(bundle: bytes) -> dict[str, Any]:
 
 def _require_subject(statement: bytes, digest: str) -> None:
     try:
-        subjects = json.loads(statement)["subject"]
+        subjects = loads_bounded(statement)["subject"]
         found = [subject["digest"].get("sha256", "") for subject in subjects]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise VerificationError("Sigstore bundle refused: the DSSE payload is not an in-toto statement") from None

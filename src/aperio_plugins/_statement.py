@@ -7,7 +7,6 @@ backends sign. Its format is documented in docs/signing.md.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import rfc8785
 from packaging.utils import canonicalize_name
 
+from ._untrusted_json import UntrustedJsonError, loads_bounded
 from .errors import VerificationError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -78,7 +78,9 @@ def parse_statement(payload: bytes, *, predicate_type: str = PREDICATE_TYPE) -> 
     """Return the statement in a verified payload; raise `VerificationError` if it is not one of ours
     (or its predicate type is not `predicate_type`)."""
     try:
-        document: Any = json.loads(payload)
+        document: Any = loads_bounded(payload)
+    except UntrustedJsonError as exc:
+        raise _fail(str(exc)) from None
     except ValueError:
         raise _fail("not JSON") from None
     if not isinstance(document, dict) or document.get("_type") != STATEMENT_TYPE:

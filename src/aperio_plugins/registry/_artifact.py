@@ -30,7 +30,7 @@ from .._signing import SIGNATURE_FORMAT
 from .._statement import is_signed_path
 from .._trust import TrustStore
 from .._verify import check_signatures, verify_installed, verify_wheel
-from .._wheel import Wheel, read_wheel
+from .._wheel import Wheel, entry_point_sections, read_wheel
 from .._wheel_signatures import WheelSignature, verify_wheel_signatures
 from ..errors import (
     AperioError,
@@ -105,14 +105,11 @@ def wheel_level_signatures(signatures: Sequence[ReleaseSignature], origin: str) 
 
 
 def _entry_point_sections(wheel: Wheel) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment, method-assign]  # entry point names are case-sensitive
     data = wheel.members.get(f"{wheel.dist_info}/entry_points.txt", b"")
     try:
-        parser.read_string(data.decode("utf-8"))
-    except (UnicodeDecodeError, configparser.Error) as exc:
-        raise ArtifactRejectedError(f"entry_points.txt is unreadable: {exc}") from None
-    return parser
+        return entry_point_sections(data, "entry_points.txt")
+    except InvalidWheelError as exc:
+        raise ArtifactRejectedError(exc.message) from None
 
 
 def wheel_plugin_ids(wheel: Wheel) -> tuple[str, ...]:
@@ -237,10 +234,13 @@ def check_artifact(
             f"{label}: sha256 {sha256} does not match the expected {expected.sha256}", plugin_id=expected.plugin_id
         )
     try:
-        wheel: Wheel | None = read_wheel(path)
+        # Named by its file name: `path` is in a temporary download folder.
+        wheel: Wheel | None = read_wheel(path, where=path.name)
         unreadable = None
     except InvalidWheelError as exc:
-        wheel, unreadable = None, exc.message
+        # The label already is the file name when nothing else names the release.
+        wheel = None
+        unreadable = exc.message.removeprefix(f"{path.name}: ") if label == path.name else exc.message
     if wheel is not None:
         label = f"{expected.plugin_id or wheel.distribution} {wheel.version}"
     verification, wheel_signer = signature_verdict(path, sha256, wheel, detached_signatures, wheel_signatures, trust)

@@ -29,13 +29,15 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._ids import PLUGIN_ID_MAX_LENGTH, PLUGIN_ID_PATTERN
 from .._model import PluginKind
+from .._untrusted_json import UntrustedJsonError, loads_bounded
 from ..errors import IndexFormatError
 
 INDEX_FORMAT_VERSION = 1
 MAX_INDEX_BYTES = 32 * 1024 * 1024
 
-PluginId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=128)]
+PluginId = Annotated[str, Field(pattern=PLUGIN_ID_PATTERN, max_length=PLUGIN_ID_MAX_LENGTH)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -204,8 +206,10 @@ def versioned_document(data: bytes, what: str, supported: int, max_bytes: int) -
     if len(data) > max_bytes:
         raise IndexFormatError(f"{what} is larger than {max_bytes} bytes")
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = loads_bounded(data)
+    except UntrustedJsonError as exc:
+        raise IndexFormatError(f"{what} is {exc}") from None
+    except ValueError as exc:
         raise IndexFormatError(f"{what} is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise IndexFormatError(f"{what} is not a JSON object")

@@ -123,12 +123,12 @@ def build_release(
     Raises `ArtifactRejectedError` for a wheel that is not a usable plugin.
     """
     try:
-        wheel = read_wheel(wheel_path)
+        wheel = read_wheel(wheel_path, where=wheel_path.name)
         sections = _sections(wheel, wheel_plugins(wheel))
         requirement = api_requirement(requires_dist(wheel))
         signatures = release_signatures(wheel) + _signatures_beside(wheel_path)
     except (InvalidWheelError, ManifestError, ArtifactRejectedError, VerificationError) as exc:
-        raise ArtifactRejectedError(f"{wheel_path.name}: {exc.message}") from None
+        raise ArtifactRejectedError(f"{wheel_path.name}: {exc.message.removeprefix(wheel_path.name + ': ')}") from None
     sha256, size = _file_sha256(wheel_path)
     name = parse_wheel_filename(url_file_name(download_url))
     if name[0] != canonicalize_name(wheel.distribution) or name[1] != Version(wheel.version):
