@@ -52,8 +52,10 @@ def admit(
     trust_mode: TrustMode,
     host_api_version: str,
     enabled_flag: bool,
+    collision: str | None = None,
 ) -> Admission:
-    """Decide whether `inspected` may be imported. Compatibility, then trust, then the operator's flag."""
+    """Decide whether `inspected` may be imported. Compatibility, then trust, then top-level name
+    collisions (`collision`: why its names are taken, from `_ownership.collision`), then the operator's flag."""
     reason = incompatibility(inspected.api_requirement, host_api_version)
     if reason is not None:
         return Admission(Decision.REFUSE, Refusal(FailureStage.ADMIT, reason, event="plugin.incompatible"))
@@ -74,6 +76,10 @@ def admit(
                 ),
             )
         warning = f"loading an unsigned plugin because trust mode is warn: {verification.detail}"
+    if collision is not None:
+        return Admission(
+            Decision.REFUSE, Refusal(FailureStage.ADMIT, f"refused: {collision}", event="plugin.collision")
+        )
     if not enabled_flag:
         return Admission(Decision.KEEP_DISABLED, warning=warning)
     return Admission(Decision.LOAD, warning=warning)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ._keys import Keyring, load_keyring
 from ._model import TrustMode
+from ._ownership import PluginsDirLayout, scan_plugins_dir
 from ._settings import HostSettings
 from ._sigstore import SigstoreTrust, load_trusted_identities
 from .errors import ConfigurationError
@@ -107,6 +108,7 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
                 " or `lock` rolls it back",
             )
         )
+    problems.extend(plugins_dir_problems(scan_plugins_dir(settings.plugins_dir), mode))
     store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir)
     if mode is TrustMode.STRICT and store.is_empty:
         store = TrustStore(
@@ -125,3 +127,31 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
             untrusted_plugins_dir,
         )
     return store
+
+
+def plugins_dir_problems(layout: PluginsDirLayout, mode: TrustMode) -> list[TrustProblem]:
+    """Return what in the plugins directory no admitted code path accounts for.
+
+    Unowned files and a second `.dist-info` are errors; a distribution that is not a
+    plugin (a dependency installed beside one) is unsigned code, reported as a warning.
+    """
+    problems = [
+        TrustProblem(Severity.ERROR if problem.error else Severity.WARNING, problem.subject, problem.message)
+        for problem in layout.problems()
+    ]
+    for distribution in layout.distributions:
+        if distribution.is_plugin:
+            continue
+        consequence = (
+            "strict trust mode never imports it, and a plugin that needs it fails"
+            if mode is TrustMode.STRICT
+            else f"importable through its RECORD because trust mode is {mode.value}"
+        )
+        problems.append(
+            TrustProblem(
+                Severity.WARNING,
+                str(distribution.metadata_dir),
+                f"{distribution.describe()} is not a plugin: it is unsigned code; {consequence}",
+            )
+        )
+    return problems

@@ -25,6 +25,7 @@ from .._compat import incompatibility
 from .._discover import discover, search_roots
 from .._manifest import api_requirement, inspect_candidate, runtime_requirements
 from .._model import SignatureStatus, TrustMode, Verification
+from .._ownership import HostModules, collision, import_names, scan_plugins_dir, wheel_layout_problem
 from .._signing import SIGNATURE_FORMAT
 from .._statement import is_signed_path
 from .._trust import TrustStore
@@ -194,6 +195,7 @@ def check_artifact(
         label = f"{expected.plugin_id or wheel.distribution} {wheel.version}"
         _check_identity(wheel, expected)
         plugin_ids = wheel_plugin_ids(wheel)
+        _check_layout(wheel)
         if expected.plugin_id is not None and expected.plugin_id not in plugin_ids:
             raise ArtifactRejectedError(f"the wheel provides {', '.join(plugin_ids)}, not {expected.plugin_id}")
         requires = requires_dist(wheel)
@@ -213,6 +215,17 @@ def check_artifact(
     except ArtifactRejectedError as exc:
         raise ArtifactRejectedError(f"{label}: {exc.message}", plugin_id=expected.plugin_id) from None
     return CheckedArtifact(wheel, plugin_ids, requirement, verification, warnings)
+
+
+def _check_layout(wheel: Wheel) -> None:
+    """Refuse a wheel that would put anything besides its own packages and `.dist-info` into the
+    plugins directory, or whose top-level names the standard library has (a host-independent check)."""
+    problem = wheel_layout_problem(wheel.members, wheel_plugins(wheel))
+    if problem is not None:
+        raise ArtifactRejectedError(f"it would install outside its own packages: {problem}")
+    reason = collision(import_names(wheel.members), wheel.distribution)
+    if reason is not None:
+        raise ArtifactRejectedError(reason)
 
 
 def _check_identity(wheel: Wheel, expected: ExpectedRelease) -> None:
@@ -248,6 +261,19 @@ def refuse_shadowed_ids(plugins_dir: Path, checked: CheckedArtifact) -> None:
                 f"{checked.describe()}: plugin id {sorted(clash)[0]} is already provided by"
                 f" {installed.describe()}; remove it first (aperio plugin remove {sorted(clash)[0]})"
             )
+
+
+def refuse_collisions(plugins_dir: Path, checked: CheckedArtifact) -> None:
+    """Refuse a release whose top-level names the host's environment or another distribution in
+    the plugins directory already provides: a load would refuse it. Raises `InstallError`."""
+    reason = collision(
+        import_names(checked.wheel.members),
+        checked.wheel.distribution,
+        host=HostModules(plugins_dir),
+        layout=scan_plugins_dir(plugins_dir),
+    )
+    if reason is not None:
+        raise InstallError(f"{checked.describe()}: {reason}; nothing was changed")
 
 
 def check_staged_release(staging: Path, *, checked: CheckedArtifact, trust: TrustStore) -> None:
