@@ -12,19 +12,19 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
 from ._model import TrustMode
 from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, module_stem
-from ._verified_import import VerifiedImporter, VerifiedTree, _LoaderBase, install_importer, remove_importer
-from .errors import VerificationError
+from ._verified_import import VerifiedImporter, VerifiedTree, _LoaderBase
 
 
 def is_plugin_finder(finder: object) -> bool:
     """True for the finders and loaders that serve plugins-directory files (not the host's environment)."""
-    return isinstance(finder, (VerifiedImporter, _LoaderBase, PluginsDirBoundary))
+    return isinstance(finder, (VerifiedImporter, _LoaderBase, PluginsDirBoundary, DependencyFinder))
 
 
 def record_tree(distribution: OwnedDistribution, root: Path, label: str) -> VerifiedTree:
@@ -41,19 +41,25 @@ class PluginsDirBoundary(importlib.abc.MetaPathFinder):
     """Last in `sys.meta_path`: a top-level name that is in the plugins directory but that no
     admitted distribution serves fails with the reason, instead of a bare "No module named"."""
 
-    def __init__(self, reasons: Mapping[str, str]) -> None:
-        self._reasons = dict(reasons)
+    def __init__(self, layout: PluginsDirLayout, mode: TrustMode) -> None:
+        self._layout = layout
+        self._mode = mode
+        self._reasons: dict[str, str] | None = None  # worked out on the first refusal: it is rare
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
+        if "." in fullname:
+            return None
+        if self._reasons is None:
+            self._reasons = _reasons(self._layout, self._mode)
         reason = self._reasons.get(fullname)
         if reason is None:
             return None
         raise ModuleNotFoundError(f"No module named {fullname!r}: {reason}", name=fullname)
 
 
-def _reasons(layout: PluginsDirLayout, mode: TrustMode, refused: Mapping[str, str]) -> dict[str, str]:
+def _reasons(layout: PluginsDirLayout, mode: TrustMode) -> dict[str, str]:
     where = f"in the plugins directory {layout.root}"
     reasons: dict[str, str] = {}
     for entry in layout.unowned:
@@ -66,75 +72,102 @@ def _reasons(layout: PluginsDirLayout, mode: TrustMode, refused: Mapping[str, st
     for distribution in layout.distributions:
         if distribution.is_plugin:
             why = f"it belongs to plugin {distribution.describe()} {where}, which is not loaded"
-        elif distribution.canonical_name in refused:
-            why = f"it belongs to {distribution.describe()} {where}: {refused[distribution.canonical_name]}"
         elif mode is TrustMode.STRICT:
             why = (
                 f"it belongs to {distribution.describe()} {where}, which is not a plugin and not signed:"
                 " strict trust mode does not import it"
             )
         else:
-            continue
+            why = f"it belongs to {distribution.describe()} {where}, which another distribution also claims"
         for name in distribution.import_names:
             reasons.setdefault(name, why)
     return reasons
 
 
-class Boundary:
-    """The finders one host keeps for the plugins directory between discoveries.
+Report = Callable[[OwnedDistribution, "str | None"], None]
 
-    `update` installs a RECORD-scoped importer for each distribution that is not a plugin
-    (warn and disabled only) and the explaining finder; `close` takes them all out.
+
+class DependencyFinder(importlib.abc.MetaPathFinder):
+    """Serves the distributions in the plugins directory that are not plugins (warn and disabled only).
+
+    Each is unsigned code served from its RECORD, by an importer made the first time one of its
+    names is imported: a thousand installed dependencies cost nothing until one is used. A name
+    the host's environment or the standard library provides is left to the host's own finders.
     """
 
-    def __init__(
-        self, plugins_dir: Path, mode: TrustMode, report: Callable[[OwnedDistribution, str | None], None]
-    ) -> None:
+    def __init__(self, root: Path, by_name: Mapping[str, OwnedDistribution], host: HostModules, report: Report) -> None:
+        self._root = root
+        self._by_name = dict(by_name)
+        self._host = host
+        self._report = report
+        self._importers: dict[str, VerifiedImporter | None] = {}  # by canonical name; None: refused
+        self._lock = threading.Lock()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        distribution = self._by_name.get(fullname.partition(".")[0])
+        if distribution is None:
+            return None
+        importer = self._importer(distribution)
+        return importer.find_spec(fullname, path, target) if importer is not None else None
+
+    def _importer(self, distribution: OwnedDistribution) -> VerifiedImporter | None:
+        with self._lock:
+            if distribution.canonical_name in self._importers:
+                return self._importers[distribution.canonical_name]
+            reason = collision(distribution.import_names, distribution.name, host=self._host)
+            importer = None
+            if reason is None:
+                label = f"{distribution.describe()} (not a plugin, unsigned)"
+                importer = VerifiedImporter(record_tree(distribution, self._root, label))
+                # Not install_importer: this finder stands in the meta path for it. Attached, the
+                # importer also answers for the package directories, so PathFinder finds nothing there.
+                importer._attach()
+            self._importers[distribution.canonical_name] = importer
+        self._report(distribution, None if reason is None else f"not imported: {reason}")
+        return importer
+
+    def close(self) -> None:
+        with self._lock:
+            for importer in self._importers.values():
+                if importer is not None:
+                    importer._detach()
+            self._importers = {}
+
+
+class Boundary:
+    """The finders one host keeps for the plugins directory between discoveries: a `DependencyFinder`
+    (warn and disabled) and the `PluginsDirBoundary` that explains refusals. `close` removes both."""
+
+    def __init__(self, plugins_dir: Path, mode: TrustMode, report: Report) -> None:
         self._plugins_dir = plugins_dir
         self._mode = mode
         self._report = report
-        self._dependencies: dict[tuple[Path, frozenset[str]], VerifiedImporter] = {}
+        self._dependencies: DependencyFinder | None = None
         self._finder: PluginsDirBoundary | None = None
 
     def update(self, layout: PluginsDirLayout, host: HostModules) -> None:
-        refused: dict[str, str] = {}
-        wanted: dict[tuple[Path, frozenset[str]], OwnedDistribution] = {}
+        self.close()
         if self._mode is not TrustMode.STRICT:
-            for distribution in layout.distributions:
-                if distribution.is_plugin:
-                    continue
-                reason = collision(distribution.import_names, distribution.name, host=host, layout=layout)
-                if reason is not None:
-                    refused[distribution.canonical_name] = f"not imported: {reason}"
-                else:
-                    wanted[(distribution.metadata_dir, distribution.files)] = distribution
-        for key in [key for key in self._dependencies if key not in wanted]:
-            remove_importer(self._dependencies.pop(key))
-        for key, distribution in wanted.items():
-            if key in self._dependencies:
-                continue
-            label = f"{distribution.describe()} (not a plugin, unsigned)"
-            try:
-                tree = record_tree(distribution, self._plugins_dir, label)
-                self._dependencies[key] = install_importer(tree)
-            except VerificationError as exc:
-                refused[distribution.canonical_name] = f"not imported: {exc.message}"
-                continue
-            self._report(distribution, None)
-        for distribution in layout.distributions:
-            if not distribution.is_plugin and (
-                self._mode is TrustMode.STRICT or distribution.canonical_name in refused
-            ):
-                self._report(distribution, refused.get(distribution.canonical_name, "strict trust mode"))
-        if self._finder is not None:
-            _remove(self._finder)
-        self._finder = PluginsDirBoundary(_reasons(layout, self._mode, refused))
+            by_name = {
+                name: owners[0]
+                for distribution in layout.distributions
+                if not distribution.is_plugin
+                for name in distribution.import_names
+                if len(owners := layout.owners(name)) == 1  # a name two distributions claim is nobody's
+            }
+            if by_name:
+                self._dependencies = DependencyFinder(self._plugins_dir, by_name, host, self._report)
+                sys.meta_path.insert(0, self._dependencies)
+        self._finder = PluginsDirBoundary(layout, self._mode)
         sys.meta_path.append(self._finder)
 
     def close(self) -> None:
-        for importer in self._dependencies.values():
-            remove_importer(importer)
-        self._dependencies = {}
+        if self._dependencies is not None:
+            _remove(self._dependencies)
+            self._dependencies.close()
+            self._dependencies = None
         if self._finder is not None:
             _remove(self._finder)
             self._finder = None

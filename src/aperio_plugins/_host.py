@@ -274,7 +274,7 @@ class PluginHost:
         roots = self._roots()
         self._root_paths = [root.path for root in roots]
         discovery = discover(roots, self._cache)
-        self._scan_plugins_dir()
+        self._scan_plugins_dir(discovery)
         self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
         for item in discovery.broken:
             self._audit.warning(
@@ -282,10 +282,13 @@ class PluginHost:
             )
         return discovery
 
-    def _scan_plugins_dir(self) -> None:
+    def _scan_plugins_dir(self, discovery: Discovery) -> None:
         """Read who owns what in the plugins directory, serve its unsigned dependencies if the
         trust mode allows it, and audit problems this host has not reported yet."""
-        self._layout = scan_plugins_dir(self._plugins_root)
+        plugins = frozenset(
+            c.metadata_dir.name for c in discovery.candidates if c.origin is Origin.PLUGINS_DIR
+        ) | frozenset(item.name for item in discovery.broken if item.root == self._plugins_root)
+        self._layout = scan_plugins_dir(self._plugins_root, cache=self._cache, plugins=plugins)
         self._host_modules = HostModules(self._plugins_root)  # what the host provides may have changed
         self._boundary.update(self._layout, self._host_modules)
         for problem in plugins_dir_problems(self._layout, self.trust_mode):
@@ -451,7 +454,8 @@ class PluginHost:
             owned = self._layout.distribution_at(candidate.metadata_dir)
             if owned is None or not owned.files:
                 raise VerificationError(f"{candidate.metadata_dir.name} has no RECORD: no file of it is importable")
-            return install_importer(record_tree(owned, candidate.root, candidate.plugin_id))
+            tree = record_tree(owned, candidate.root, candidate.plugin_id)
+            return install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
         except VerificationError as exc:
             raise _Refused(Refusal(FailureStage.VERIFY, exc.message)) from exc
 

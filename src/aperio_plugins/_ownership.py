@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
+from ._cache import DiscoveryCache, file_key
 from .registry._transaction import CONTROL_DIR_NAME
 
 _MODULE_SUFFIXES = tuple(
@@ -39,26 +40,41 @@ _MODULE_SUFFIXES = tuple(
 STANDARD_LIBRARY = "the standard library"
 
 
-def record_paths(metadata_dir: Path) -> list[str]:
+def _read_text(path: str) -> str | None:
+    # Plain strings and open(): with a thousand distributions, pathlib costs more than the reads.
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _record_rows(text: str) -> Iterable[str]:
+    for line in text.splitlines():
+        if line.startswith('"'):  # a quoted path (it holds a comma or a quote): the csv module reads it
+            try:
+                yield next(csv.reader(io.StringIO(line)), [""])[0]
+            except csv.Error:
+                continue
+        else:
+            # path,hash,size: the hash and size never hold a comma, so the path is what is left.
+            yield line.rsplit(",", 2)[0] if line.count(",") >= 2 else line.partition(",")[0]
+
+
+def record_paths(metadata_dir: Path | str) -> list[str]:
     """Return the normalized relative paths a distribution's RECORD lists; [] without a readable RECORD.
 
     Paths that leave the install root (`../../bin/x`, absolute paths) are left out: they
     are not in the directory the finder serves.
     """
-    try:
-        text = (metadata_dir / "RECORD").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    text = _read_text(os.path.join(metadata_dir, "RECORD"))
+    if text is None:
         return []
     paths = []
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error:
-        return []
-    for row in rows:
-        path = row[0].replace("\\", "/") if row else ""
-        parts = path.split("/")
-        if path and not path.startswith("/") and not any(part in ("", ".", "..") for part in parts):
-            paths.append(path)
+    for row in _record_rows(text):
+        path = row.replace("\\", "/")
+        if path and not path.startswith("/") and ".." not in path.split("/") and "//" not in path:
+            paths.append(path.removeprefix("./"))
     return paths
 
 
@@ -84,10 +100,9 @@ def import_names(paths: Iterable[str]) -> frozenset[str]:
     return frozenset(names)
 
 
-def _has_plugin_entry_points(metadata_dir: Path) -> bool:
-    try:
-        text = (metadata_dir / "entry_points.txt").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+def _has_plugin_entry_points(metadata_dir: str) -> bool:
+    text = _read_text(os.path.join(metadata_dir, "entry_points.txt"))
+    if text is None or ENTRY_POINT_GROUP not in text:
         return False
     return any(line.strip() == f"[{ENTRY_POINT_GROUP}]" for line in text.splitlines())
 
@@ -130,17 +145,17 @@ class PluginsDirLayout:
     unowned: tuple[str, ...] = ()  # relative POSIX paths; a directory ends with "/"
     duplicates: tuple[tuple[str, ...], ...] = ()  # .dist-info names of one distribution, when more than one
     _by_name: Mapping[str, tuple[OwnedDistribution, ...]] = field(default_factory=dict, compare=False, repr=False)
+    _by_metadata_dir: Mapping[str, OwnedDistribution] = field(default_factory=dict, compare=False, repr=False)
 
     def owners(self, name: str) -> tuple[OwnedDistribution, ...]:
         """Return the distributions whose files provide top-level import name `name`."""
         return self._by_name.get(name, ())
 
     def distribution_at(self, metadata_dir: Path) -> OwnedDistribution | None:
-        target = os.path.normcase(os.path.abspath(metadata_dir))
-        for distribution in self.distributions:
-            if os.path.normcase(os.path.abspath(distribution.metadata_dir)) == target:
-                return distribution
-        return None
+        """Return the distribution whose `.dist-info` is `metadata_dir`, if it is in this directory."""
+        if os.path.abspath(metadata_dir.parent) != os.path.abspath(self.root):
+            return None
+        return self._by_metadata_dir.get(metadata_dir.name)
 
     def problems(self) -> list[LayoutProblem]:
         """Return unowned files and second `.dist-info` directories as errors."""
@@ -167,19 +182,28 @@ class PluginsDirLayout:
         return problems
 
 
-def _distribution(metadata_dir: Path) -> OwnedDistribution:
+def _distribution(
+    root: Path, dist_info: str, cache: DiscoveryCache | None, plugins: frozenset[str] | None
+) -> OwnedDistribution:
     # The directory name gives name and version without parsing METADATA, as discovery does.
-    name, _, version = metadata_dir.name.removesuffix(".dist-info").partition("-")
-    files = frozenset(record_paths(metadata_dir))
-    entries = {path.partition("/")[0] for path in files} | {metadata_dir.name}
+    name, _, version = dist_info.removesuffix(".dist-info").partition("-")
+    metadata_dir = os.path.join(root, dist_info)
+    key = file_key(os.path.join(metadata_dir, "RECORD")) if cache is not None else None
+    paths = cache.record(metadata_dir, key) if cache is not None and key is not None else None
+    if paths is None:
+        paths = record_paths(metadata_dir)
+        if cache is not None and key is not None:
+            cache.remember_record(metadata_dir, key, paths)
+    files = frozenset(paths)
+    entries = {path.partition("/")[0] for path in files} | {dist_info}
     return OwnedDistribution(
         name=name,
         version=version or "?",
-        metadata_dir=metadata_dir,
+        metadata_dir=root / dist_info,
         files=files,
         import_names=import_names(files),
         entries=frozenset(entry for entry in entries if entry != CONTROL_DIR_NAME),
-        is_plugin=_has_plugin_entry_points(metadata_dir),
+        is_plugin=dist_info in plugins if plugins is not None else _has_plugin_entry_points(metadata_dir),
     )
 
 
@@ -192,8 +216,20 @@ def _unowned_below(root: str, top: str, owned: frozenset[str]) -> list[str]:
     return found
 
 
-def scan_plugins_dir(plugins_dir: Path) -> PluginsDirLayout:
-    """Return the ownership of every entry of `plugins_dir` from the RECORD files in it. Never raises."""
+def scan_plugins_dir(
+    plugins_dir: Path,
+    *,
+    deep: bool = False,
+    cache: DiscoveryCache | None = None,
+    plugins: frozenset[str] | None = None,
+) -> PluginsDirLayout:
+    """Return the ownership of every entry of `plugins_dir` from the RECORD files in it. Never raises.
+
+    Unowned files are looked for among the top-level entries; with `deep`, also inside the
+    directories a distribution owns (a walk of every installed file: `aperio doctor` does it).
+    A `cache` keeps each RECORD's paths by its stat signature; `plugins` (the `.dist-info`
+    names discovery found plugin entry points in) saves reading each `entry_points.txt`.
+    """
     root = str(plugins_dir)
     try:
         with os.scandir(root) as scanned:
@@ -201,17 +237,19 @@ def scan_plugins_dir(plugins_dir: Path) -> PluginsDirLayout:
     except OSError:
         return PluginsDirLayout(plugins_dir)
     distributions = tuple(
-        _distribution(plugins_dir / name) for name, is_dir in entries if is_dir and name.endswith(".dist-info")
+        _distribution(plugins_dir, name, cache, plugins)
+        for name, is_dir in entries
+        if is_dir and name.endswith(".dist-info")
     )
-    owned_files = frozenset().union(*(d.files for d in distributions)) if distributions else frozenset()
-    owned_entries = frozenset().union(*(d.entries for d in distributions)) if distributions else frozenset()
+    owned_entries = {entry for distribution in distributions for entry in distribution.entries}
+    owned_files = frozenset(path for d in distributions for path in d.files) if deep else frozenset()
     unowned: list[str] = []
     for name, is_dir in entries:
         if name == CONTROL_DIR_NAME or name.endswith(".dist-info"):
             continue
         if name not in owned_entries:
             unowned.append(f"{name}/" if is_dir else name)
-        elif is_dir:
+        elif is_dir and deep:
             # An owned package may still hold a file its RECORD does not list: a planted module.
             unowned.extend(_unowned_below(root, name, owned_files))
     by_canonical: dict[str, list[str]] = {}
@@ -227,6 +265,7 @@ def scan_plugins_dir(plugins_dir: Path) -> PluginsDirLayout:
         tuple(unowned),
         duplicates,
         {name: tuple(owners) for name, owners in by_name.items()},
+        {distribution.metadata_dir.name: distribution for distribution in distributions},
     )
 
 

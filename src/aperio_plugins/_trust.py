@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._keys import Keyring, load_keyring
 from ._model import TrustMode
-from ._ownership import PluginsDirLayout, scan_plugins_dir
+from ._ownership import PluginsDirLayout
 from ._settings import HostSettings
 from ._sigstore import SigstoreTrust, load_trusted_identities
 from .errors import ConfigurationError
@@ -66,8 +66,12 @@ def writable_by_others(path: Path) -> str | None:
     return None
 
 
-def load_trust_store(settings: HostSettings) -> TrustStore:
-    """Return the trust store the settings describe. Never raises: problems are part of the result."""
+def load_trust_store(settings: HostSettings, *, layout: PluginsDirLayout | None = None) -> TrustStore:
+    """Return the trust store the settings describe. Never raises: problems are part of the result.
+
+    With `layout` (the plugins directory as `scan_plugins_dir` read it), what no admitted code
+    path accounts for there is a problem too; a host reports those at each discovery instead.
+    """
     mode = settings.plugin_trust_mode
     problems: list[TrustProblem] = []
     if mode is TrustMode.DISABLED and not settings.is_development:
@@ -108,7 +112,8 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
                 " or `lock` rolls it back",
             )
         )
-    problems.extend(plugins_dir_problems(scan_plugins_dir(settings.plugins_dir), mode))
+    if layout is not None:
+        problems.extend(plugins_dir_problems(layout, mode))
     store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir)
     if mode is TrustMode.STRICT and store.is_empty:
         store = TrustStore(
@@ -139,19 +144,19 @@ def plugins_dir_problems(layout: PluginsDirLayout, mode: TrustMode) -> list[Trus
         TrustProblem(Severity.ERROR if problem.error else Severity.WARNING, problem.subject, problem.message)
         for problem in layout.problems()
     ]
-    for distribution in layout.distributions:
-        if distribution.is_plugin:
-            continue
+    others = [distribution.describe() for distribution in layout.distributions if not distribution.is_plugin]
+    if others:
         consequence = (
-            "strict trust mode never imports it, and a plugin that needs it fails"
+            "strict trust mode never imports them, and a plugin that needs one fails"
             if mode is TrustMode.STRICT
-            else f"importable through its RECORD because trust mode is {mode.value}"
+            else f"importable through their RECORD because trust mode is {mode.value}"
         )
+        shown = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
         problems.append(
             TrustProblem(
                 Severity.WARNING,
-                str(distribution.metadata_dir),
-                f"{distribution.describe()} is not a plugin: it is unsigned code; {consequence}",
+                str(layout.root),
+                f"distributions that are not plugins (unsigned code): {shown}; {consequence}",
             )
         )
     return problems

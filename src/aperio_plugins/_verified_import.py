@@ -281,7 +281,9 @@ class _SourceLoader(_LoaderBase, importlib.abc.ExecutionLoader):
             lines[-1] += "\n"
         # mtime None: linecache.checkcache keeps the entry, so rewriting the file cannot change tracebacks.
         linecache.cache[self.path] = (len(data), None, lines, self.path)
-        return self._importer._compile(data, self._files.tree.digests[self._rel], self.path)
+        # An unchecked tree has no digest to key the code cache by: key it by the bytes read.
+        digest = self._files.tree.digests[self._rel] if self._files.tree.checked else hashlib.sha256(data).hexdigest()
+        return self._importer._compile(data, digest, self.path)
 
     def get_source(self, fullname: str) -> str:
         # Serve the text that ran, not the file as it is now: linecache asks us once the file
@@ -418,8 +420,7 @@ class VerifiedImporter(importlib.abc.MetaPathFinder):
         # Every import in the process asks every installed importer; most names are rejected on
         # their first component alone.
         self._owned_tops = frozenset(name.partition(".")[0] for name in self._owned)
-        # The cache is keyed by the signed digest; an unchecked tree has none to key it by.
-        self._cache = _CodeCache(code_cache, self.stats) if code_cache is not None and tree.checked else None
+        self._cache = _CodeCache(code_cache, self.stats) if code_cache is not None else None
         self._lock = threading.Lock()
         self._copies: str | None = None  # private directory of checked extension copies
         self._cleanup: Callable[[], object] | None = None

@@ -147,7 +147,9 @@ def test_unowned_dependency_dist_is_not_importable_in_strict(make_host, install,
     assert "strict trust mode does not import it" in user.error
     assert infos["acme.normal"].state is PluginState.ENABLED
     assert "acme_helpers" not in imported_ids(marker)
-    assert any("acme_helpers 1.0.0 is not a plugin" in str(problem) for problem in host.plugins_dir_problems)
+    assert any(
+        "not plugins (unsigned code): acme_helpers 1.0.0" in str(problem) for problem in host.plugins_dir_problems
+    )
 
 
 def test_unowned_dependency_dist_is_importable_and_reported_in_warn(
