@@ -20,6 +20,7 @@ from types import ModuleType
 from ._model import TrustMode
 from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, module_stem
 from ._verified_import import VerifiedImporter, VerifiedTree, _LoaderBase
+from .errors import VerificationError
 
 
 def is_plugin_finder(finder: object) -> bool:
@@ -120,10 +121,14 @@ class DependencyFinder(importlib.abc.MetaPathFinder):
             importer = None
             if reason is None:
                 label = f"{distribution.describe()} (not a plugin, unsigned)"
-                importer = VerifiedImporter(record_tree(distribution, self._root, label))
-                # Not install_importer: this finder stands in the meta path for it. Attached, the
-                # importer also answers for the package directories, so PathFinder finds nothing there.
-                importer._attach()
+                try:
+                    importer = VerifiedImporter(record_tree(distribution, self._root, label))
+                except VerificationError as exc:
+                    reason = exc.message
+                else:
+                    # Not install_importer: this finder stands in the meta path for it. Attached, the
+                    # importer also answers for the package directories, so PathFinder finds nothing there.
+                    importer._attach()
             self._importers[distribution.canonical_name] = importer
         self._report(distribution, None if reason is None else f"not imported: {reason}")
         return importer

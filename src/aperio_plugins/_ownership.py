@@ -72,9 +72,9 @@ def record_paths(metadata_dir: Path | str) -> list[str]:
         return []
     paths = []
     for row in _record_rows(text):
-        path = row.replace("\\", "/")
-        if path and not path.startswith("/") and ".." not in path.split("/") and "//" not in path:
-            paths.append(path.removeprefix("./"))
+        path = row.replace("\\", "/").removeprefix("./")
+        if path and not path.startswith("/") and not any(part in ("", ".", "..") for part in path.split("/")):
+            paths.append(path)
     return paths
 
 

@@ -163,6 +163,28 @@ def test_unowned_dependency_dist_is_importable_and_reported_in_warn(
     assert [(fields["distribution"], fields["importable"]) for fields in reported] == [("acme_helpers 1.0.0", True)]
 
 
+def test_a_dependency_dist_named_like_a_host_module_never_replaces_it(
+    make_host, install, sign, wheel_dir, marker, audit
+):
+    """In warn a non-plugin distribution called `click` is still not what `import click` gets."""
+    impostor = PluginWheel(
+        "click-impostor",
+        plugins={},
+        files={"click/__init__.py": PLANTED_SOURCE.format(marker=str(marker), name="click_impostor")},
+        entry_points_text="",
+    ).build(wheel_dir / "impostor")
+    install(sign(importer_wheel(wheel_dir, "acme.user", "click", marker)), impostor)
+    info = plugins_by_id(make_host("warn"))["acme.user"]
+    assert info.state is PluginState.ENABLED
+    assert "click_impostor" not in imported_ids(marker)
+    assert "plugins" not in Path(importlib.import_module("click").__file__).parts
+    reported = audit.fields_of("plugin.dependency.unsigned")
+    assert [
+        (fields["importable"], "of distribution click in the host's environment" in fields["reason"])
+        for fields in reported
+    ] == [(False, True)]
+
+
 def test_second_dist_info(make_host, install, sign, wheel_dir, plugins_dir, audit):
     install(sign(connector_wheel(wheel_dir, "acme.normal")))
     shutil.copytree(plugins_dir / "acme_normal-1.0.0.dist-info", plugins_dir / "acme_normal-0.9.0.dist-info")
