@@ -280,6 +280,7 @@ class HostModules:
     def __init__(self, plugins_dir: Path | None) -> None:
         self._plugins_dir = os.path.abspath(plugins_dir) if plugins_dir is not None else None
         self._owners: Mapping[str, list[str]] | None = None
+        self._path: tuple[list[str], list[str]] = ([], [])  # (sys.path, its entries outside the plugins dir)
 
     def _outside_plugins_dir(self, entry: str) -> bool:
         if self._plugins_dir is None:
@@ -288,6 +289,13 @@ class HostModules:
             return os.path.commonpath([os.path.abspath(entry or "."), self._plugins_dir]) != self._plugins_dir
         except ValueError:
             return True
+
+    def _host_path(self) -> list[str]:
+        seen, outside = self._path
+        if seen != sys.path:  # filtered again only when the import path changed
+            outside = [entry for entry in sys.path if self._outside_plugins_dir(entry)]
+            self._path = (list(sys.path), outside)
+        return outside
 
     def _find(self, name: str) -> str | None:
         """Return where the host's environment would import `name` from, or None."""
@@ -303,8 +311,7 @@ class HostModules:
                 continue
             try:
                 if finder is importlib.machinery.PathFinder:
-                    path = [entry for entry in sys.path if self._outside_plugins_dir(entry)]
-                    spec = importlib.machinery.PathFinder.find_spec(name, path)
+                    spec = importlib.machinery.PathFinder.find_spec(name, self._host_path())
                 else:
                     spec = finder.find_spec(name, None)
             except Exception:  # noqa: BLE001, S112 - a third-party finder's failure is not an answer
