@@ -53,8 +53,10 @@ def admit(
     trust_mode: TrustMode,
     host_api_version: str,
     enabled_flag: bool,
+    collision: str | None = None,
 ) -> Admission:
-    """Decide whether `inspected` may be imported: trust, then compatibility, then the operator's flag.
+    """Decide whether `inspected` may be imported: trust, then compatibility, then top-level name
+    collisions (`collision`: why its names are taken, from `_ownership.collision`), then the operator's flag.
 
     The signature verdict leads any later refusal, so that it is never hidden behind another reason.
     """
@@ -67,6 +69,11 @@ def admit(
         return Admission(Decision.REFUSE, Refusal(FailureStage.ADMIT, reason, event="plugin.incompatible"))
     # In `disabled` the host already warns once, loudly, for the whole trust store; not again per plugin.
     warning = trust.warning if verification.status is not SignatureStatus.SKIPPED else None
+    if collision is not None:
+        return Admission(
+            Decision.REFUSE,
+            Refusal(FailureStage.ADMIT, f"{verdict(verification)} — refused: {collision}", event="plugin.collision"),
+        )
     if not enabled_flag:
         return Admission(Decision.KEEP_DISABLED, warning=warning)
     return Admission(Decision.LOAD, warning=warning)

@@ -25,6 +25,7 @@ from aperio_hookspecs import specs as api_specs
 from . import _activation, _invoke
 from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
+from ._boundary import Boundary, record_tree
 from ._breaker import BreakerState, CircuitBreaker
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
@@ -39,6 +40,7 @@ from ._model import (
     Inspected,
     Isolation,
     LoadReport,
+    Origin,
     PluginInfo,
     PluginKind,
     PluginState,
@@ -47,9 +49,10 @@ from ._model import (
     TrustMode,
     Verification,
 )
+from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, scan_plugins_dir
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
-from ._trust import Severity, TrustStore, load_trust_store
+from ._trust import Severity, TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
 from ._verified_import import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
 from ._verify import verify_installed
 from .errors import (
@@ -62,6 +65,7 @@ from .errors import (
     PluginCallError,
     PluginLoadError,
     UnknownPluginError,
+    VerificationError,
     WorkerCrashedError,
     WorkerError,
     WorkerTimeoutError,
@@ -184,6 +188,11 @@ class PluginHost:
         self._lock = threading.RLock()
         self._closed = False
         self._trust = load_trust_store(self.settings)
+        self._plugins_root = _resolved(self.settings.plugins_dir)
+        self._layout = PluginsDirLayout(self._plugins_root)
+        self._host_modules = HostModules(self._plugins_root)
+        self._boundary = Boundary(self._plugins_root, self.trust_mode, self._report_dependency)
+        self._reported: set[str] = set()  # problems and dependencies already audited by this host
         self._report_trust_problems()
 
     # -- relay and catalog ---------------------------------------------------
@@ -265,12 +274,54 @@ class PluginHost:
         roots = self._roots()
         self._root_paths = [root.path for root in roots]
         discovery = discover(roots, self._cache)
+        self._scan_plugins_dir(discovery)
         self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
         for item in discovery.broken:
             self._audit.warning(
                 "plugin.discovery.failed", distribution=item.name, root=str(item.root), reason=item.reason
             )
         return discovery
+
+    def _scan_plugins_dir(self, discovery: Discovery) -> None:
+        """Read who owns what in the plugins directory, serve its unsigned dependencies if the
+        trust mode allows it, and audit problems this host has not reported yet."""
+        plugins = frozenset(
+            c.metadata_dir.name for c in discovery.candidates if c.origin is Origin.PLUGINS_DIR
+        ) | frozenset(item.name for item in discovery.broken if item.root == self._plugins_root)
+        self._layout = scan_plugins_dir(self._plugins_root, cache=self._cache, plugins=plugins)
+        self._host_modules = HostModules(self._plugins_root)  # what the host provides may have changed
+        self._boundary.update(self._layout, self._host_modules)
+        for problem in plugins_dir_problems(self._layout, self.trust_mode):
+            self._audit_problem(problem)
+
+    def _report_dependency(self, distribution: OwnedDistribution, refused: str | None) -> None:
+        key = f"dependency {distribution.metadata_dir} {refused}"
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self._audit.warning(
+            "plugin.dependency.unsigned",
+            distribution=distribution.describe(),
+            location=str(distribution.metadata_dir),
+            importable=refused is None,
+            reason=refused or f"not a plugin, unsigned; importable because trust mode is {self.trust_mode.value}",
+        )
+
+    @property
+    def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
+        """What the last discovery found in the plugins directory that no admitted code accounts for."""
+        return tuple(plugins_dir_problems(self._layout, self.trust_mode))
+
+    def _collision(self, inspected: Inspected, verification: Verification) -> str | None:
+        candidate = inspected.candidate
+        names = set(verification.packages) | {candidate.top_level_package}
+        if candidate.origin is not Origin.PLUGINS_DIR:
+            # Installed in the host's environment by the operator: only the standard library is checked.
+            return collision(names, inspected.distribution)
+        owned = self._layout.distribution_at(candidate.metadata_dir)
+        if owned is not None:
+            names |= owned.import_names
+        return collision(names, inspected.distribution, host=self._host_modules, layout=self._layout)
 
     def _roots(self) -> tuple[SearchRoot, ...]:
         return search_roots(self._search_path, self.settings.plugins_dir)
@@ -309,6 +360,7 @@ class PluginHost:
             trust_mode=self.trust_mode,
             host_api_version=self.api_version,
             enabled_flag=enabled_flag,
+            collision=self._collision(inspected, verification),
         )
         if admission.warning is not None:
             self._audit.warning("plugin.trust.warning", plugin_id=candidate.plugin_id, reason=admission.warning)
@@ -376,12 +428,7 @@ class PluginHost:
     def _import_in_process(self, outcome: _Outcome) -> tuple[object, VerifiedImporter | None]:
         inspected, verification = outcome.inspected, outcome.verification
         assert inspected is not None
-        importer = None
-        if verification is not None and verification.status is SignatureStatus.VERIFIED:
-            tree = VerifiedTree(
-                inspected.candidate.plugin_id, inspected.candidate.root, verification.digests, verification.packages
-            )
-            importer = install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
+        importer = self._plugin_importer(inspected, verification)
         try:
             plugin = import_plugin(inspected.candidate)
         except PluginLoadError as exc:
@@ -393,6 +440,24 @@ class PluginHost:
             _release(None, importer)
             raise _Refused(Refusal(FailureStage.VERIFY, importer.refusals[0].message))
         return plugin, importer
+
+    def _plugin_importer(self, inspected: Inspected, verification: Verification | None) -> VerifiedImporter | None:
+        """Install the finder scoped to the plugin's files: its signed statement when verified, its
+        RECORD when it is unsigned code from the plugins directory. Raises `_Refused`."""
+        candidate = inspected.candidate
+        try:
+            if verification is not None and verification.status is SignatureStatus.VERIFIED:
+                tree = VerifiedTree(candidate.plugin_id, candidate.root, verification.digests, verification.packages)
+                return install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
+            if candidate.origin is not Origin.PLUGINS_DIR:
+                return None
+            owned = self._layout.distribution_at(candidate.metadata_dir)
+            if owned is None or not owned.files:
+                raise VerificationError(f"{candidate.metadata_dir.name} has no RECORD: no file of it is importable")
+            tree = record_tree(owned, candidate.root, candidate.plugin_id)
+            return install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
+        except VerificationError as exc:
+            raise _Refused(Refusal(FailureStage.VERIFY, exc.message)) from exc
 
     def _isolation_of(self, inspected: Inspected, override: Isolation | None) -> Isolation:
         """The operator's choice for this plugin, else process if the host default or the plugin asks for it.
@@ -760,6 +825,7 @@ class PluginHost:
                     if slot.info.state is PluginState.ENABLED:
                         self._manager.unregister(name=slot.info.id)
                     _release(slot.prepared.plugin if slot.prepared else None, slot.importer)
+                self._boundary.close()
                 self._store.close()
 
     def __enter__(self) -> PluginHost:
@@ -797,8 +863,21 @@ class PluginHost:
             warnings.warn(message, AperioWarning, stacklevel=3)
             self._audit.error("host.trust.disabled", environment=self.settings.environment, reason=message)
         for problem in self._trust.problems:
-            log = self._audit.error if problem.severity is Severity.ERROR else self._audit.warning
-            log("host.trust.problem", subject=problem.subject, reason=problem.message)
+            self._audit_problem(problem)
+
+    def _audit_problem(self, problem: TrustProblem) -> None:
+        if str(problem) in self._reported:
+            return
+        self._reported.add(str(problem))
+        log = self._audit.error if problem.severity is Severity.ERROR else self._audit.warning
+        log("host.trust.problem", subject=problem.subject, reason=problem.message)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path
 
 
 def _propagating_hooks(sources: Iterable[object]) -> Iterable[str]:

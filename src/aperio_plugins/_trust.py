@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ._keys import Keyring, load_keyring
 from ._model import TrustMode
+from ._ownership import PluginsDirLayout
 from ._receipt import host_public_key_path
 from ._settings import HostSettings
 from ._sigstore import SigstoreTrust, load_trusted_identities
@@ -75,8 +76,12 @@ def writable_by_others(path: Path) -> str | None:
     return None
 
 
-def load_trust_store(settings: HostSettings) -> TrustStore:
-    """Return the trust store the settings describe. Never raises: problems are part of the result."""
+def load_trust_store(settings: HostSettings, *, layout: PluginsDirLayout | None = None) -> TrustStore:
+    """Return the trust store the settings describe. Never raises: problems are part of the result.
+
+    With `layout` (the plugins directory as `scan_plugins_dir` read it), what no admitted code
+    path accounts for there is a problem too; a host reports those at each discovery instead.
+    """
     mode = settings.plugin_trust_mode
     problems: list[TrustProblem] = []
     if mode is TrustMode.DISABLED and not settings.is_development:
@@ -117,6 +122,8 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
                 " or `lock` rolls it back",
             )
         )
+    if layout is not None:
+        problems.extend(plugins_dir_problems(layout, mode))
     receipt_key = settings.plugin_receipt_key or host_public_key_path(settings.state_dir)
     store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir, receipt_key)
     if mode is TrustMode.STRICT and store.is_empty:
@@ -137,3 +144,31 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
             receipt_key,
         )
     return store
+
+
+def plugins_dir_problems(layout: PluginsDirLayout, mode: TrustMode) -> list[TrustProblem]:
+    """Return what in the plugins directory no admitted code path accounts for.
+
+    Unowned files and a second `.dist-info` are errors; a distribution that is not a
+    plugin (a dependency installed beside one) is unsigned code, reported as a warning.
+    """
+    problems = [
+        TrustProblem(Severity.ERROR if problem.error else Severity.WARNING, problem.subject, problem.message)
+        for problem in layout.problems()
+    ]
+    others = [distribution.describe() for distribution in layout.distributions if not distribution.is_plugin]
+    if others:
+        consequence = (
+            "strict trust mode never imports them, and a plugin that needs one fails"
+            if mode is TrustMode.STRICT
+            else f"importable through their RECORD because trust mode is {mode.value}"
+        )
+        shown = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
+        problems.append(
+            TrustProblem(
+                Severity.WARNING,
+                str(layout.root),
+                f"distributions that are not plugins (unsigned code): {shown}; {consequence}",
+            )
+        )
+    return problems

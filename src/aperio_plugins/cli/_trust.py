@@ -11,6 +11,7 @@ import click
 from .._host import PluginHost
 from .._keys import generate_keypair, key_id, load_private_key
 from .._model import FileStatus, SignatureStatus, Verification
+from .._ownership import scan_plugins_dir
 from .._settings import HostSettings
 from .._signing import ed25519_signer, sign_wheel, sigstore_signer
 from .._trust import Severity, load_trust_store
@@ -105,12 +106,13 @@ def verify(target: str, as_json: bool) -> None:
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor(as_json: bool) -> None:
-    """Check the trust configuration: trust mode, keys, identities, directory permissions.
+    """Check the trust configuration: trust mode, keys, identities, directory permissions, and
+    files in the plugins directory that no installed distribution owns.
 
     Exits 1 if any problem is an error.
     """
     settings = HostSettings.from_environment()
-    store = load_trust_store(settings)
+    store = load_trust_store(settings, layout=scan_plugins_dir(settings.plugins_dir, deep=True))
     if as_json:
         print_json(
             {

@@ -25,6 +25,7 @@ from .._compat import incompatibility
 from .._discover import discover, search_roots
 from .._manifest import api_requirement, inspect_candidate, runtime_requirements
 from .._model import SignatureStatus, TrustMode, Verification
+from .._ownership import HostModules, collision, import_names, scan_plugins_dir, wheel_layout_problem
 from .._policy import decide_trust, verdict, verdict_fields
 from .._signing import SIGNATURE_FORMAT
 from .._statement import is_signed_path
@@ -222,8 +223,8 @@ def check_artifact(
 
     Checks, in order: the digest; every signature (over the file, over the statement, embedded), decided
     by the trust mode; then the archive (no member escaping the target, RECORD consistent, no `.data`);
-    that it is the expected release and plugin; no console scripts; the plugin API requirement; the
-    dependencies. The signature verdict leads every later refusal ("signature verified (signed by …) —
+    that it is the expected release and plugin; its layout and top-level names; no console scripts; the
+    plugin API requirement; the dependencies. The signature verdict leads every later refusal ("signature verified (signed by …) —
     refused: …"). A registry's validator, which is not the host, passes `host_api_version=None` and
     `check_dependencies=False`. Raises `ArtifactRejectedError` naming the release, the verdict and the
     first failed check.
@@ -270,6 +271,7 @@ def _check_contents(
     this host can run. Raises `ArtifactRejectedError` naming the first problem."""
     _check_identity(wheel, expected)
     plugin_ids = wheel_plugin_ids(wheel)
+    _check_layout(wheel)
     if expected.plugin_id is not None and expected.plugin_id not in plugin_ids:
         raise ArtifactRejectedError(f"the wheel provides {', '.join(plugin_ids)}, not {expected.plugin_id}")
     requires = requires_dist(wheel)
@@ -286,6 +288,17 @@ def _check_contents(
             "; ".join(dependency_problems) + " (plugins are installed without dependencies: see docs/registry.md)"
         )
     return plugin_ids, requirement
+
+
+def _check_layout(wheel: Wheel) -> None:
+    """Refuse a wheel that would put anything besides its own packages and `.dist-info` into the
+    plugins directory, or whose top-level names the standard library has (a host-independent check)."""
+    problem = wheel_layout_problem(wheel.members, wheel_plugins(wheel))
+    if problem is not None:
+        raise ArtifactRejectedError(f"it would install outside its own packages: {problem}")
+    reason = collision(import_names(wheel.members), wheel.distribution)
+    if reason is not None:
+        raise ArtifactRejectedError(reason)
 
 
 def _check_identity(wheel: Wheel, expected: ExpectedRelease) -> None:
@@ -321,6 +334,19 @@ def refuse_shadowed_ids(plugins_dir: Path, checked: CheckedArtifact) -> None:
                 f"{checked.describe()}: plugin id {sorted(clash)[0]} is already provided by"
                 f" {installed.describe()}; remove it first (aperio plugin remove {sorted(clash)[0]})"
             )
+
+
+def refuse_collisions(plugins_dir: Path, checked: CheckedArtifact) -> None:
+    """Refuse a release whose top-level names the host's environment or another distribution in
+    the plugins directory already provides: a load would refuse it. Raises `InstallError`."""
+    reason = collision(
+        import_names(checked.wheel.members),
+        checked.wheel.distribution,
+        host=HostModules(plugins_dir),
+        layout=scan_plugins_dir(plugins_dir),
+    )
+    if reason is not None:
+        raise InstallError(f"{checked.describe()}: {reason}; nothing was changed")
 
 
 def check_staged_release(staging: Path, *, checked: CheckedArtifact, trust: TrustStore) -> None:

@@ -37,6 +37,7 @@ from ._artifact import (
     ExpectedRelease,
     check_artifact,
     check_staged_release,
+    refuse_collisions,
     refuse_shadowed_ids,
     signature_document,
     wheel_level_signatures,
@@ -331,6 +332,7 @@ class RegistryClient:
         self.plugins_dir.mkdir(parents=True, exist_ok=True)
         with PluginsDirectoryLock(self.plugins_dir) as lock:
             refuse_shadowed_ids(self.plugins_dir, checked)
+            refuse_collisions(self.plugins_dir, checked)
             outcome = stage_and_install(lock, wheel, record, functools.partial(self._check_staged, checked=checked))
         result = self._result(record, checked.verification.detail, outcome, checked.warnings)
         result = replace(
