@@ -224,8 +224,8 @@ def check_artifact(
     Checks, in order: the digest; every signature (over the file, over the statement, embedded), decided
     by the trust mode; then the archive (no member escaping the target, RECORD consistent, no `.data`);
     that it is the expected release and plugin; its layout and top-level names; no console scripts; the
-    plugin API requirement; the dependencies. The signature verdict leads every later refusal ("signature verified (signed by …) —
-    refused: …"). A registry's validator, which is not the host, passes `host_api_version=None` and
+    plugin API requirement; the dependencies. The signature verdict leads every later refusal
+    ("signature verified (signed by …) — refused: …"). A registry's validator, which is not the host, passes `host_api_version=None` and
     `check_dependencies=False`. Raises `ArtifactRejectedError` naming the release, the verdict and the
     first failed check.
     """
