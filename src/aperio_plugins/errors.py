@@ -105,6 +105,9 @@ class WorkerCrashedError(WorkerError):
     """The worker died (or was killed) while the call was in flight, or is down and not coming back.
 
     `returncode` is the worker's exit status (negative: the signal that ended it), when known.
+    `generation` numbers the worker (1 for the first, one more for each restart): every call
+    that failed because that worker went down carries the same number, so that its crash
+    counts once.
     """
 
     def __init__(
@@ -114,9 +117,11 @@ class WorkerCrashedError(WorkerError):
         plugin_id: str | None = None,
         distribution: str | None = None,
         returncode: int | None = None,
+        generation: int | None = None,
     ) -> None:
         super().__init__(message, plugin_id=plugin_id, distribution=distribution)
         self.returncode = returncode
+        self.generation = generation
 
 
 class HandshakeError(WorkerError):
