@@ -407,8 +407,9 @@ class PluginHost:
 
     def _start_worker(self, plugin_id: str) -> WorkerPlugin:
         def failed(_: str, error: WorkerError) -> None:
-            # The supervisor has audited the worker's death; a call it broke is counted (and fed
-            # to the breaker) by the caller's guard or by run(), so here it is only shown.
+            # The supervisor has audited the worker's death; the calls it broke are counted (and fed
+            # to the breaker, once per worker generation) by the callers' guards or by run(), so
+            # here it is only shown.
             with self._lock:
                 slot = self._slots.get(plugin_id)
                 if slot is not None:

@@ -155,12 +155,14 @@ class Lifecycle:
     def _down_error(self, what: str, generation: int | None = None) -> WorkerCrashedError:
         # Holding the condition. Every caller refused because one worker went down gets its
         # generation: for the breaker that is the same crash as the calls it broke.
+        generation = self._down if generation is None else generation
         last = self._last_error
+        known = isinstance(last, WorkerCrashedError) and last.generation == generation
         return WorkerCrashedError(
             f"the worker of plugin {self.plugin_id!r} {what}",
             plugin_id=self.plugin_id,
-            returncode=last.returncode if isinstance(last, WorkerCrashedError) else None,
-            generation=self._down if generation is None else generation,
+            returncode=last.returncode if known and isinstance(last, WorkerCrashedError) else None,
+            generation=generation,
         )
 
     def _not_ready(self, process: WorkerProcess | None, settling: bool) -> WorkerError:
