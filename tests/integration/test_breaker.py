@@ -168,7 +168,8 @@ class Echo(Connector):
         if request.config.get("mode") == "fail":
             raise ConnectionError("provider down")
         time.sleep(float(request.config.get("seconds", 0)))
-        return SyncResult(connector="echo", next_cursor=f"{{request.config['value']}}|{{os.getpid()}}")
+        pid = os.getpid()
+        return SyncResult(connector="echo", next_cursor=f"{{request.config['value']}}|{{pid}}|{{context.remaining():.2f}}")
 
 @hookimpl
 def aperio_register_connectors(register):
@@ -297,7 +298,7 @@ def test_one_outside_kill_mid_burst_is_one_failure_and_calls_during_the_restart_
     new_pid = host.get("acme.echo").worker_pid
     for outcome in outcomes:
         if outcome.error is None:
-            value, answered_by = outcome.answer.split("|")
+            value, answered_by, _ = outcome.answer.split("|")
             assert value == outcome.value  # its own answer
             if outcome.started > seen["at"]:
                 assert int(answered_by) == new_pid
@@ -344,7 +345,10 @@ def test_calls_during_a_slow_restart_wait_within_their_own_deadline(echo_host, s
         assert outcome.elapsed <= outcome.timeout + 0.25
     for outcome in results["long"]:  # they wait for the new worker, and get its answer
         assert outcome.error is None, repr(outcome.error)
-        assert outcome.answer == f"{outcome.value}|{host.get('acme.echo').worker_pid}"
+        value, answered_by, remaining = outcome.answer.split("|")
+        assert (value, int(answered_by)) == (outcome.value, host.get("acme.echo").worker_pid)
+        # The plugin's deadline is the caller's: what was left after waiting for the restart.
+        assert float(remaining) <= outcome.timeout - (outcome.elapsed - 0.5)
         assert outcome.started > seen["at"]
         assert 2.0 < outcome.elapsed <= outcome.timeout
     assert host.get("acme.echo").breaker_state == "closed"  # five failed calls, one crash
