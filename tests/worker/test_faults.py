@@ -187,7 +187,8 @@ def test_worker_killed_from_outside_while_the_host_writes_to_it_is_not_said_to_b
 ):
     plugin = start_worker()
     pid = plugin.status().pid
-    os.kill(pid, signal.SIGSTOP)  # it stops reading: the host's write of a large request blocks on a full pipe
+    sync(plugin, make_context(), mode="freeze")  # it stops itself: the host's write of a large request blocks
+    time.sleep(0.4)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sync, plugin, make_context(timeout=30), mode="echo", value="x" * (1 << 20))
         time.sleep(0.3)

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import HandshakeError, WorkerCrashedError, WorkerTimeoutError
@@ -36,12 +37,35 @@ def describe_exit(returncode: int | None) -> str:
     return f"was killed by signal {name} ({-returncode})"
 
 
+_PF_EXITING = 0x4  # in /proc/<pid>/stat's flags: the process is running its exit
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
 def _still_running(pid: int) -> bool:
-    """Whether our child `pid` has not exited yet; looks without reaping it (WNOWAIT)."""
+    """Whether our child `pid` is alive and not already on its way out for another reason.
+
+    A worker killed from outside is often noticed first as a broken pipe: the
+    kernel closes its descriptors before it becomes a zombie. A process that
+    has exited (seen without reaping it, WNOWAIT), is exiting, or has a SIGKILL
+    pending was not ended by the host's signal, whatever the host does next.
+    """
     try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return False
     except ChildProcessError:
         return False  # already reaped: it has exited
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, IndexError):
+        return True  # no /proc to ask: waitid said it has not exited
+    if stat[0] in ("Z", "X", "x") or int(stat[6]) & _PF_EXITING:
+        return False
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    return not pending & _SIGKILL_BIT
 
 
 class WorkerProcess(HostChannel):
