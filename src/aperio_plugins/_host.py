@@ -704,7 +704,7 @@ class PluginHost:
             raise
         except BaseException:
             if breaker is not None and permit is not None:
-                breaker.release(permit)  # interrupted, or refused before the plugin ran: no verdict
+                breaker.release(permit)  # interrupted (KeyboardInterrupt, say): no verdict on the plugin
             raise
         if breaker is not None and permit is not None:
             breaker.record_success(permit)  # only the probe's success closes an open breaker

@@ -86,7 +86,11 @@ class PluginCallError(HookError):
 
 
 class CircuitOpenError(HookError):
-    """A plugin's circuit breaker is open after repeated failures: the call failed fast, unmade."""
+    """A plugin's circuit breaker is open after repeated failures: the call failed fast, unmade.
+
+    `retry_in` is the time in seconds until the breaker lets its probe call through; 0 while
+    a half-open breaker's probe is in flight (calls go through again once it succeeds).
+    """
 
     def __init__(self, message: str, *, plugin_id: str | None = None, retry_in: float = 0.0) -> None:
         super().__init__(message, plugin_id=plugin_id)
