@@ -26,7 +26,7 @@ from . import _activation, _invoke
 from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
 from ._boundary import Boundary, record_tree
-from ._breaker import BreakerState, CircuitBreaker
+from ._breaker import BreakerState, CircuitBreaker, Permit, incident_of
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider, new_context
@@ -415,9 +415,9 @@ class PluginHost:
                 plugin,
                 guard=self._guard_calls,
                 propagating=self._propagating,
-                record=self._recorder(plugin_id, breaker),
+                record=self._recorder(plugin_id),
                 gate=breaker,
-                refuse=lambda hook_name: _circuit_open(plugin_id, hook_name, breaker),
+                refuse=lambda hook_name, permit: _circuit_open(plugin_id, hook_name, permit),
             )
             registrations = _activation.register(self._manager, self._catalog, prepared)
         except PluginLoadError as exc:
@@ -472,8 +472,9 @@ class PluginHost:
 
     def _start_worker(self, plugin_id: str) -> WorkerPlugin:
         def failed(_: str, error: WorkerError) -> None:
-            # The supervisor has audited the worker's death; a call it broke is counted (and fed
-            # to the breaker) by the caller's guard or by run(), so here it is only shown.
+            # The supervisor has audited the worker's death; the calls it broke are counted (and fed
+            # to the breaker, once per worker generation) by the callers' guards or by run(), so
+            # here it is only shown.
             with self._lock:
                 slot = self._slots.get(plugin_id)
                 if slot is not None:
@@ -748,8 +749,6 @@ class PluginHost:
             info, registrations, breaker = slot.info, slot.registrations, slot.breaker
         operation = _invoke.operation_for(envelope)
         entry = _invoke.catalog_entry(plugin_id, registrations, operation)
-        if breaker is not None and not breaker.closed and not breaker.allow():
-            raise _circuit_open(plugin_id, operation.hook_name, breaker)
         context = new_context(
             plugin_id=plugin_id,
             scopes=info.credential_scopes,
@@ -758,24 +757,31 @@ class PluginHost:
             base_logger=self._plugin_logger,
             timeout=self._call_timeout if timeout is None else timeout,
         )
+        permit = None if breaker is None or breaker.closed else breaker.permit()
+        if permit is not None and not permit.granted:
+            raise _circuit_open(plugin_id, operation.hook_name, permit)
         try:
             result = _invoke.invoke(entry, operation, envelope, context)
         except (PluginCallError, WorkerTimeoutError, WorkerCrashedError) as exc:
             self._record_call_failure(plugin_id, operation.hook_name, exc.__cause__ or exc)
             if breaker is not None:
-                breaker.record_failure()
+                breaker.record_failure(permit, incident_of(exc))  # one worker crash is one failure
             raise
-        if breaker is not None and not breaker.closed:
-            breaker.record_success()
+        except BaseException:
+            if breaker is not None and permit is not None:
+                breaker.release(permit)  # interrupted (KeyboardInterrupt, say): no verdict on the plugin
+            raise
+        if breaker is not None and permit is not None:
+            breaker.record_success(permit)  # only the probe's success closes an open breaker
         if isinstance(result, aperio_hookspecs.SyncResult):
             for finding in result.findings:
                 self.hook.aperio_finding_raised(finding=finding)
         return result
 
-    def _recorder(self, plugin_id: str, breaker: CircuitBreaker) -> ErrorRecorder:
+    def _recorder(self, plugin_id: str) -> ErrorRecorder:
+        # The guard tells the breaker itself, with the call's permit.
         def record(hook_name: str, exc: BaseException) -> None:
             self._record_call_failure(plugin_id, hook_name, exc)
-            breaker.record_failure()
 
         return record
 
@@ -929,13 +935,16 @@ def _release(plugin: object, importer: VerifiedImporter | None) -> None:
         remove_importer(importer)
 
 
-def _circuit_open(plugin_id: str, hook_name: str, breaker: CircuitBreaker) -> CircuitOpenError:
-    retry_in = breaker.retry_in()
+def _circuit_open(plugin_id: str, hook_name: str, permit: Permit) -> CircuitOpenError:
+    # The permit's retry_in was computed when the breaker refused the call, under its lock.
+    if permit.retry_in > 0:
+        why = f"is open after repeated failures (next probe in {permit.retry_in:.1f}s)"
+    else:
+        why = "is half-open: a probe call is in flight, and calls go through again once it succeeds"
     return CircuitOpenError(
-        f"plugin {plugin_id!r}: {hook_name} not called, its circuit breaker is open after repeated failures"
-        f" (next probe in {retry_in:.1f}s)",
+        f"plugin {plugin_id!r}: {hook_name} not called, its circuit breaker {why}",
         plugin_id=plugin_id,
-        retry_in=retry_in,
+        retry_in=permit.retry_in,
     )
 
 

@@ -88,7 +88,11 @@ class PluginCallError(HookError):
 
 
 class CircuitOpenError(HookError):
-    """A plugin's circuit breaker is open after repeated failures: the call failed fast, unmade."""
+    """A plugin's circuit breaker is open after repeated failures: the call failed fast, unmade.
+
+    `retry_in` is the time in seconds until the breaker lets its probe call through; 0 while
+    a half-open breaker's probe is in flight (calls go through again once it succeeds).
+    """
 
     def __init__(self, message: str, *, plugin_id: str | None = None, retry_in: float = 0.0) -> None:
         super().__init__(message, plugin_id=plugin_id)
@@ -107,6 +111,9 @@ class WorkerCrashedError(WorkerError):
     """The worker died (or was killed) while the call was in flight, or is down and not coming back.
 
     `returncode` is the worker's exit status (negative: the signal that ended it), when known.
+    `generation` numbers the worker (1 for the first, one more for each restart): every call
+    that failed because that worker went down carries the same number, so that its crash
+    counts once.
     """
 
     def __init__(
@@ -116,9 +123,11 @@ class WorkerCrashedError(WorkerError):
         plugin_id: str | None = None,
         distribution: str | None = None,
         returncode: int | None = None,
+        generation: int | None = None,
     ) -> None:
         super().__init__(message, plugin_id=plugin_id, distribution=distribution)
         self.returncode = returncode
+        self.generation = generation
 
 
 class HandshakeError(WorkerError):

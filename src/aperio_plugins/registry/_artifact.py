@@ -225,9 +225,9 @@ def check_artifact(
     by the trust mode; then the archive (no member escaping the target, RECORD consistent, no `.data`);
     that it is the expected release and plugin; its layout and top-level names; no console scripts; the
     plugin API requirement; the dependencies. The signature verdict leads every later refusal
-    ("signature verified (signed by …) — refused: …"). A registry's validator, which is not the host, passes `host_api_version=None` and
-    `check_dependencies=False`. Raises `ArtifactRejectedError` naming the release, the verdict and the
-    first failed check.
+    ("signature verified (signed by …) — refused: …"). A registry's validator, which is not the host,
+    passes `host_api_version=None` and `check_dependencies=False`. Raises `ArtifactRejectedError` naming
+    the release, the verdict and the first failed check.
     """
     label = " ".join(filter(None, (expected.plugin_id, expected.version))) or path.name
     if expected.sha256 is not None and not hmac.compare_digest(sha256, expected.sha256):

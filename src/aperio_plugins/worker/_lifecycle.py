@@ -84,6 +84,8 @@ class Lifecycle:
         self._description: Description | None = None
         self._failures = 0
         self._restarts = 0
+        self._generation = 0  # numbers each worker started, so that one crash is one incident
+        self._down: int | None = None  # the generation of the last worker that went down
         self._next_start = 0.0
         self._timer: Timer | None = None
         self._last_error: WorkerError | None = None
@@ -112,9 +114,10 @@ class Lifecycle:
     def acquire(self, deadline: float) -> WorkerProcess:
         """Return a worker ready for a call, waiting for a restart in progress until `deadline`.
 
-        Raises `WorkerCrashedError` when the worker is down for longer (or for
-        good), `WorkerTimeoutError` when none is ready by `deadline`, and
-        `WorkerError` once stopped.
+        Raises `WorkerCrashedError` (naming the generation that went down) when
+        no replacement is ready by `deadline`, or the worker is down for longer
+        or for good; `WorkerTimeoutError` when the live worker still owes a
+        cancelled call's answer at `deadline`; `WorkerError` once stopped.
         """
         process = self._process  # the common case, without the lock: reading references is atomic
         if self.state is WorkerState.READY and process is not None and process.accepting():
@@ -126,13 +129,9 @@ class Lifecycle:
                     return process
                 self._refuse_if_down(deadline)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise WorkerTimeoutError(
-                        f"no worker of plugin {self.plugin_id!r} was ready before the call's deadline"
-                        f" (it is {self.state.value})",
-                        plugin_id=self.plugin_id,
-                    )
                 settling = self.state is WorkerState.READY and process is not None and process.settling()
+                if remaining <= 0:
+                    raise self._not_ready(process, settling)
                 if not settling:
                     self._condition.wait(remaining)
                     continue
@@ -146,18 +145,37 @@ class Lifecycle:
     def _refuse_if_down(self, deadline: float) -> None:
         last = f": {self._last_error.message}" if self._last_error is not None else ""
         if self.state is WorkerState.FAILED:
-            raise WorkerCrashedError(
-                f"the worker of plugin {self.plugin_id!r} is down after {self._failures} consecutive failures{last}",
-                plugin_id=self.plugin_id,
-            )
+            raise self._down_error(f"is down after {self._failures} consecutive failures{last}")
         if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
             raise WorkerError(f"the worker of plugin {self.plugin_id!r} is stopped", plugin_id=self.plugin_id)
         if self.state is WorkerState.BACKOFF and self._next_start > deadline:
             wait = self._next_start - time.monotonic()
-            raise WorkerCrashedError(
-                f"the worker of plugin {self.plugin_id!r} restarts in {wait:.1f} s, after this call's deadline{last}",
+            raise self._down_error(f"restarts in {wait:.1f} s, after this call's deadline{last}")
+
+    def _down_error(self, what: str, generation: int | None = None) -> WorkerCrashedError:
+        # Holding the condition. Every caller refused because one worker went down gets its
+        # generation: for the breaker that is the same crash as the calls it broke.
+        generation = self._down if generation is None else generation
+        last = self._last_error
+        known = isinstance(last, WorkerCrashedError) and last.generation == generation
+        return WorkerCrashedError(
+            f"the worker of plugin {self.plugin_id!r} {what}",
+            plugin_id=self.plugin_id,
+            returncode=last.returncode if known and isinstance(last, WorkerCrashedError) else None,
+            generation=generation,
+        )
+
+    def _not_ready(self, process: WorkerProcess | None, settling: bool) -> WorkerError:
+        """The error for a call whose deadline passed before a worker could take it (holding the condition)."""
+        if settling:
+            return WorkerTimeoutError(
+                f"the worker of plugin {self.plugin_id!r} still owed a cancelled call's answer at this call's deadline",
                 plugin_id=self.plugin_id,
             )
+        if self.state is WorkerState.READY and process is not None:
+            # Killed or dead, and its watcher has not yet scheduled the restart.
+            return self._down_error("went down and was not replaced before this call's deadline", process.generation)
+        return self._down_error(f"was not ready again before this call's deadline (it is {self.state.value})")
 
     def status(self) -> WorkerStatus:
         with self._condition:
@@ -211,6 +229,9 @@ class Lifecycle:
     # -- starting --------------------------------------------------------------------
 
     def _launch(self, *, attempt: int, delay: float) -> None:
+        with self._condition:
+            self._generation += 1
+            generation = self._generation
         try:
             popen = self._supervisor.call(lambda: spawn(self._command, self._environment, self._directory))
         except OSError as exc:
@@ -224,6 +245,7 @@ class Lifecycle:
             logger=self._logger,
             schedule=self._supervisor.schedule,
             changed=self._changed,
+            generation=generation,
         )
         assert popen.stderr is not None
         StderrPump(popen.stderr.fileno(), self._logger.bind(pid=popen.pid), self.options).start()
@@ -363,6 +385,7 @@ class Lifecycle:
                 self._failures = 0  # it had worked: this is a new run of failures
             self._failures += 1
             self._last_error = error
+            self._down = process.generation if process is not None else self._generation
         self._schedule_restart(error)
 
     def _schedule_restart(self, error: WorkerError | None) -> None:

@@ -61,7 +61,9 @@ class _Invoker:
         deadline = time.monotonic() + timeout
         process = lifecycle.acquire(deadline)
         scopes = sorted(getattr(context.credentials, "scopes", ()))
-        message = [protocol.INVOKE, kind, name, payload, timeout, str(context.invocation_id), scopes]
+        # What is left after waiting for a restart, so that the plugin's deadline is the caller's.
+        left = max(0.0, deadline - time.monotonic())
+        message = [protocol.INVOKE, kind, name, payload, left, str(context.invocation_id), scopes]
         try:
             answer = process.call(message, context=context, label=label, deadline=deadline)
         except (TypeError, ValueError, OverflowError) as exc:
