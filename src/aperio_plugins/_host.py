@@ -353,7 +353,7 @@ class PluginHost:
         plugin: object
         importer: VerifiedImporter | None
         if self._isolation_of(inspected, isolation_override) is Isolation.PROCESS:
-            plugin, importer = self._start_worker(plugin_id), None
+            plugin, importer = self._start_worker(plugin_id, inspected.manifest.network), None
         else:
             plugin, importer = self._import_in_process(outcome)
         try:
@@ -405,7 +405,7 @@ class PluginHost:
             return Isolation.PROCESS
         return Isolation.INPROCESS
 
-    def _start_worker(self, plugin_id: str) -> WorkerPlugin:
+    def _start_worker(self, plugin_id: str, network: bool) -> WorkerPlugin:
         def failed(_: str, error: WorkerError) -> None:
             # The supervisor has audited the worker's death; a call it broke is counted (and fed
             # to the breaker) by the caller's guard or by run(), so here it is only shown.
@@ -423,6 +423,7 @@ class PluginHost:
                 audit_logger=self._audit,
                 logger=self._plugin_logger,
                 on_failure=failed,
+                network=network,
             )
         except HandshakeError as exc:
             stage = FailureStage(exc.stage) if exc.stage else FailureStage.LOAD
@@ -837,7 +838,12 @@ def _snapshot(slot: _Slot) -> PluginInfo:
         return slot.info
     status = plugin.status()
     return dataclasses.replace(
-        slot.info, worker_pid=status.pid, worker_restarts=status.restarts, worker_state=status.state.value
+        slot.info,
+        worker_pid=status.pid,
+        worker_restarts=status.restarts,
+        worker_state=status.state.value,
+        worker_containment=status.containment,
+        worker_containment_gaps=status.containment_gaps,
     )
 
 
