@@ -317,6 +317,7 @@ sys.exit(0)  # no close(): the host's exit handler stops the workers
         pytest.param("bwrap", "sigkill", marks=needs_bwrap),
         pytest.param("bwrap", "exit", marks=needs_bwrap),
         ("none", "exit"),
+        ("none", "sigkill"),
     ],
 )
 def test_no_descendant_outlives_the_host_and_the_next_start_removes_what_it_left(
@@ -341,10 +342,17 @@ def test_no_descendant_outlives_the_host_and_the_next_start_removes_what_it_left
             host.stdin.flush()
         host.wait(timeout=30)
 
-        assert wait_for(lambda: not any(alive(who) for who in descendants)), marked(marker)
+        if (sandbox, ending) == ("none", "sigkill"):
+            # Without a sandbox the worker died by the parent-death signal, with no chance to end its tree:
+            # the next host kills what is left in its process group (the setsid daemon is the known gap).
+            descendants = marked(marker, "child")
+            assert len(descendants) == 1 and alive(descendants[0])
+        else:
+            assert wait_for(lambda: not any(alive(who) for who in descendants)), marked(marker)
         if ending == "sigkill":
             assert private.is_dir()  # nobody was left to remove it
             tree_host(plugin_sandbox=sandbox).close()  # the next host to start a worker
+        assert wait_for(lambda: not any(alive(who) for who in descendants)), marked(marker)
         assert not private.exists()
         assert not private.parent.exists()
     finally:
@@ -496,3 +504,58 @@ def test_a_planted_runtime_directory_is_refused(tmp_path, monkeypatch):
 
     with pytest.raises(PermissionError, match="is not a directory that only this user"):
         runtime_root()
+
+
+def _aperio(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    aperio = str(Path(sys.executable).with_name("aperio"))
+    return subprocess.run([aperio, *arguments], capture_output=True, text=True, env=env, check=False)
+
+
+@pytest.mark.parametrize(
+    ("mode", "bwrap", "returncode", "containment", "severity"),
+    [
+        pytest.param("auto", None, 0, "bwrap", None, marks=needs_bwrap, id="auto"),
+        ("auto", "/nonexistent/bwrap", 0, "subreaper", "warning"),
+        ("none", None, 0, "subreaper", None),
+        ("bwrap", "/nonexistent/bwrap", 1, None, "error"),
+    ],
+)
+def test_doctor_says_which_containment_workers_get_and_what_it_does_not_cover(
+    mode, bwrap, returncode, containment, severity, tmp_path
+):
+    env = {**os.environ, "APERIO_PLUGIN_SANDBOX": mode, "APERIO_PLUGIN_TRUST_MODE": "warn"}
+    env.update(APERIO_PLUGIN_TRUSTED_KEYS_DIR=str(tmp_path / "keys"), APERIO_STATE_DIR=str(tmp_path / "state"))
+    if bwrap is not None:
+        env["APERIO_PLUGIN_SANDBOX_BWRAP"] = bwrap
+
+    done = _aperio(["doctor", "--json"], env)
+    text = _aperio(["doctor"], env)
+
+    assert done.returncode == text.returncode == returncode, done.stderr
+    sandbox = json.loads(done.stdout)["sandbox"]
+    assert (sandbox["mode"], sandbox["containment"]) == (mode, containment)
+    assert (sandbox["problem"] or {}).get("severity") == severity
+    assert bool(sandbox["gaps"]) is (containment is not None)
+    if severity is not None:
+        assert f"{severity}: worker sandbox: " in text.stdout
+    for gap in sandbox["gaps"]:
+        assert f"  does not cover: {gap}" in text.stdout
+
+
+@needs_bwrap
+def test_plugin_list_and_info_say_which_containment_a_worker_got(tree_host, plugins_dir, tmp_path):
+    env = {
+        **os.environ,
+        "APERIO_PLUGINS_DIR": str(plugins_dir),
+        "APERIO_STATE_DIR": str(tmp_path / "state"),
+        "APERIO_PLUGIN_TRUST_MODE": "warn",
+        "APERIO_PLUGIN_TRUSTED_KEYS_DIR": str(tmp_path / "keys"),
+        "APERIO_PLUGIN_SANDBOX": "bwrap",
+    }
+
+    rows = {row["id"]: row for row in json.loads(_aperio(["plugin", "list", "--json"], env).stdout)}
+    info = _aperio(["plugin", "info", TREE_ID], env)
+
+    assert rows[TREE_ID]["worker_containment"] == "bwrap"
+    assert "no system-call filter: the whole kernel interface is reachable" in rows[TREE_ID]["worker_containment_gaps"]
+    assert any(line.split() == ["worker_containment", "bwrap"] for line in info.stdout.splitlines()), info.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +17,7 @@ from .._trust import Severity, load_trust_store
 from .._verify import verify_wheel
 from .._wheel import read_wheel
 from ..errors import ConfigurationError
+from ..worker._sandbox import describe as describe_sandbox
 from ._output import print_json
 
 
@@ -89,16 +91,19 @@ def verify(target: str, as_json: bool) -> None:
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor(as_json: bool) -> None:
-    """Check the trust configuration: trust mode, keys, identities, directory permissions.
+    """Check the trust configuration (trust mode, keys, identities, directory permissions) and
+    how workers are contained (the bubblewrap sandbox, or the weaker subreaper fallback).
 
     Exits 1 if any problem is an error.
     """
     settings = HostSettings.from_environment()
     store = load_trust_store(settings)
+    sandbox = describe_sandbox(settings)
     if as_json:
         print_json(
             {
                 "trust_mode": settings.plugin_trust_mode.value,
+                "sandbox": sandbox,
                 "trusted_keys": [{"key_id": key.key_id, "path": str(key.path)} for key in store.keyring.keys],
                 "trusted_identities": [
                     {"identity": item.identity, "issuer": item.issuer} for item in store.sigstore.identities
@@ -116,9 +121,26 @@ def doctor(as_json: bool) -> None:
         click.echo(
             f"trusted Sigstore identities: {len(store.sigstore.identities)} in {settings.plugin_trusted_identities}"
         )
+        _echo_sandbox(sandbox)
         for problem in store.problems:
             click.echo(str(problem))
-        if not store.problems:
+        if sandbox["problem"] is not None:
+            click.echo(f"{sandbox['problem']['severity']}: worker sandbox: {sandbox['problem']['message']}")
+        if not store.problems and sandbox["problem"] is None:
             click.echo("no problems found")
-    if any(problem.severity is Severity.ERROR for problem in store.problems):
+    sandbox_failed = sandbox["problem"] is not None and sandbox["problem"]["severity"] == Severity.ERROR.value
+    if sandbox_failed or any(problem.severity is Severity.ERROR for problem in store.problems):
         sys.exit(1)
+
+
+def _echo_sandbox(sandbox: dict[str, Any]) -> None:
+    mode = f"APERIO_PLUGIN_SANDBOX={sandbox['mode']}"
+    if sandbox["containment"] is None:
+        click.echo(f"worker sandbox: {mode}, and no worker can start")
+        return
+    where = f" ({sandbox['bwrap']})" if sandbox["bwrap"] else ""
+    click.echo(f"worker sandbox: {mode}, workers get {sandbox['containment']}{where}")
+    if sandbox["containment"] == "bwrap":
+        click.echo("  network: only for plugins whose manifest asks (connectors and destinations unless they say no)")
+    for gap in sandbox["gaps"]:
+        click.echo(f"  does not cover: {gap}")

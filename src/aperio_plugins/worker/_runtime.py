@@ -5,7 +5,9 @@
 A worker's directory is removed when its process has exited, whatever ended
 it. A host that was SIGKILLed cannot remove anything; the next host of the same
 user that starts a worker removes every host directory whose owner (pid and
-start time, so that a reused pid does not count) is no longer running.
+start time, so that a reused pid does not count) is no longer running. Without
+a sandbox a host also records there each worker's process group, and that next
+host kills what is left in the groups of a dead host's workers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -62,6 +65,8 @@ def sweep(root: Path) -> list[Path]:
         pid, _, started = name[len(_HOST_PREFIX) :].partition("-")
         if pid.isdigit() and _start_time(int(pid)) == started:
             continue  # its host is running (possibly this one)
+        for record in entry.glob("*.group"):
+            _kill_left_group(record)
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     return removed
@@ -83,9 +88,37 @@ def private_directory(plugin_id: str) -> Path:
     raise FileNotFoundError(f"could not create a private directory for a worker under {host}")
 
 
+def record_group(path: Path, pid: int) -> None:
+    """Note that the worker whose directory is `path` leads process group `pid` (subreaper containment)."""
+    _group_record(path).write_text(f"{pid} {_start_time(pid) or 0}\n")
+
+
+def _group_record(path: Path) -> Path:
+    # Beside the worker's directory, not in it: under bubblewrap that is all a worker may write.
+    return path.with_name(path.name + ".group")
+
+
+def _kill_left_group(record: Path) -> None:
+    try:
+        pid_text, started = record.read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return
+    if pid <= 1:
+        return
+    if _start_time(pid) not in (None, started):
+        return  # the pid names another process now: the group, if it is left, is not ours to tell
+    # The worker is gone (or still there after its host's death): a pid still naming a group cannot
+    # be given to a new process, so this reaches only what the worker left in its group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def remove_private_directory(path: Path) -> None:
     """Remove a worker's directory, and its host directory once that is empty."""
     shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        _group_record(path).unlink()
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # fails while another worker of this host has its directory there
 

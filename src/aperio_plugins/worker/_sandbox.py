@@ -46,8 +46,9 @@ _GAPS = {
         "reads the host's environment and secrets through /proc/<host pid>/environ:"
         " without a PID namespace nothing stops a same-user process from doing so",
         "sees and can signal every process of the host's user",
-        "a descendant that leaves the worker's process group (setsid) survives a crash of the worker"
-        " or the host's SIGKILL; on close, restart and kill it is ended",
+        "descendants that left the worker's process group (setsid) outlive a crash of the worker or the host's"
+        " SIGKILL (the rest of the group is killed, after a SIGKILL at the next start); close, restart and kill"
+        " end them all",
         "writes wherever the host's user can write",
         "the host's network",
     ),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._settings import HostSettings
-from ._runtime import private_directory, remove_private_directory
+from ._runtime import private_directory, record_group, remove_private_directory
 from ._sandbox import Containment, SandboxPlan, wrap
 from ._settings import WorkerSettings
 from ._tree import kill_descendants
@@ -129,7 +129,7 @@ def spawn(
     # The filesystem is read-only in the sandbox: a plugin's temporary files go to its directory.
     environment = {**env, "TMPDIR": str(directory)}
     try:
-        return ContainedPopen(
+        popen = ContainedPopen(
             wrap(sandbox, command, directory),
             sandbox.containment,
             directory,
@@ -142,6 +142,9 @@ def spawn(
             start_new_session=True,
             bufsize=0,
         )
+        if sandbox.containment is Containment.SUBREAPER:
+            record_group(directory, popen.pid)  # for the next host, should this one be SIGKILLed
+        return popen
     except BaseException:
         remove_private_directory(directory)
         raise
