@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -493,17 +494,22 @@ def test_a_required_sandbox_that_is_missing_refuses_the_worker_and_nothing_else(
     assert sorted(path.name for path in imported.iterdir()) == ["acme_inside"]  # the refused plugin never ran
 
 
-def test_a_planted_runtime_directory_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+@pytest.mark.parametrize("sandbox", ["none", "auto"])
+def test_a_planted_runtime_directory_refuses_the_worker_not_the_host(tree_host, tmp_path, monkeypatch, sandbox):
+    # In a shared temporary directory another user could create ours first, to read or swap workers' files.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     planted = tmp_path / f"aperio-workers-{os.getuid()}"
-    planted.mkdir(mode=0o777)
+    planted.mkdir()
     planted.chmod(0o777)
-
     with pytest.raises(PermissionError, match="is not a directory that only this user"):
         runtime_root()
+
+    host = tree_host(plugin_sandbox=sandbox)
+
+    info = host.get(TREE_ID)
+    assert info.state is PluginState.FAILED
+    assert f"{planted} is not a directory that only this user (uid {os.getuid()}) can use" in (info.error or "")
+    assert list(planted.iterdir()) == []
 
 
 def _aperio(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -144,8 +144,11 @@ def plan(settings: HostSettings, *, network: bool, plugin_id: str | None = None)
     else:
         from ._runtime import scratch_directory  # a directory to bind, as the worker's will be
 
-        with scratch_directory() as scratch:
-            problem = _probe(bwrap, scratch, network) or ""
+        try:
+            with scratch_directory() as scratch:
+                problem = _probe(bwrap, scratch, network) or ""
+        except OSError as exc:
+            problem = f"no private directory to try the sandbox in: {exc}"
     if not problem:
         return SandboxPlan(Containment.BWRAP, network, bwrap=bwrap)
     if mode is SandboxMode.BWRAP:
