@@ -347,7 +347,8 @@ def test_no_descendant_outlives_the_host_and_the_next_start_removes_what_it_left
             # Without a sandbox the worker died by the parent-death signal, with no chance to end its tree:
             # the next host kills what is left in its process group (the setsid daemon is the known gap).
             descendants = marked(marker, "child")
-            assert len(descendants) == 1 and alive(descendants[0])
+            assert len(descendants) == 1
+            assert alive(descendants[0])
         else:
             assert wait_for(lambda: not any(alive(who) for who in descendants)), marked(marker)
         if ending == "sigkill":
