@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ._tree import kill_descendants
 # what locates programs, and what decides text encoding and time zone.
 _PASSED = ("PATH", "LANG", "TZ")
 _PASSED_PREFIXES = ("LC_",)
+_POLL_INTERVAL = 0.005  # seconds between polls of a timed wait for a worker's exit
 
 
 def _inside(path: str, directory: Path) -> bool:
@@ -165,6 +167,8 @@ class ContainedPopen(subprocess.Popen[bytes]):
 
     def __init__(self, args: Sequence[str], containment: Containment, directory: Path, **options: Any) -> None:
         self.containment = containment
+        # The tree walk needs /proc and waitid(WNOWAIT): Linux. Elsewhere only the directory is looked after.
+        self._subreaper = containment is Containment.SUBREAPER and sys.platform.startswith("linux")
         self.directory = directory
         self._cleanup_lock = threading.Lock()
         self._cleaned = False
@@ -184,7 +188,7 @@ class ContainedPopen(subprocess.Popen[bytes]):
         self._status = value
 
     def send_signal(self, sig: int) -> None:
-        if self.containment is Containment.SUBREAPER and sig in (signal.SIGTERM, signal.SIGKILL):
+        if self._subreaper and sig in (signal.SIGTERM, signal.SIGKILL):
             if self.poll() is not None:
                 return
             # Held still, the worker can neither fork nor reap; its orphans stay its children.
@@ -199,7 +203,7 @@ class ContainedPopen(subprocess.Popen[bytes]):
         super().send_signal(sig)
 
     def poll(self) -> int | None:
-        if self.returncode is None and self.containment is Containment.SUBREAPER:
+        if self.returncode is None and self._subreaper:
             self._kill_group_if_exited(block=False)
         status = super().poll()
         if status is not None:
@@ -207,8 +211,16 @@ class ContainedPopen(subprocess.Popen[bytes]):
         return status
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None and self.containment is Containment.SUBREAPER and timeout is None:
-            self._kill_group_if_exited(block=True)
+        if self.returncode is None and self._subreaper:
+            if timeout is None:
+                self._kill_group_if_exited(block=True)
+            else:
+                # Through poll(), which kills the group before reaping; Popen's own timed wait polls too.
+                deadline = time.monotonic() + timeout
+                while self.poll() is None:
+                    if time.monotonic() >= deadline:
+                        raise subprocess.TimeoutExpired(self.args, timeout)
+                    time.sleep(_POLL_INTERVAL)
         status = super().wait(timeout)
         self._cleanup()
         return status
