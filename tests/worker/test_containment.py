@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -282,7 +283,7 @@ def test_under_bwrap_a_crashed_worker_takes_its_whole_tree_with_it(tree_host, ma
 
 def test_without_bwrap_a_crashed_worker_takes_its_process_group_with_it(tree_host, marker):
     host = tree_host(plugin_sandbox="none")
-    run(host, "spawn", marker)
+    private = Path(run(host, "spawn", marker))
     child = marked(marker, "child")
 
     with pytest.raises(WorkerCrashedError, match=r"exited with status 7"):
@@ -290,6 +291,7 @@ def test_without_bwrap_a_crashed_worker_takes_its_process_group_with_it(tree_hos
 
     # The daemon that left the group is the documented gap of the fallback; the fixture ends it.
     assert wait_for(lambda: not any(alive(who) for who in child))
+    assert wait_for(lambda: not private.exists())
 
 
 HOST_SCRIPT = """
@@ -513,6 +515,9 @@ def test_a_planted_runtime_directory_refuses_the_worker_not_the_host(tree_host, 
     assert list(planted.iterdir()) == []
 
 
+FALSE = shutil.which("false") or "/bin/false"
+
+
 def _aperio(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     aperio = str(Path(sys.executable).with_name("aperio"))
     return subprocess.run([aperio, *arguments], capture_output=True, text=True, env=env, check=False)
@@ -525,6 +530,9 @@ def _aperio(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedPr
         ("auto", "/nonexistent/bwrap", 0, "subreaper", "warning"),
         ("none", None, 0, "subreaper", None),
         ("bwrap", "/nonexistent/bwrap", 1, None, "error"),
+        # A binary that is there but cannot set up a sandbox (as bwrap where user namespaces are off)
+        ("auto", FALSE, 0, "subreaper", "warning"),
+        ("bwrap", FALSE, 1, None, "error"),
     ],
 )
 def test_doctor_says_which_containment_workers_get_and_what_it_does_not_cover(
@@ -566,3 +574,17 @@ def test_plugin_list_and_info_say_which_containment_a_worker_got(tree_host, plug
     assert rows[TREE_ID]["worker_containment"] == "bwrap"
     assert "no system-call filter: the whole kernel interface is reachable" in rows[TREE_ID]["worker_containment_gaps"]
     assert any(line.split() == ["worker_containment", "bwrap"] for line in info.stdout.splitlines()), info.stdout
+
+
+def test_a_required_sandbox_that_cannot_be_set_up_names_why(make_host, plugins_dir, wheel_dir, audit):
+    install_wheels([tree_wheel(wheel_dir)], target=plugins_dir)
+    host = make_host(settings={"plugin_sandbox": "bwrap", "plugin_sandbox_bwrap": FALSE})
+
+    host.load()
+
+    assert host.get(TREE_ID).error == (
+        f"APERIO_PLUGIN_SANDBOX=bwrap, but {FALSE} could not set up the sandbox: status 1; install bubblewrap"
+        " (Debian: apt-get install bubblewrap) or set APERIO_PLUGIN_SANDBOX=auto to allow the weaker subreaper"
+        " containment"
+    )
+    assert audit.fields_of("plugin.worker.sandbox.failed")[0]["reason"] == host.get(TREE_ID).error

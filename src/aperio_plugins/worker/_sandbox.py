@@ -115,7 +115,13 @@ def bwrap_arguments(bwrap: str, private_dir: Path, *, network: bool) -> list[str
 
 def _probe(bwrap: str, private_dir: Path, network: bool) -> str | None:
     """Run a no-op in the sandbox the worker would get; return why it failed, or None."""
-    command = [*bwrap_arguments(bwrap, private_dir, network=network), "--", sys.executable, "-S", "-c", ""]
+    # `true` costs a few milliseconds where an interpreter's start costs tens.
+    no_op = shutil.which("true")
+    command = [
+        *bwrap_arguments(bwrap, private_dir, network=network),
+        "--",
+        *([no_op] if no_op else [sys.executable, "-S", "-c", ""]),
+    ]
     try:
         done = subprocess.run(command, capture_output=True, timeout=_PROBE_TIMEOUT, check=False, env={})
     except (OSError, subprocess.TimeoutExpired) as exc:
