@@ -17,7 +17,7 @@ from typing import Any
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 
 CACHE_FILE_NAME = "discovery-cache.json"
-_FORMAT = 3
+_FORMAT = 4  # 3: RECORD paths; 4: the manifest's network permission
 
 FileKey = tuple[int, int, int]
 
@@ -159,6 +159,7 @@ def _inspected_data(inspected: Inspected) -> dict[str, Any]:
         "homepage": manifest.homepage,
         "path": str(manifest.path),
         "manifest_sha256": manifest.sha256,
+        "network": manifest.network,
         "metadata_sha256": inspected.metadata_sha256,
     }
 
@@ -172,6 +173,7 @@ def _inspected_from(candidate: Candidate, data: dict[str, Any]) -> Inspected:
         homepage=data["homepage"],
         path=Path(data["path"]),
         sha256=str(data["manifest_sha256"]),
+        network=bool(data["network"]),
     )
     return Inspected(
         candidate=candidate,

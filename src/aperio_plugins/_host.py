@@ -405,7 +405,7 @@ class PluginHost:
         plugin: object
         importer: VerifiedImporter | None
         if self._isolation_of(inspected, isolation_override) is Isolation.PROCESS:
-            plugin, importer = self._start_worker(plugin_id), None
+            plugin, importer = self._start_worker(plugin_id, inspected.manifest.network), None
         else:
             plugin, importer = self._import_in_process(outcome)
         try:
@@ -470,7 +470,7 @@ class PluginHost:
             return Isolation.PROCESS
         return Isolation.INPROCESS
 
-    def _start_worker(self, plugin_id: str) -> WorkerPlugin:
+    def _start_worker(self, plugin_id: str, network: bool) -> WorkerPlugin:
         def failed(_: str, error: WorkerError) -> None:
             # The supervisor has audited the worker's death; the calls it broke are counted (and fed
             # to the breaker, once per worker generation) by the callers' guards or by run(), so
@@ -489,6 +489,7 @@ class PluginHost:
                 audit_logger=self._audit,
                 logger=self._plugin_logger,
                 on_failure=failed,
+                network=network,
             )
         except HandshakeError as exc:
             stage = FailureStage(exc.stage) if exc.stage else FailureStage.LOAD
@@ -923,7 +924,12 @@ def _snapshot(slot: _Slot) -> PluginInfo:
         return slot.info
     status = plugin.status()
     return dataclasses.replace(
-        slot.info, worker_pid=status.pid, worker_restarts=status.restarts, worker_state=status.state.value
+        slot.info,
+        worker_pid=status.pid,
+        worker_restarts=status.restarts,
+        worker_state=status.state.value,
+        worker_containment=status.containment,
+        worker_containment_gaps=status.containment_gaps,
     )
 
 

@@ -10,6 +10,7 @@ point names. One file serves every plugin id of a distribution:
     kinds = ["connector"]
     credential_scopes = ["box:read"]
     isolation = "any"
+    network = true      # optional; connectors and destinations keep the network unless false
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ class PluginSection(BaseModel):
     credential_scopes: list[_Scope] = []
     isolation: Isolation = Isolation.ANY
     homepage: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    network: bool | None = None
+
+
+def needs_network(kinds: Sequence[PluginKind], declared: bool | None) -> bool:
+    """Whether a plugin's worker keeps the host's network: what the manifest says, else yes for
+    connectors and destinations (they talk to providers) and no for everything else."""
+    if declared is not None:
+        return declared
+    return PluginKind.CONNECTOR in kinds or PluginKind.DESTINATION in kinds
 
 
 class _ManifestFile(BaseModel):
@@ -154,6 +164,7 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
         homepage=section.homepage,
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
+        network=needs_network(section.kinds, section.network),
     )
 
 

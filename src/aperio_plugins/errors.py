@@ -150,6 +150,11 @@ class HandshakeError(WorkerError):
         self.stage = stage
 
 
+class SandboxUnavailableError(WorkerError):
+    """The operator requires the bubblewrap sandbox (`APERIO_PLUGIN_SANDBOX=bwrap`) and it cannot
+    be set up here: the message names what is missing. The worker is not started; there is no fallback."""
+
+
 class WorkerBoundaryError(WorkerError):
     """A value cannot cross the process boundary: a hook argument or result that is neither
     JSON-able nor an SDK envelope, a malformed envelope, or a wrapper hookimpl."""

@@ -53,7 +53,8 @@ def _signature(info: PluginInfo) -> str:
 
 def _isolation(info: PluginInfo) -> str:
     if info.worker_pid is not None or info.worker_state is not None:
-        return f"process pid {info.worker_pid or '-'} ({info.worker_restarts} restarts)"
+        contained = f"{info.worker_containment}, " if info.worker_containment else ""
+        return f"process pid {info.worker_pid or '-'} ({contained}{info.worker_restarts} restarts)"
     return info.isolation.value if info.isolation is not None and info.state is PluginState.ENABLED else ""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,6 +20,7 @@ from .._verify import verify_wheel
 from .._wheel import read_wheel
 from .._wheel_signatures import signatures_beside
 from ..errors import ConfigurationError
+from ..worker._sandbox import describe as describe_sandbox
 from ._output import print_json
 
 
@@ -106,17 +108,20 @@ def verify(target: str, as_json: bool) -> None:
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor(as_json: bool) -> None:
-    """Check the trust configuration: trust mode, keys, identities, directory permissions, and
-    files in the plugins directory that no installed distribution owns.
+    """Check the trust configuration (trust mode, keys, identities, directory permissions, files in
+    the plugins directory that no installed distribution owns) and how workers are contained (the
+    bubblewrap sandbox, or the weaker subreaper fallback).
 
     Exits 1 if any problem is an error.
     """
     settings = HostSettings.from_environment()
     store = load_trust_store(settings, layout=scan_plugins_dir(settings.plugins_dir, deep=True))
+    sandbox = describe_sandbox(settings)
     if as_json:
         print_json(
             {
                 "trust_mode": settings.plugin_trust_mode.value,
+                "sandbox": sandbox,
                 "trusted_keys": [{"key_id": key.key_id, "path": str(key.path)} for key in store.keyring.keys],
                 "trusted_identities": [
                     {"identity": item.identity, "issuer": item.issuer} for item in store.sigstore.identities
@@ -137,9 +142,26 @@ def doctor(as_json: bool) -> None:
         )
         for pinned in store.sigstore.publishers:
             click.echo(f"  {pinned.describe()}")
+        _echo_sandbox(sandbox)
         for problem in store.problems:
             click.echo(str(problem))
-        if not store.problems:
+        if sandbox["problem"] is not None:
+            click.echo(f"{sandbox['problem']['severity']}: worker sandbox: {sandbox['problem']['message']}")
+        if not store.problems and sandbox["problem"] is None:
             click.echo("no problems found")
-    if any(problem.severity is Severity.ERROR for problem in store.problems):
+    sandbox_failed = sandbox["problem"] is not None and sandbox["problem"]["severity"] == Severity.ERROR.value
+    if sandbox_failed or any(problem.severity is Severity.ERROR for problem in store.problems):
         sys.exit(1)
+
+
+def _echo_sandbox(sandbox: dict[str, Any]) -> None:
+    mode = f"APERIO_PLUGIN_SANDBOX={sandbox['mode']}"
+    if sandbox["containment"] is None:
+        click.echo(f"worker sandbox: {mode}, and no worker can start")
+        return
+    where = f" ({sandbox['bwrap']})" if sandbox["bwrap"] else ""
+    click.echo(f"worker sandbox: {mode}, workers get {sandbox['containment']}{where}")
+    if sandbox["containment"] == "bwrap":
+        click.echo("  network: only for plugins whose manifest asks (connectors and destinations unless they say no)")
+    for gap in sandbox["gaps"]:
+        click.echo(f"  does not cover: {gap}")

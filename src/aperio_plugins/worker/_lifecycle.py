@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -23,8 +22,9 @@ from .._settings import HostSettings
 from ..errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
 from ._client import WorkerProcess, describe_exit
 from ._description import Description
+from ._sandbox import SandboxPlan, plan
 from ._settings import WorkerSettings
-from ._spawn import private_directory, spawn, worker_command, worker_environment
+from ._spawn import spawn, worker_command, worker_environment
 from ._stderr import StderrPump
 from ._supervisor import Supervisor, Timer
 
@@ -53,6 +53,10 @@ class WorkerStatus:
     consecutive_failures: int
     protocol_version: int | None
     last_error: str | None
+    containment: str | None = None
+    """`bwrap` or `subreaper`: what contains the worker's process tree (docs/worker-protocol.md)."""
+    containment_gaps: tuple[str, ...] = ()
+    """What that containment does not cover."""
 
 
 class Lifecycle:
@@ -68,16 +72,18 @@ class Lifecycle:
         audit: Any,
         logger: Any,
         on_failure: FailureCallback | None,
+        network: bool = False,
     ) -> None:
+        """Raises `SandboxUnavailableError` when the operator requires a sandbox that cannot be set up."""
         self.plugin_id = plugin_id
         self.options = options
         self._audit = audit
         self._logger = logger.bind(plugin_id=plugin_id)
         self._on_failure = on_failure
+        self.sandbox = _choose_sandbox(plugin_id, settings, network, audit)
         self._supervisor = Supervisor.shared()
-        self._command = worker_command(plugin_id, search_path, options)
+        self._command = worker_command(plugin_id, search_path, options, self.sandbox.containment)
         self._environment = worker_environment(settings, options)
-        self._directory = private_directory(plugin_id)
         self._condition = threading.Condition()
         self.state = WorkerState.STARTING
         self._process: WorkerProcess | None = None
@@ -189,6 +195,8 @@ class Lifecycle:
                 consecutive_failures=self._failures,
                 protocol_version=process.protocol_version if process is not None else None,
                 last_error=self._last_error.message if self._last_error is not None else None,
+                containment=self.sandbox.containment.value,
+                containment_gaps=self.sandbox.gaps(),
             )
 
     def restart(self) -> None:
@@ -220,7 +228,6 @@ class Lifecycle:
         with self._condition:
             self.state = WorkerState.STOPPED
             self._condition.notify_all()
-        shutil.rmtree(self._directory, ignore_errors=True)
 
     def stop_now(self) -> None:
         """At interpreter exit: no draining, a short wait, then SIGKILL."""
@@ -233,7 +240,7 @@ class Lifecycle:
             self._generation += 1
             generation = self._generation
         try:
-            popen = self._supervisor.call(lambda: spawn(self._command, self._environment, self._directory))
+            popen = self._supervisor.call(lambda: spawn(self._command, self._environment, self.plugin_id, self.sandbox))
         except OSError as exc:
             self._start_failed(None, HandshakeError(f"could not start a worker for plugin {self.plugin_id!r}: {exc}"))
             return
@@ -419,3 +426,20 @@ class Lifecycle:
             self.state = WorkerState.STARTING
             self._restarts += 1
         self._launch(attempt=attempt, delay=delay)
+
+
+def _choose_sandbox(plugin_id: str, settings: HostSettings, network: bool, audit: Any) -> SandboxPlan:
+    """Plan the worker's containment once, for its first start and every restart; audit a fallback or a refusal."""
+    try:
+        chosen = plan(settings, network=network, plugin_id=plugin_id)
+    except WorkerError as exc:
+        audit.error("plugin.worker.sandbox.failed", plugin_id=plugin_id, reason=exc.message)
+        raise
+    if chosen.fallback_reason is not None:
+        audit.warning(
+            "plugin.worker.sandbox.fallback",
+            plugin_id=plugin_id,
+            containment=chosen.containment.value,
+            reason=chosen.fallback_reason,
+        )
+    return chosen
