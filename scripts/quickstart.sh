@@ -23,6 +23,17 @@ if ! command -v docker-registry >/dev/null 2>&1; then
     fi
 fi
 
+# Workers run in a bubblewrap sandbox (their own PID namespace and /proc, read-only
+# filesystem); without it they fall back to a weaker containment and the sandbox tests skip.
+if ! command -v bwrap >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; } \
+            || echo "note: could not install bubblewrap; workers fall back to subreaper containment"
+    else
+        echo "note: bubblewrap is not installed (apt-get install bubblewrap); workers fall back to subreaper containment"
+    fi
+fi
+
 # The demo's own signing key and trust store, kept inside the checkout so that
 # nothing in ~/.aperio changes. An operator would drop the author's public key
 # into APERIO_PLUGIN_TRUSTED_KEYS_DIR instead.

@@ -8,6 +8,7 @@ import importlib
 import json
 import socket
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,3 +70,10 @@ def flip_last_byte(value: str) -> str:
     data = bytearray(base64.b64decode(value))
     data[-1] ^= 0xFF
     return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def write_identities(path: Path, identity: str, issuer: str, trusted_root: Path, extra: str = "") -> None:
+    """Write an operator's trusted-identities file trusting one Sigstore identity (and `extra` TOML)."""
+    path.write_text(
+        f'trusted_root = "{trusted_root}"\n\n[[identity]]\nidentity = "{identity}"\nissuer = "{issuer}"\n{extra}'
+    )

@@ -12,6 +12,7 @@ from ._model import (
     PluginInfo,
     PluginKind,
     PluginState,
+    SandboxMode,
     SignatureStatus,
     TrustMode,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Origin",
     "PluginKind",
     "PluginState",
+    "SandboxMode",
     "SignatureStatus",
     "TrustMode",
     "AperioError",

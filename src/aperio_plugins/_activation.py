@@ -13,7 +13,7 @@ from typing import Any
 import pluggy
 
 from ._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
-from ._guard import ErrorRecorder, Gate, guard_implementation, positional_parameters
+from ._guard import ErrorRecorder, Gate, Refuse, guard_implementation, positional_parameters
 from ._model import Inspected
 from .errors import PluginLoadError
 
@@ -59,7 +59,7 @@ def prepare(
     propagating: frozenset[str],
     record: ErrorRecorder,
     gate: Gate | None = None,
-    refuse: Callable[[str], BaseException] | None = None,
+    refuse: Refuse | None = None,
 ) -> Prepared:
     """Return the plugin ready for registration; raise `PluginLoadError` for a hook the API does not have."""
     implementations: dict[str, Callable[..., Any]] = {}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ._compat import incompatibility
 from ._model import Candidate, FailureStage, Inspected, Refusal, SignatureStatus, TrustMode, Verification
+from ._policy import decide_trust, verdict
 
 
 class Decision(str, enum.Enum):
@@ -52,28 +53,27 @@ def admit(
     trust_mode: TrustMode,
     host_api_version: str,
     enabled_flag: bool,
+    collision: str | None = None,
 ) -> Admission:
-    """Decide whether `inspected` may be imported. Compatibility, then trust, then the operator's flag."""
+    """Decide whether `inspected` may be imported: trust, then compatibility, then top-level name
+    collisions (`collision`: why its names are taken, from `_ownership.collision`), then the operator's flag.
+
+    The signature verdict leads any later refusal, so that it is never hidden behind another reason.
+    """
+    trust = decide_trust(verification, trust_mode)
+    if trust.refusal is not None:
+        return Admission(Decision.REFUSE, Refusal(FailureStage.VERIFY, trust.refusal))
     reason = incompatibility(inspected.api_requirement, host_api_version)
     if reason is not None:
+        reason = f"{verdict(verification)} — refused: {reason}"
         return Admission(Decision.REFUSE, Refusal(FailureStage.ADMIT, reason, event="plugin.incompatible"))
-    status = verification.status
-    warning = None
-    if status is SignatureStatus.INVALID:
-        if trust_mode is TrustMode.STRICT:
-            return Admission(Decision.REFUSE, Refusal(FailureStage.VERIFY, f"invalid signature: {verification.detail}"))
-        warning = f"loading a plugin with an invalid signature because trust mode is warn: {verification.detail}"
-    elif status is SignatureStatus.UNSIGNED:
-        if trust_mode is TrustMode.STRICT:
-            return Admission(
-                Decision.REFUSE,
-                Refusal(
-                    FailureStage.VERIFY,
-                    f"unsigned plugin refused in strict trust mode ({verification.detail});"
-                    " set APERIO_PLUGIN_TRUST_MODE=warn to load unsigned plugins",
-                ),
-            )
-        warning = f"loading an unsigned plugin because trust mode is warn: {verification.detail}"
+    # In `disabled` the host already warns once, loudly, for the whole trust store; not again per plugin.
+    warning = trust.warning if verification.status is not SignatureStatus.SKIPPED else None
+    if collision is not None:
+        return Admission(
+            Decision.REFUSE,
+            Refusal(FailureStage.ADMIT, f"{verdict(verification)} — refused: {collision}", event="plugin.collision"),
+        )
     if not enabled_flag:
         return Admission(Decision.KEEP_DISABLED, warning=warning)
     return Admission(Decision.LOAD, warning=warning)

@@ -17,7 +17,7 @@ from typing import Any
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 
 CACHE_FILE_NAME = "discovery-cache.json"
-_FORMAT = 2
+_FORMAT = 4  # 3: RECORD paths; 4: the manifest's network permission
 
 FileKey = tuple[int, int, int]
 
@@ -38,7 +38,9 @@ class DiscoveryCache:
         self.path = path
         self._entry_points: dict[str, dict[str, Any]] = {}
         self._inspected: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, dict[str, Any]] = {}
         self._seen: set[str] = set()
+        self._records_seen: set[str] = set()
         self._dirty = False
         if path is not None:
             self._read(path)
@@ -51,8 +53,9 @@ class DiscoveryCache:
         if not isinstance(document, dict) or document.get("format") != _FORMAT:
             return
         entry_points, inspected = document.get("entry_points"), document.get("inspected")
-        if isinstance(entry_points, dict) and isinstance(inspected, dict):
-            self._entry_points, self._inspected = entry_points, inspected
+        records = document.get("records")
+        if isinstance(entry_points, dict) and isinstance(inspected, dict) and isinstance(records, dict):
+            self._entry_points, self._inspected, self._records = entry_points, inspected, records
 
     # -- entry points --------------------------------------------------------
 
@@ -68,6 +71,22 @@ class DiscoveryCache:
     def remember_entry_points(self, metadata_dir: Path | str, key: FileKey, plugins: list[tuple[str, str]]) -> None:
         self._seen.add(str(metadata_dir))
         self._entry_points[str(metadata_dir)] = {"key": list(key), "plugins": [list(item) for item in plugins]}
+        self._dirty = True
+
+    # -- RECORD files of the plugins directory ---------------------------------
+
+    def record(self, metadata_dir: Path | str, key: FileKey) -> list[str] | None:
+        """Return the cached paths of `metadata_dir`'s RECORD if the file is unchanged."""
+        name = str(metadata_dir)
+        self._records_seen.add(name)
+        record = self._records.get(name)
+        if record is None or tuple(record.get("key", ())) != key or not isinstance(record.get("paths"), list):
+            return None
+        return [str(path) for path in record["paths"]]
+
+    def remember_record(self, metadata_dir: Path | str, key: FileKey, paths: list[str]) -> None:
+        self._records_seen.add(str(metadata_dir))
+        self._records[str(metadata_dir)] = {"key": list(key), "paths": paths}
         self._dirty = True
 
     # -- inspection ----------------------------------------------------------
@@ -94,12 +113,20 @@ class DiscoveryCache:
         if self.path is None:
             return
         stale = set(self._entry_points) - self._seen
-        if not self._dirty and not stale:
+        stale_records = set(self._records) - self._records_seen
+        if not self._dirty and not stale and not stale_records:
             return
         for name in stale:
             del self._entry_points[name]
+        for name in stale_records:
+            del self._records[name]
         self._inspected = {key: value for key, value in self._inspected.items() if key.split("::", 1)[0] in self._seen}
-        document = {"format": _FORMAT, "entry_points": self._entry_points, "inspected": self._inspected}
+        document = {
+            "format": _FORMAT,
+            "entry_points": self._entry_points,
+            "inspected": self._inspected,
+            "records": self._records,
+        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".discovery-", suffix=".json")
@@ -132,6 +159,7 @@ def _inspected_data(inspected: Inspected) -> dict[str, Any]:
         "homepage": manifest.homepage,
         "path": str(manifest.path),
         "manifest_sha256": manifest.sha256,
+        "network": manifest.network,
         "metadata_sha256": inspected.metadata_sha256,
     }
 
@@ -145,6 +173,7 @@ def _inspected_from(candidate: Candidate, data: dict[str, Any]) -> Inspected:
         homepage=data["homepage"],
         path=Path(data["path"]),
         sha256=str(data["manifest_sha256"]),
+        network=bool(data["network"]),
     )
     return Inspected(
         candidate=candidate,

@@ -6,6 +6,7 @@ order, so "first on the search path" is well defined for duplicate ids.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 from collections.abc import Iterable, Sequence
@@ -42,12 +43,17 @@ class Discovery:
 
 
 def search_roots(environment: Iterable[str | Path], plugins_dir: Path | None) -> tuple[SearchRoot, ...]:
-    """Return the existing directories to search, environment first, plugins dir last, without repeats."""
+    """Return the existing directories to search, environment first, plugins dir last, without repeats.
+
+    The plugins directory keeps its origin even when it is also listed in `environment`:
+    its files are served only by finders scoped to each distribution, never from a path entry.
+    """
     roots: list[SearchRoot] = []
     seen: set[Path] = set()
-    entries = [(Path(entry), Origin.ENVIRONMENT) for entry in environment if entry]
     if plugins_dir is not None:
-        entries.append((plugins_dir, Origin.PLUGINS_DIR))
+        with contextlib.suppress(OSError):
+            seen.add(plugins_dir.resolve())
+    entries = [(Path(entry), Origin.ENVIRONMENT) for entry in environment if entry]
     for path, origin in entries:
         try:
             resolved = path.resolve()
@@ -57,6 +63,13 @@ def search_roots(environment: Iterable[str | Path], plugins_dir: Path | None) ->
             continue
         seen.add(resolved)
         roots.append(SearchRoot(resolved, origin))
+    if plugins_dir is not None:
+        try:
+            resolved = plugins_dir.resolve()
+        except OSError:
+            return tuple(roots)
+        if resolved.is_dir():
+            roots.append(SearchRoot(resolved, Origin.PLUGINS_DIR))
     return tuple(roots)
 
 

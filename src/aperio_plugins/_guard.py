@@ -13,11 +13,15 @@ import functools
 import inspect
 import keyword
 import types
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._breaker import Permit, incident_of
+
 ErrorRecorder = Callable[[str, BaseException], None]
+Refuse = Callable[[str, Permit], BaseException]
+"""Builds the error a propagating hook raises when the breaker refused the call (the permit says when to retry)."""
 
 _RESERVED_PREFIX = "_aperio_"
 
@@ -49,8 +53,10 @@ class Gate(Protocol):
 
     closed: bool
 
-    def allow(self) -> bool: ...
-    def record_success(self) -> None: ...
+    def permit(self) -> Permit: ...
+    def record_success(self, permit: Permit | None = None) -> None: ...
+    def record_failure(self, permit: Permit | None = None, incident: Hashable | None = None) -> None: ...
+    def release(self, permit: Permit) -> None: ...
 
 
 @functools.lru_cache(maxsize=256)
@@ -73,13 +79,13 @@ def _generated_guard(
         f"        try:\n"
         f"            return _aperio_impl({params})\n"
         f"        except _aperio_caught as _aperio_exc:\n"
-        f"            _aperio_record(_aperio_hook, _aperio_exc)\n"
+        f"            _aperio_fail(_aperio_hook, _aperio_exc, None)\n"
         f"            {handler}\n"
         f"    return _aperio_gated({params})\n"
     )
     namespace: dict[str, Any] = {
         "_aperio_impl": function,
-        "_aperio_record": policy.record,
+        "_aperio_fail": policy.fail,
         "_aperio_hook": hook_name,
         "_aperio_caught": _CAUGHT,
         "_aperio_gate": policy.gate,
@@ -94,20 +100,24 @@ def _generic_guard(function: Callable[..., Any], hook_name: str, policy: _Policy
     gate = policy.gate
 
     def guard(*args: Any) -> Any:
-        was_closed = gate.closed
-        if not was_closed and not gate.allow():
+        permit = None if gate.closed else gate.permit()
+        if permit is not None and not permit.granted:
             if policy.propagate:
-                raise policy.refuse(hook_name)
+                raise policy.refuse(hook_name, permit)
             return None
         try:
             result = function(*args)
         except _CAUGHT as exc:
-            policy.record(hook_name, exc)
+            policy.fail(hook_name, exc, permit)
             if policy.propagate:
                 raise
             return None
-        if not was_closed:
-            gate.record_success()  # the probe succeeded
+        except BaseException:
+            if permit is not None:
+                gate.release(permit)  # interrupted: no verdict on the plugin
+            raise
+        if permit is not None:
+            gate.record_success(permit)  # closes the breaker if this call was its probe
         return result
 
     return guard
@@ -118,56 +128,80 @@ def _wrapper_guard(function: Callable[..., Any], hook_name: str, policy: _Policy
     # the whole hook call as failed. The guard yields once whatever the
     # plugin's generator does; a broken wrapper is bypassed and recorded, and
     # a wrapper whose breaker is open is bypassed without being called.
-    record, gate = policy.record, policy.gate
+    gate = policy.gate
 
     def guard(*args: Any) -> Generator[Any, Any, Any]:
-        if not gate.closed and not gate.allow():
+        permit = None if gate.closed else gate.permit()
+        if permit is not None and not permit.granted:
             return (yield)
+        # A probe must end with a verdict whatever path the wrapper takes, or the breaker stays half-open.
+        verdict: list[BaseException] = []
+
+        def record(hook: str, exc: BaseException) -> None:
+            verdict.append(exc)
+            policy.fail(hook, exc, permit)
+
         try:
-            generator = function(*args)
-            first = next(generator)
-        except StopIteration:
-            record(hook_name, RuntimeError("wrapper did not yield"))
-            return (yield)
-        except _CAUGHT as exc:
-            record(hook_name, exc)
-            return (yield)
-        try:
-            outcome = yield first
-        except BaseException as downstream:
-            try:
-                generator.throw(downstream)
-            except StopIteration as stop:
-                return stop.value
-            except BaseException as raised:
-                if raised is not downstream and isinstance(raised, _CAUGHT):
-                    record(hook_name, raised)
-                    raise downstream from None
-                raise
-            record(hook_name, RuntimeError("wrapper yielded more than once"))
-            generator.close()
-            raise
-        try:
-            generator.send(outcome)
-        except StopIteration as stop:
-            return stop.value
-        except _CAUGHT as exc:
-            record(hook_name, exc)
-            return outcome
-        record(hook_name, RuntimeError("wrapper yielded more than once"))
-        generator.close()
-        return outcome
+            return (yield from _run_wrapper(function, args, hook_name, record))
+        finally:
+            if permit is not None and not verdict:
+                gate.record_success(permit)
 
     return guard
+
+
+def _run_wrapper(
+    function: Callable[..., Any], args: tuple[Any, ...], hook_name: str, record: ErrorRecorder
+) -> Generator[Any, Any, Any]:
+    try:
+        generator = function(*args)
+        first = next(generator)
+    except StopIteration:
+        record(hook_name, RuntimeError("wrapper did not yield"))
+        return (yield)
+    except _CAUGHT as exc:
+        record(hook_name, exc)
+        return (yield)
+    try:
+        outcome = yield first
+    except BaseException as downstream:
+        try:
+            generator.throw(downstream)
+        except StopIteration as stop:
+            return stop.value
+        except BaseException as raised:
+            if raised is not downstream and isinstance(raised, _CAUGHT):
+                record(hook_name, raised)
+                raise downstream from None
+            raise
+        record(hook_name, RuntimeError("wrapper yielded more than once"))
+        generator.close()
+        raise
+    try:
+        generator.send(outcome)
+    except StopIteration as stop:
+        return stop.value
+    except _CAUGHT as exc:
+        record(hook_name, exc)
+        return outcome
+    record(hook_name, RuntimeError("wrapper yielded more than once"))
+    generator.close()
+    return outcome
 
 
 class _AlwaysClosed:
     closed = True
 
-    def allow(self) -> bool:
-        return True
+    def permit(self) -> Permit:  # pragma: no cover - never asked: `closed` is always true
+        return Permit(granted=True)
 
-    def record_success(self) -> None:
+    def record_success(self, permit: Permit | None = None) -> None:
+        pass
+
+    def record_failure(self, permit: Permit | None = None, incident: Hashable | None = None) -> None:
+        pass
+
+    def release(self, permit: Permit) -> None:  # pragma: no cover - never asked: no permit is handed out
         pass
 
 
@@ -175,11 +209,16 @@ class _AlwaysClosed:
 class _Policy:
     record: ErrorRecorder
     gate: Gate
-    refuse: Callable[[str], BaseException]
+    refuse: Refuse
     propagate: bool
 
+    def fail(self, hook_name: str, exc: BaseException, permit: Permit | None) -> None:
+        """Record the plugin's failure, then tell the breaker (once per incident, such as one worker crash)."""
+        self.record(hook_name, exc)
+        self.gate.record_failure(permit, incident_of(exc))
 
-def _no_refusal(hook_name: str) -> BaseException:  # pragma: no cover - an always-closed gate never refuses
+
+def _no_refusal(hook_name: str, permit: Permit) -> BaseException:  # pragma: no cover - never refuses
     raise AssertionError(hook_name)
 
 
@@ -191,14 +230,15 @@ def guard_implementation(
     propagate: bool,
     is_wrapper: bool,
     gate: Gate | None = None,
-    refuse: Callable[[str], BaseException] | None = None,
+    refuse: Refuse | None = None,
 ) -> Callable[..., Any]:
     """Return `function` wrapped so that its exceptions go to `record(hook_name, exc)`.
 
     With `propagate` the exception is recorded and re-raised. Wrappers
     (`wrapper=True`) get a generator guard that always yields once. With a
     `gate` (a circuit breaker), a call it does not allow is skipped, or for a
-    propagating hook fails fast with `refuse(hook_name)`.
+    propagating hook fails fast with `refuse(hook_name, permit)`; every failure
+    goes to `record` and then to the gate, every success to the gate.
     """
     policy = _Policy(record, gate or _AlwaysClosed(), refuse or _no_refusal, propagate)
     if is_wrapper:

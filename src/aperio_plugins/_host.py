@@ -25,7 +25,8 @@ from aperio_hookspecs import specs as api_specs
 from . import _activation, _invoke
 from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
-from ._breaker import BreakerState, CircuitBreaker
+from ._boundary import Boundary, record_tree
+from ._breaker import BreakerState, CircuitBreaker, Permit, incident_of
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider, new_context
@@ -39,6 +40,7 @@ from ._model import (
     Inspected,
     Isolation,
     LoadReport,
+    Origin,
     PluginInfo,
     PluginKind,
     PluginState,
@@ -47,9 +49,10 @@ from ._model import (
     TrustMode,
     Verification,
 )
+from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, scan_plugins_dir
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
-from ._trust import Severity, TrustStore, load_trust_store
+from ._trust import Severity, TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
 from ._verified_import import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
 from ._verify import verify_installed
 from .errors import (
@@ -62,6 +65,7 @@ from .errors import (
     PluginCallError,
     PluginLoadError,
     UnknownPluginError,
+    VerificationError,
     WorkerCrashedError,
     WorkerError,
     WorkerTimeoutError,
@@ -184,6 +188,11 @@ class PluginHost:
         self._lock = threading.RLock()
         self._closed = False
         self._trust = load_trust_store(self.settings)
+        self._plugins_root = _resolved(self.settings.plugins_dir)
+        self._layout = PluginsDirLayout(self._plugins_root)
+        self._host_modules = HostModules(self._plugins_root)
+        self._boundary = Boundary(self._plugins_root, self.trust_mode, self._report_dependency)
+        self._reported: set[str] = set()  # problems and dependencies already audited by this host
         self._report_trust_problems()
 
     # -- relay and catalog ---------------------------------------------------
@@ -265,12 +274,54 @@ class PluginHost:
         roots = self._roots()
         self._root_paths = [root.path for root in roots]
         discovery = discover(roots, self._cache)
+        self._scan_plugins_dir(discovery)
         self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
         for item in discovery.broken:
             self._audit.warning(
                 "plugin.discovery.failed", distribution=item.name, root=str(item.root), reason=item.reason
             )
         return discovery
+
+    def _scan_plugins_dir(self, discovery: Discovery) -> None:
+        """Read who owns what in the plugins directory, serve its unsigned dependencies if the
+        trust mode allows it, and audit problems this host has not reported yet."""
+        plugins = frozenset(
+            c.metadata_dir.name for c in discovery.candidates if c.origin is Origin.PLUGINS_DIR
+        ) | frozenset(item.name for item in discovery.broken if item.root == self._plugins_root)
+        self._layout = scan_plugins_dir(self._plugins_root, cache=self._cache, plugins=plugins)
+        self._host_modules = HostModules(self._plugins_root)  # what the host provides may have changed
+        self._boundary.update(self._layout, self._host_modules)
+        for problem in plugins_dir_problems(self._layout, self.trust_mode):
+            self._audit_problem(problem)
+
+    def _report_dependency(self, distribution: OwnedDistribution, refused: str | None) -> None:
+        key = f"dependency {distribution.metadata_dir} {refused}"
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self._audit.warning(
+            "plugin.dependency.unsigned",
+            distribution=distribution.describe(),
+            location=str(distribution.metadata_dir),
+            importable=refused is None,
+            reason=refused or f"not a plugin, unsigned; importable because trust mode is {self.trust_mode.value}",
+        )
+
+    @property
+    def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
+        """What the last discovery found in the plugins directory that no admitted code accounts for."""
+        return tuple(plugins_dir_problems(self._layout, self.trust_mode))
+
+    def _collision(self, inspected: Inspected, verification: Verification) -> str | None:
+        candidate = inspected.candidate
+        names = set(verification.packages) | {candidate.top_level_package}
+        if candidate.origin is not Origin.PLUGINS_DIR:
+            # Installed in the host's environment by the operator: only the standard library is checked.
+            return collision(names, inspected.distribution)
+        owned = self._layout.distribution_at(candidate.metadata_dir)
+        if owned is not None:
+            names |= owned.import_names
+        return collision(names, inspected.distribution, host=self._host_modules, layout=self._layout)
 
     def _roots(self) -> tuple[SearchRoot, ...]:
         return search_roots(self._search_path, self.settings.plugins_dir)
@@ -309,6 +360,7 @@ class PluginHost:
             trust_mode=self.trust_mode,
             host_api_version=self.api_version,
             enabled_flag=enabled_flag,
+            collision=self._collision(inspected, verification),
         )
         if admission.warning is not None:
             self._audit.warning("plugin.trust.warning", plugin_id=candidate.plugin_id, reason=admission.warning)
@@ -353,7 +405,7 @@ class PluginHost:
         plugin: object
         importer: VerifiedImporter | None
         if self._isolation_of(inspected, isolation_override) is Isolation.PROCESS:
-            plugin, importer = self._start_worker(plugin_id), None
+            plugin, importer = self._start_worker(plugin_id, inspected.manifest.network), None
         else:
             plugin, importer = self._import_in_process(outcome)
         try:
@@ -363,9 +415,9 @@ class PluginHost:
                 plugin,
                 guard=self._guard_calls,
                 propagating=self._propagating,
-                record=self._recorder(plugin_id, breaker),
+                record=self._recorder(plugin_id),
                 gate=breaker,
-                refuse=lambda hook_name: _circuit_open(plugin_id, hook_name, breaker),
+                refuse=lambda hook_name, permit: _circuit_open(plugin_id, hook_name, permit),
             )
             registrations = _activation.register(self._manager, self._catalog, prepared)
         except PluginLoadError as exc:
@@ -376,12 +428,7 @@ class PluginHost:
     def _import_in_process(self, outcome: _Outcome) -> tuple[object, VerifiedImporter | None]:
         inspected, verification = outcome.inspected, outcome.verification
         assert inspected is not None
-        importer = None
-        if verification is not None and verification.status is SignatureStatus.VERIFIED:
-            tree = VerifiedTree(
-                inspected.candidate.plugin_id, inspected.candidate.root, verification.digests, verification.packages
-            )
-            importer = install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
+        importer = self._plugin_importer(inspected, verification)
         try:
             plugin = import_plugin(inspected.candidate)
         except PluginLoadError as exc:
@@ -394,6 +441,24 @@ class PluginHost:
             raise _Refused(Refusal(FailureStage.VERIFY, importer.refusals[0].message))
         return plugin, importer
 
+    def _plugin_importer(self, inspected: Inspected, verification: Verification | None) -> VerifiedImporter | None:
+        """Install the finder scoped to the plugin's files: its signed statement when verified, its
+        RECORD when it is unsigned code from the plugins directory. Raises `_Refused`."""
+        candidate = inspected.candidate
+        try:
+            if verification is not None and verification.status is SignatureStatus.VERIFIED:
+                tree = VerifiedTree(candidate.plugin_id, candidate.root, verification.digests, verification.packages)
+                return install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
+            if candidate.origin is not Origin.PLUGINS_DIR:
+                return None
+            owned = self._layout.distribution_at(candidate.metadata_dir)
+            if owned is None or not owned.files:
+                raise VerificationError(f"{candidate.metadata_dir.name} has no RECORD: no file of it is importable")
+            tree = record_tree(owned, candidate.root, candidate.plugin_id)
+            return install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
+        except VerificationError as exc:
+            raise _Refused(Refusal(FailureStage.VERIFY, exc.message)) from exc
+
     def _isolation_of(self, inspected: Inspected, override: Isolation | None) -> Isolation:
         """The operator's choice for this plugin, else process if the host default or the plugin asks for it.
 
@@ -405,10 +470,11 @@ class PluginHost:
             return Isolation.PROCESS
         return Isolation.INPROCESS
 
-    def _start_worker(self, plugin_id: str) -> WorkerPlugin:
+    def _start_worker(self, plugin_id: str, network: bool) -> WorkerPlugin:
         def failed(_: str, error: WorkerError) -> None:
-            # The supervisor has audited the worker's death; a call it broke is counted (and fed
-            # to the breaker) by the caller's guard or by run(), so here it is only shown.
+            # The supervisor has audited the worker's death; the calls it broke are counted (and fed
+            # to the breaker, once per worker generation) by the callers' guards or by run(), so
+            # here it is only shown.
             with self._lock:
                 slot = self._slots.get(plugin_id)
                 if slot is not None:
@@ -423,6 +489,7 @@ class PluginHost:
                 audit_logger=self._audit,
                 logger=self._plugin_logger,
                 on_failure=failed,
+                network=network,
             )
         except HandshakeError as exc:
             stage = FailureStage(exc.stage) if exc.stage else FailureStage.LOAD
@@ -683,8 +750,6 @@ class PluginHost:
             info, registrations, breaker = slot.info, slot.registrations, slot.breaker
         operation = _invoke.operation_for(envelope)
         entry = _invoke.catalog_entry(plugin_id, registrations, operation)
-        if breaker is not None and not breaker.closed and not breaker.allow():
-            raise _circuit_open(plugin_id, operation.hook_name, breaker)
         context = new_context(
             plugin_id=plugin_id,
             scopes=info.credential_scopes,
@@ -693,24 +758,31 @@ class PluginHost:
             base_logger=self._plugin_logger,
             timeout=self._call_timeout if timeout is None else timeout,
         )
+        permit = None if breaker is None or breaker.closed else breaker.permit()
+        if permit is not None and not permit.granted:
+            raise _circuit_open(plugin_id, operation.hook_name, permit)
         try:
             result = _invoke.invoke(entry, operation, envelope, context)
         except (PluginCallError, WorkerTimeoutError, WorkerCrashedError) as exc:
             self._record_call_failure(plugin_id, operation.hook_name, exc.__cause__ or exc)
             if breaker is not None:
-                breaker.record_failure()
+                breaker.record_failure(permit, incident_of(exc))  # one worker crash is one failure
             raise
-        if breaker is not None and not breaker.closed:
-            breaker.record_success()
+        except BaseException:
+            if breaker is not None and permit is not None:
+                breaker.release(permit)  # interrupted (KeyboardInterrupt, say): no verdict on the plugin
+            raise
+        if breaker is not None and permit is not None:
+            breaker.record_success(permit)  # only the probe's success closes an open breaker
         if isinstance(result, aperio_hookspecs.SyncResult):
             for finding in result.findings:
                 self.hook.aperio_finding_raised(finding=finding)
         return result
 
-    def _recorder(self, plugin_id: str, breaker: CircuitBreaker) -> ErrorRecorder:
+    def _recorder(self, plugin_id: str) -> ErrorRecorder:
+        # The guard tells the breaker itself, with the call's permit.
         def record(hook_name: str, exc: BaseException) -> None:
             self._record_call_failure(plugin_id, hook_name, exc)
-            breaker.record_failure()
 
         return record
 
@@ -760,6 +832,7 @@ class PluginHost:
                     if slot.info.state is PluginState.ENABLED:
                         self._manager.unregister(name=slot.info.id)
                     _release(slot.prepared.plugin if slot.prepared else None, slot.importer)
+                self._boundary.close()
                 self._store.close()
 
     def __enter__(self) -> PluginHost:
@@ -797,8 +870,21 @@ class PluginHost:
             warnings.warn(message, AperioWarning, stacklevel=3)
             self._audit.error("host.trust.disabled", environment=self.settings.environment, reason=message)
         for problem in self._trust.problems:
-            log = self._audit.error if problem.severity is Severity.ERROR else self._audit.warning
-            log("host.trust.problem", subject=problem.subject, reason=problem.message)
+            self._audit_problem(problem)
+
+    def _audit_problem(self, problem: TrustProblem) -> None:
+        if str(problem) in self._reported:
+            return
+        self._reported.add(str(problem))
+        log = self._audit.error if problem.severity is Severity.ERROR else self._audit.warning
+        log("host.trust.problem", subject=problem.subject, reason=problem.message)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path
 
 
 def _propagating_hooks(sources: Iterable[object]) -> Iterable[str]:
@@ -816,6 +902,7 @@ def _inspected_info(inspected: Inspected, verification: Verification, enabled_fl
         state=PluginState.DISCOVERED,
         signature_status=verification.status,
         signature_detail=verification.detail,
+        signer=verification.signer,
         distribution=inspected.distribution,
         version=inspected.version,
         location=str(candidate.root),
@@ -837,7 +924,12 @@ def _snapshot(slot: _Slot) -> PluginInfo:
         return slot.info
     status = plugin.status()
     return dataclasses.replace(
-        slot.info, worker_pid=status.pid, worker_restarts=status.restarts, worker_state=status.state.value
+        slot.info,
+        worker_pid=status.pid,
+        worker_restarts=status.restarts,
+        worker_state=status.state.value,
+        worker_containment=status.containment,
+        worker_containment_gaps=status.containment_gaps,
     )
 
 
@@ -849,13 +941,16 @@ def _release(plugin: object, importer: VerifiedImporter | None) -> None:
         remove_importer(importer)
 
 
-def _circuit_open(plugin_id: str, hook_name: str, breaker: CircuitBreaker) -> CircuitOpenError:
-    retry_in = breaker.retry_in()
+def _circuit_open(plugin_id: str, hook_name: str, permit: Permit) -> CircuitOpenError:
+    # The permit's retry_in was computed when the breaker refused the call, under its lock.
+    if permit.retry_in > 0:
+        why = f"is open after repeated failures (next probe in {permit.retry_in:.1f}s)"
+    else:
+        why = "is half-open: a probe call is in flight, and calls go through again once it succeeds"
     return CircuitOpenError(
-        f"plugin {plugin_id!r}: {hook_name} not called, its circuit breaker is open after repeated failures"
-        f" (next probe in {retry_in:.1f}s)",
+        f"plugin {plugin_id!r}: {hook_name} not called, its circuit breaker {why}",
         plugin_id=plugin_id,
-        retry_in=retry_in,
+        retry_in=permit.retry_in,
     )
 
 

@@ -1,7 +1,9 @@
 """Load: import an admitted plugin's object, and forget it again on unload.
 
-The directory a plugin was found in is appended to the import path, never put
-in front of it, and no `.pth` file in it is processed.
+The plugins directory is never put on the import path: its distributions are served by
+finders scoped to their own files (`_boundary`). A directory of the host's environment that
+a plugin was found in is appended to the import path, never put in front of it, and no
+`.pth` file in it is processed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._model import Candidate
+from ._model import Candidate, Origin
 from .errors import PluginLoadError
 
 # The entry point value grammar of the packaging spec: "module.path:attr.path".
@@ -66,7 +68,7 @@ def import_plugin(candidate: Candidate) -> object:
     Raises `PluginLoadError` with the entry point and the underlying error.
     """
     root = str(candidate.root)
-    if root not in sys.path:
+    if candidate.origin is not Origin.PLUGINS_DIR and root not in sys.path:
         sys.path.append(root)
     where = f"entry point {candidate.plugin_id} = {candidate.entry_point}"
     try:

@@ -10,6 +10,7 @@ point names. One file serves every plugin id of a distribution:
     kinds = ["connector"]
     credential_scopes = ["box:read"]
     isolation = "any"
+    network = true      # optional; connectors and destinations keep the network unless false
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aperio_hookspecs import DISTRIBUTION_NAME
 
 from ._cache import DiscoveryCache, file_key
+from ._ids import plugin_id_problem
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 from .errors import ManifestError
 
@@ -52,6 +54,15 @@ class PluginSection(BaseModel):
     credential_scopes: list[_Scope] = []
     isolation: Isolation = Isolation.ANY
     homepage: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    network: bool | None = None
+
+
+def needs_network(kinds: Sequence[PluginKind], declared: bool | None) -> bool:
+    """Whether a plugin's worker keeps the host's network: what the manifest says, else yes for
+    connectors and destinations (they talk to providers) and no for everything else."""
+    if declared is not None:
+        return declared
+    return PluginKind.CONNECTOR in kinds or PluginKind.DESTINATION in kinds
 
 
 class _ManifestFile(BaseModel):
@@ -98,10 +109,15 @@ def manifest_sections(data: bytes, where: str) -> dict[str, PluginSection]:
 
     Raises `ManifestError` naming the file and the offending field.
     """
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{where}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ManifestError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ManifestError(f"{where}: not valid TOML: nested too deeply") from None
     version = document.get("manifest_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
         raise ManifestError(
@@ -148,6 +164,7 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
         homepage=section.homepage,
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
+        network=needs_network(section.kinds, section.network),
     )
 
 
@@ -225,7 +242,11 @@ def inspect_candidate(
     """Return the inspected candidate; raise `ManifestError` if its manifest or metadata is unusable.
 
     With a `cache`, a candidate whose METADATA and manifest are unchanged is not parsed again.
+    A plugin id that breaks the id rule (a look-alike of another id, installed with plain pip) is refused here.
     """
+    id_problem = plugin_id_problem(candidate.plugin_id)
+    if id_problem is not None:
+        raise _fail(candidate, f"{candidate.metadata_dir}/entry_points.txt: {id_problem}")
     manifest_path = _find_manifest(candidate, roots)
     keys: list[object] = [
         file_key(candidate.metadata_dir / "METADATA"),

@@ -42,6 +42,14 @@ class Isolation(str, enum.Enum):
     ANY = "any"
 
 
+class SandboxMode(str, enum.Enum):
+    """`APERIO_PLUGIN_SANDBOX`: how workers are contained."""
+
+    AUTO = "auto"  # bubblewrap when it works here, else the subreaper fallback
+    BWRAP = "bwrap"  # bubblewrap or no worker at all
+    NONE = "none"  # never bubblewrap: the subreaper fallback only
+
+
 class Origin(str, enum.Enum):
     ENVIRONMENT = "environment"
     PLUGINS_DIR = "plugins_dir"
@@ -95,6 +103,8 @@ class ManifestEntry:
     homepage: str | None
     path: Path
     sha256: str
+    network: bool = False
+    """Whether the plugin's worker keeps the host's network (see `_manifest.needs_network`)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +190,17 @@ class PluginInfo:
     worker_pid: int | None = None
     worker_restarts: int = 0
     worker_state: str | None = None
+    worker_containment: str | None = None
+    worker_containment_gaps: tuple[str, ...] = ()
     signature_detail: str | None = None
+    signer: str | None = None
+
+    @property
+    def signature_via(self) -> str | None:
+        """Return how the signature reached the host: "install receipt" or "embedded" (None: not verified)."""
+        if self.signature_status is not SignatureStatus.VERIFIED:
+            return None
+        return "install receipt" if "install receipt" in (self.signature_detail or "") else "embedded"
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict (what `aperio plugin list --json` prints)."""
@@ -196,6 +216,8 @@ class PluginInfo:
             "state": self.state.value,
             "signature_status": self.signature_status.value if self.signature_status else None,
             "signature_detail": self.signature_detail,
+            "signer": self.signer,
+            "signature_via": self.signature_via,
             "api_requirement": self.api_requirement,
             "credential_scopes": list(self.credential_scopes),
             "isolation": self.isolation.value if self.isolation else None,
@@ -208,6 +230,8 @@ class PluginInfo:
             "worker_pid": self.worker_pid,
             "worker_restarts": self.worker_restarts,
             "worker_state": self.worker_state,
+            "worker_containment": self.worker_containment,
+            "worker_containment_gaps": list(self.worker_containment_gaps),
             "last_call_error": self.last_call_error,
             "failure_stage": self.failure_stage.value if self.failure_stage else None,
             "error": self.error,

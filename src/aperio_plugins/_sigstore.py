@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aperio_plugins._untrusted_json import loads_bounded
 from aperio_plugins.errors import AperioError, ConfigurationError, SigningError, VerificationError
 
 if sys.version_info >= (3, 11):
@@ -46,6 +46,9 @@ _EMBEDDED_PRODUCTION_DIR = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
 _OIDC_ISSUER_V1_OID = "1.3.6.1.4.1.57264.1.1"
 _OIDC_ISSUER_V2_OID = "1.3.6.1.4.1.57264.1.8"
 _IDENTITY_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*identity[ \t]*\]\]", re.MULTILINE)
+_PUBLISHER_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*trusted_publisher[ \t]*\]\]", re.MULTILINE)
+# The keys of a `[[trusted_publisher]]` table by kind; the workflow key is named as each CI names it.
+_PUBLISHER_KEYS = {"github": ("repository", "workflow"), "gitlab": ("repository", "workflow_filepath")}
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,33 @@ class TrustedIdentity:
 
 
 @dataclass(frozen=True)
+class TrustedPublisher:
+    """A Trusted Publisher the operator pinned for PEP 740 attestations: a CI workflow of one repository.
+
+    `kind` is "github" (`repository` is OWNER/REPO, `workflow` the workflow file name) or "gitlab"
+    (`repository` is the project path, `workflow` the CI file path). `environment`, when set, is
+    required of the publisher a provenance object names: it narrows trust, never widens it, because
+    a Fulcio certificate carries no environment claim to check it against.
+    """
+
+    kind: str
+    repository: str
+    workflow: str
+    environment: str | None = None
+
+    def describe(self) -> str:
+        """Return the signer description used in reports, audit events and install receipts."""
+        environment = f", environment {self.environment}" if self.environment else ""
+        return f"{self.kind} trusted publisher {self.repository} (workflow {self.workflow}{environment})"
+
+
+@dataclass(frozen=True)
 class SigstoreTrust:
-    """Trusted identities, and the trusted root (None: sigstore's embedded production root)."""
+    """Trusted identities and publishers, and the trusted root (None: sigstore's embedded production root)."""
 
     identities: tuple[TrustedIdentity, ...]
     trusted_root: Path | None
+    publishers: tuple[TrustedPublisher, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,12 +130,15 @@ def load_trusted_identities(path: Path) -> SigstoreTrust:
     except tomllib.TOMLDecodeError as exc:
         # The message of a TOMLDecodeError ends with "(at line L, column C)".
         raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(document) - {"trusted_root", "identity"})
+    unknown = sorted(set(document) - {"trusted_root", "identity", "trusted_publisher"})
     if unknown:
-        raise ConfigurationError(f"{path}: unknown key(s) {', '.join(unknown)} (expected trusted_root, [[identity]])")
+        raise ConfigurationError(
+            f"{path}: unknown key(s) {', '.join(unknown)} (expected trusted_root, [[identity]], [[trusted_publisher]])"
+        )
     return SigstoreTrust(
         identities=_parse_identities(path, text, document.get("identity", [])),
         trusted_root=_parse_trusted_root(path, document.get("trusted_root")),
+        publishers=_parse_publishers(path, text, document.get("trusted_publisher", [])),
     )
 
 
@@ -147,6 +175,34 @@ def _parse_identities(path: Path, text: str, tables: object) -> tuple[TrustedIde
     return tuple(identities)
 
 
+def _parse_publishers(path: Path, text: str, tables: object) -> tuple[TrustedPublisher, ...]:
+    if not isinstance(tables, list):
+        raise ConfigurationError(f"{path}: trusted_publisher must be an array of tables ([[trusted_publisher]])")
+    header_lines = [text.count("\n", 0, match.start()) + 1 for match in _PUBLISHER_HEADER.finditer(text)]
+    publishers = []
+    for index, table in enumerate(tables):
+        line = header_lines[index] if index < len(header_lines) else None
+        where = f"{path}: [[trusted_publisher]] #{index + 1}" + (f" (line {line})" if line is not None else "")
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"{where}: must be a table with kind, repository and workflow")
+        kind = table.get("kind")
+        if kind not in _PUBLISHER_KEYS:
+            raise ConfigurationError(f"{where}: kind must be one of {', '.join(sorted(_PUBLISHER_KEYS))}")
+        required = _PUBLISHER_KEYS[kind]
+        unknown = sorted(set(table) - {"kind", "environment", *required})
+        if unknown:
+            raise ConfigurationError(
+                f"{where}: unknown key(s) {', '.join(unknown)} (expected kind, {', '.join(required)}, environment)"
+            )
+        for key in (*required, *(["environment"] if "environment" in table else [])):
+            if key not in table:
+                raise ConfigurationError(f"{where}: missing {key}")
+            if not isinstance(table[key], str) or not table[key]:
+                raise ConfigurationError(f"{where}: {key} must be a non-empty string")
+        publishers.append(TrustedPublisher(kind, table["repository"], table[required[1]], table.get("environment")))
+    return tuple(publishers)
+
+
 # --- verification -------------------------------------------------------------------------
 
 
@@ -164,10 +220,10 @@ def verify_dsse_bundle(bundle: bytes, trust: SigstoreTrust) -> VerifiedDsse:
     document = _load_json(bundle)
     if "dsseEnvelope" not in document:
         raise VerificationError("Sigstore bundle refused: it carries no DSSE envelope")
-    verifier = _verifier(trust.trusted_root)
+    checker = verifier(trust.trusted_root)
     policy = _TrustedIdentityPolicy(trust.identities)
-    with _refusals():
-        payload_type, payload = verifier.verify_dsse(_parse_bundle(bundle), policy)
+    with refusals():
+        payload_type, payload = checker.verify_dsse(parse_bundle(bundle), policy)
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise VerificationError(f"Sigstore bundle refused: DSSE payload type {payload_type!r} is not in-toto")
     return VerifiedDsse(payload=payload, payload_type=payload_type, signer=policy.signer())
@@ -185,10 +241,33 @@ def verify_artifact_bundle(bundle: bytes, artifact: bytes, trust: SigstoreTrust)
         verified = verify_dsse_bundle(bundle, trust)
         _require_subject(verified.payload, hashlib.sha256(artifact).hexdigest())
         return verified.signer
-    verifier = _verifier(trust.trusted_root)
+    checker = verifier(trust.trusted_root)
     policy = _TrustedIdentityPolicy(trust.identities)
-    with _refusals():
-        verifier.verify_artifact(artifact, _parse_bundle(bundle), policy)
+    with refusals():
+        checker.verify_artifact(artifact, parse_bundle(bundle), policy)
+    return policy.signer()
+
+
+def verify_artifact_digest(bundle: bytes, sha256: str, trust: SigstoreTrust) -> str:
+    """Verify a message-signature bundle over an artifact whose sha256 (hex) is `sha256`, offline.
+
+    The artifact is never held in memory: the signature is checked against its digest. Returns the
+    signer description; raises `VerificationError` (same checks as `verify_dsse_bundle`) otherwise.
+    """
+    _require_identities(trust)
+    document = _load_json(bundle)
+    if "dsseEnvelope" in document:
+        verified = verify_dsse_bundle(bundle, trust)
+        _require_subject(verified.payload, sha256)
+        return verified.signer
+    from sigstore.hashes import Hashed
+    from sigstore_models.common.v1 import HashAlgorithm
+
+    checker = verifier(trust.trusted_root)
+    policy = _TrustedIdentityPolicy(trust.identities)
+    with refusals():
+        hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(sha256))
+        checker.verify_artifact(hashed, parse_bundle(bundle), policy)
     return policy.signer()
 
 
@@ -199,8 +278,8 @@ def _require_identities(trust: SigstoreTrust) -> None:
 
 def _load_json(bundle: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(bundle)
-    except (UnicodeDecodeError, ValueError) as exc:
+        document = loads_bounded(bundle)
+    except ValueError as exc:
         raise VerificationError(f"Sigstore bundle refused: malformed bundle JSON: {exc}") from None
     if not isinstance(document, dict):
         raise VerificationError("Sigstore bundle refused: malformed bundle JSON: not an object")
@@ -209,7 +288,7 @@ def _load_json(bundle: bytes) -> dict[str, Any]:
 
 def _require_subject(statement: bytes, digest: str) -> None:
     try:
-        subjects = json.loads(statement)["subject"]
+        subjects = loads_bounded(statement)["subject"]
         found = [subject["digest"].get("sha256", "") for subject in subjects]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise VerificationError("Sigstore bundle refused: the DSSE payload is not an in-toto statement") from None
@@ -217,7 +296,7 @@ def _require_subject(statement: bytes, digest: str) -> None:
         raise VerificationError(f"Sigstore bundle refused: no statement subject has the artifact's sha256 {digest}")
 
 
-def _verifier(trusted_root: Path | None) -> Verifier:
+def verifier(trusted_root: Path | None) -> Verifier:
     """Build a sigstore `Verifier` for the pinned root, never touching the network or TUF cache."""
     from importlib import resources
 
@@ -239,14 +318,14 @@ def _verifier(trusted_root: Path | None) -> Verifier:
         raise ConfigurationError(f"{where}: not a usable Sigstore trusted root: {exc}") from None
 
 
-def _parse_bundle(bundle: bytes) -> Bundle:
+def parse_bundle(bundle: bytes) -> Bundle:
     from sigstore.models import Bundle
 
-    return Bundle.from_json(bundle)  # its errors are classified by `_refusals`
+    return Bundle.from_json(bundle)  # its errors are classified by `refusals`
 
 
 @contextmanager
-def _refusals() -> Iterator[None]:
+def refusals() -> Iterator[None]:
     """Turn whatever sigstore raises while parsing or verifying into our `VerificationError`."""
     from sigstore.dsse import InvalidEnvelope
     from sigstore.errors import CertValidationError

@@ -7,15 +7,15 @@ backends sign. Its format is documented in docs/signing.md.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import rfc8785
 from packaging.utils import canonicalize_name
 
+from ._untrusted_json import UntrustedJsonError, loads_bounded
 from .errors import VerificationError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -43,18 +43,29 @@ class SignedStatement:
     distribution: str
     version: str
     digests: Mapping[str, str]
+    predicate: Mapping[str, object] = field(default_factory=dict)
 
     def matches_release(self, distribution: str, version: str) -> bool:
         return canonicalize_name(self.distribution) == canonicalize_name(distribution) and self.version == version
 
 
-def build_statement(distribution: str, version: str, digests: Mapping[str, str]) -> bytes:
-    """Return the canonical statement bytes for a release whose files have `digests` (path -> sha256 hex)."""
+def build_statement(
+    distribution: str,
+    version: str,
+    digests: Mapping[str, str],
+    *,
+    predicate_type: str = PREDICATE_TYPE,
+    extra: Mapping[str, str] | None = None,
+) -> bytes:
+    """Return the canonical statement bytes for a release whose files have `digests` (path -> sha256 hex).
+
+    `predicate_type` and `extra` predicate fields are for other statements of the same shape (install receipts).
+    """
     statement: dict[str, Any] = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": path, "digest": {"sha256": digests[path]}} for path in sorted(digests)],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {"distribution": distribution, "version": version},
+        "predicateType": predicate_type,
+        "predicate": {**(extra or {}), "distribution": distribution, "version": version},
     }
     return rfc8785.dumps(statement)
 
@@ -63,16 +74,19 @@ def _fail(reason: str) -> VerificationError:
     return VerificationError(f"malformed signed statement: {reason}")
 
 
-def parse_statement(payload: bytes) -> SignedStatement:
-    """Return the statement in a verified payload; raise `VerificationError` if it is not one of ours."""
+def parse_statement(payload: bytes, *, predicate_type: str = PREDICATE_TYPE) -> SignedStatement:
+    """Return the statement in a verified payload; raise `VerificationError` if it is not one of ours
+    (or its predicate type is not `predicate_type`)."""
     try:
-        document: Any = json.loads(payload)
+        document: Any = loads_bounded(payload)
+    except UntrustedJsonError as exc:
+        raise _fail(str(exc)) from None
     except ValueError:
         raise _fail("not JSON") from None
     if not isinstance(document, dict) or document.get("_type") != STATEMENT_TYPE:
         raise _fail(f"_type is not {STATEMENT_TYPE}")
-    if document.get("predicateType") != PREDICATE_TYPE:
-        raise _fail(f"predicateType {document.get('predicateType')!r} is not {PREDICATE_TYPE}")
+    if document.get("predicateType") != predicate_type:
+        raise _fail(f"predicateType {document.get('predicateType')!r} is not {predicate_type}")
     predicate = document.get("predicate")
     release_named = isinstance(predicate, dict) and all(
         isinstance(predicate.get(key), str) for key in ("distribution", "version")
@@ -91,4 +105,4 @@ def parse_statement(payload: bytes) -> SignedStatement:
         if name.startswith("/") or ".." in name.split("/") or name in digests:
             raise _fail(f"subject name {name!r} is absolute, escapes the install root, or repeats")
         digests[name] = digest
-    return SignedStatement(predicate["distribution"], predicate["version"], digests)
+    return SignedStatement(predicate["distribution"], predicate["version"], digests, predicate)

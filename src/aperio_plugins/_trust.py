@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ._keys import Keyring, load_keyring
 from ._model import TrustMode
+from ._ownership import PluginsDirLayout
+from ._receipt import host_public_key_path
 from ._settings import HostSettings
 from ._sigstore import SigstoreTrust, load_trusted_identities
 from .errors import ConfigurationError
@@ -46,10 +48,19 @@ class TrustStore:
     sigstore: SigstoreTrust
     problems: tuple[TrustProblem, ...]
     untrusted_plugins_dir: str | None = None
+    # The host's public receipt key (in the state directory): the only key an install receipt may carry.
+    receipt_key: Path | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not self.keyring.keys and not self.sigstore.identities
+        return not self.keyring.keys and not self.sigstore.identities and not self.sigstore.publishers
+
+    def trusts_publisher(self, publisher: str) -> bool:
+        """Return whether every signer an install receipt names is still a trusted identity or publisher."""
+        trusted = [identity.describe() for identity in self.sigstore.identities]
+        trusted += [pinned.describe() for pinned in self.sigstore.publishers]
+        parts = publisher.split("; ")
+        return all(any(part == name or part.endswith(f" by {name}") for name in trusted) for part in parts)
 
 
 def writable_by_others(path: Path) -> str | None:
@@ -65,8 +76,12 @@ def writable_by_others(path: Path) -> str | None:
     return None
 
 
-def load_trust_store(settings: HostSettings) -> TrustStore:
-    """Return the trust store the settings describe. Never raises: problems are part of the result."""
+def load_trust_store(settings: HostSettings, *, layout: PluginsDirLayout | None = None) -> TrustStore:
+    """Return the trust store the settings describe. Never raises: problems are part of the result.
+
+    With `layout` (the plugins directory as `scan_plugins_dir` read it), what no admitted code
+    path accounts for there is a problem too; a host reports those at each discovery instead.
+    """
     mode = settings.plugin_trust_mode
     problems: list[TrustProblem] = []
     if mode is TrustMode.DISABLED and not settings.is_development:
@@ -107,7 +122,10 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
                 " or `lock` rolls it back",
             )
         )
-    store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir)
+    if layout is not None:
+        problems.extend(plugins_dir_problems(layout, mode))
+    receipt_key = settings.plugin_receipt_key or host_public_key_path(settings.state_dir)
+    store = TrustStore(mode, keyring, sigstore, tuple(problems), untrusted_plugins_dir, receipt_key)
     if mode is TrustMode.STRICT and store.is_empty:
         store = TrustStore(
             mode,
@@ -123,5 +141,34 @@ def load_trust_store(settings: HostSettings) -> TrustStore:
                 ),
             ),
             untrusted_plugins_dir,
+            receipt_key,
         )
     return store
+
+
+def plugins_dir_problems(layout: PluginsDirLayout, mode: TrustMode) -> list[TrustProblem]:
+    """Return what in the plugins directory no admitted code path accounts for.
+
+    Unowned files and a second `.dist-info` are errors; a distribution that is not a
+    plugin (a dependency installed beside one) is unsigned code, reported as a warning.
+    """
+    problems = [
+        TrustProblem(Severity.ERROR if problem.error else Severity.WARNING, problem.subject, problem.message)
+        for problem in layout.problems()
+    ]
+    others = [distribution.describe() for distribution in layout.distributions if not distribution.is_plugin]
+    if others:
+        consequence = (
+            "strict trust mode never imports them, and a plugin that needs one fails"
+            if mode is TrustMode.STRICT
+            else f"importable through their RECORD because trust mode is {mode.value}"
+        )
+        shown = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
+        problems.append(
+            TrustProblem(
+                Severity.WARNING,
+                str(layout.root),
+                f"distributions that are not plugins (unsigned code): {shown}; {consequence}",
+            )
+        )
+    return problems

@@ -70,6 +70,13 @@ class VerifiedTree:
     root: Path  # the search-path directory the distribution is installed in
     digests: Mapping[str, str]  # POSIX path relative to root -> lowercase sha256 hex
     packages: frozenset[str]  # import names the plugin owns, usually top-level ("acme_box")
+    # False for unsigned code (warn or disabled trust mode): the files are the distribution's
+    # RECORD, which scopes what is importable, and the digests are empty and not checked.
+    checked: bool = True
+
+    @property
+    def listing(self) -> str:
+        return "the signed file list" if self.checked else "its RECORD"
 
 
 @dataclass
@@ -109,7 +116,7 @@ class _SignedFiles:
                 raise VerificationError(
                     f"signed path {rel!r} is not a normalized relative POSIX path", plugin_id=tree.plugin_id
                 )
-            if len(digest) != 64 or not set(digest) <= _HEX:
+            if tree.checked and (len(digest) != 64 or not set(digest) <= _HEX):
                 raise VerificationError(f"digest of {rel} is not a lowercase sha256 hex", plugin_id=tree.plugin_id)
             for depth, part in enumerate(parts):
                 self.children.setdefault("/".join(parts[:depth]), set()).add(part)
@@ -144,12 +151,12 @@ class _SignedFiles:
         """
         expected = self.tree.digests.get(rel)
         if expected is None:
-            raise FileNotFoundError(errno.ENOENT, f"not in the signed files of plugin {self.tree.plugin_id}", rel)
+            raise FileNotFoundError(errno.ENOENT, f"not in {self.tree.listing} of {self.tree.plugin_id}", rel)
         try:
             data = _read_regular_file(self.abspath(rel))
         except OSError as exc:
             raise self.refuse(f"{rel} cannot be read since verification: {exc.strerror or exc}", rel, module) from exc
-        if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), expected):
+        if self.tree.checked and not hmac.compare_digest(hashlib.sha256(data).hexdigest(), expected):
             raise self.refuse(
                 f"{rel} changed after verification: its sha256 does not match the signed list", rel, module
             )
@@ -274,7 +281,9 @@ class _SourceLoader(_LoaderBase, importlib.abc.ExecutionLoader):
             lines[-1] += "\n"
         # mtime None: linecache.checkcache keeps the entry, so rewriting the file cannot change tracebacks.
         linecache.cache[self.path] = (len(data), None, lines, self.path)
-        return self._importer._compile(data, self._files.tree.digests[self._rel], self.path)
+        # An unchecked tree has no digest to key the code cache by: key it by the bytes read.
+        digest = self._files.tree.digests[self._rel] if self._files.tree.checked else hashlib.sha256(data).hexdigest()
+        return self._importer._compile(data, digest, self.path)
 
     def get_source(self, fullname: str) -> str:
         # Serve the text that ran, not the file as it is now: linecache asks us once the file
@@ -447,13 +456,15 @@ class VerifiedImporter(importlib.abc.MetaPathFinder):
                     return self._spec(fullname, candidate, kind, is_package)
                 if os.path.lexists(files.abspath(candidate)):
                     raise files.refuse(
-                        f"{candidate} is not in the signed file list; not importing {fullname}", candidate, fullname
+                        f"{candidate} is not in {files.tree.listing}; not importing {fullname}", candidate, fullname
                     )
         if rel in files.children:
             return self._namespace_spec(fullname, rel)
         if os.path.isdir(files.abspath(rel)) and posixpath.basename(rel) != "__pycache__":
             raise files.refuse(
-                f"{rel}/ holds no signed file; not importing {fullname} as a namespace package", rel, fullname
+                f"{rel}/ holds no file of {files.tree.listing}; not importing {fullname} as a namespace package",
+                rel,
+                fullname,
             )
         raise ModuleNotFoundError(f"No module named {fullname!r} in plugin {self.tree.plugin_id}", name=fullname)
 

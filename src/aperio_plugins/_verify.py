@@ -7,6 +7,7 @@ file. Both return a `Verification` and never raise for a plugin's fault.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -19,6 +20,7 @@ from aperio_hookspecs import ENTRY_POINT_GROUP
 
 from ._keys import verify_envelope
 from ._model import FileCheck, FileStatus, Inspected, Origin, SignatureStatus, TrustMode, Verification
+from ._receipt import RECEIPT_FILE_NAME, verify_receipt
 from ._signing import Ed25519Signature, parse_signature_file
 from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, SignedStatement, is_signed_path, parse_statement
 from ._trust import TrustStore
@@ -27,11 +29,19 @@ from .errors import ConfigurationError, VerificationError
 
 # Files an installer adds to `.dist-info/` (PEP 376, PEP 610) and compiled caches: never executed by the
 # verified loader, so their presence is not tampering.
-_INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", SIGNATURE_FILE_NAME})
+# The host's install receipt is checked on its own, like the signature file.
+_INSTALLER_FILES = frozenset(
+    {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", SIGNATURE_FILE_NAME, RECEIPT_FILE_NAME}
+)
 
 
 def _is_bytecode_cache(path: str) -> bool:
     return "/__pycache__/" in f"/{path}" and path.endswith(".pyc")
+
+
+def file_sha256(path: str) -> str | None:
+    """Return the sha256 (hex) of the file at `path`, or None when it cannot be read."""
+    return _sha256(path)
 
 
 def _sha256(path: str) -> str | None:
@@ -143,19 +153,61 @@ def verify_installed(inspected: Inspected, trust: TrustStore) -> Verification:
     from_plugins_dir = candidate.origin is Origin.PLUGINS_DIR
     if trust.untrusted_plugins_dir is not None and trust.mode is TrustMode.STRICT and from_plugins_dir:
         return Verification(SignatureStatus.INVALID, trust.untrusted_plugins_dir)
-    # 3. No signature file: unsigned.
-    signature_path = candidate.metadata_dir / SIGNATURE_FILE_NAME
-    try:
-        document = signature_path.read_bytes()
-    except FileNotFoundError:
+    # 3. The publisher's embedded signature and the host's install receipt; neither: unsigned.
+    document = _read_optional(candidate.metadata_dir / SIGNATURE_FILE_NAME)
+    receipt = _read_optional(candidate.metadata_dir / RECEIPT_FILE_NAME)
+    if isinstance(document, Verification):
+        return document
+    if isinstance(receipt, Verification):
+        return receipt
+    if document is None and receipt is None:
         return Verification(SignatureStatus.UNSIGNED, f"{inspected.distribution} {inspected.version} is not signed")
-    except OSError as exc:
-        return Verification(SignatureStatus.INVALID, f"{signature_path}: unreadable: {exc.strerror}")
-    # 4. A signature from a trusted signer over a statement of ours.
+    outcomes = []
+    if document is not None:
+        # 4. A signature from a trusted signer over a statement of ours.
+        try:
+            statement, signer = check_signatures(document, trust)
+        except VerificationError as exc:
+            return Verification(SignatureStatus.INVALID, exc.message)
+        outcomes.append(_check_installed(inspected, statement, signer))
+    if receipt is not None:
+        # 4'. A receipt signed by this host's key, for a publisher the operator still trusts.
+        try:
+            verified = verify_receipt(receipt, trust.receipt_key)
+        except VerificationError as exc:
+            return Verification(SignatureStatus.INVALID, exc.message)
+        if not trust.trusts_publisher(verified.publisher):
+            return Verification(
+                SignatureStatus.INVALID,
+                f"install receipt refused: {verified.publisher} is no longer a trusted identity or publisher",
+            )
+        outcome = _check_installed(inspected, verified.statement, verified.publisher)
+        if outcome.status is SignatureStatus.VERIFIED:
+            key = verified.key_id[:16]
+            detail = f"signed by {verified.publisher}, verified at install; install receipt (host key {key})"
+            outcome = dataclasses.replace(outcome, detail=detail)
+        outcomes.append(outcome)
+    # Every signature the plugin carries must hold; the first outcome decides what the loader may run.
+    failed = next((outcome for outcome in outcomes if outcome.status is not SignatureStatus.VERIFIED), None)
+    if failed is not None:
+        return failed
+    if len(outcomes) == 2:
+        return dataclasses.replace(outcomes[0], detail=f"{outcomes[0].detail}; {outcomes[1].detail}")
+    return outcomes[0]
+
+
+def _read_optional(path: Path) -> bytes | Verification | None:
+    """Return the bytes of an optional signature file, None when absent, an invalid verdict when unreadable."""
     try:
-        statement, signer = check_signatures(document, trust)
-    except VerificationError as exc:
-        return Verification(SignatureStatus.INVALID, exc.message)
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Verification(SignatureStatus.INVALID, f"{path}: unreadable: {exc.strerror}")
+
+
+def _check_installed(inspected: Inspected, statement: SignedStatement, signer: str) -> Verification:
+    candidate = inspected.candidate
     # 5. The statement is for this release, not another plugin's or an older one.
     problems = _release_problems(statement, "the installed release", inspected.distribution, inspected.version)
     # 6. Every signed file is present and unchanged, and nothing unsigned sits beside them.

@@ -7,6 +7,8 @@ they are known. The CLI is the one place that turns these into exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class AperioError(Exception):
     """Base of every error aperio-plugins raises on purpose."""
@@ -86,7 +88,11 @@ class PluginCallError(HookError):
 
 
 class CircuitOpenError(HookError):
-    """A plugin's circuit breaker is open after repeated failures: the call failed fast, unmade."""
+    """A plugin's circuit breaker is open after repeated failures: the call failed fast, unmade.
+
+    `retry_in` is the time in seconds until the breaker lets its probe call through; 0 while
+    a half-open breaker's probe is in flight (calls go through again once it succeeds).
+    """
 
     def __init__(self, message: str, *, plugin_id: str | None = None, retry_in: float = 0.0) -> None:
         super().__init__(message, plugin_id=plugin_id)
@@ -105,6 +111,9 @@ class WorkerCrashedError(WorkerError):
     """The worker died (or was killed) while the call was in flight, or is down and not coming back.
 
     `returncode` is the worker's exit status (negative: the signal that ended it), when known.
+    `generation` numbers the worker (1 for the first, one more for each restart): every call
+    that failed because that worker went down carries the same number, so that its crash
+    counts once.
     """
 
     def __init__(
@@ -114,9 +123,11 @@ class WorkerCrashedError(WorkerError):
         plugin_id: str | None = None,
         distribution: str | None = None,
         returncode: int | None = None,
+        generation: int | None = None,
     ) -> None:
         super().__init__(message, plugin_id=plugin_id, distribution=distribution)
         self.returncode = returncode
+        self.generation = generation
 
 
 class HandshakeError(WorkerError):
@@ -137,6 +148,11 @@ class HandshakeError(WorkerError):
     ) -> None:
         super().__init__(message, plugin_id=plugin_id, distribution=distribution)
         self.stage = stage
+
+
+class SandboxUnavailableError(WorkerError):
+    """The operator requires the bubblewrap sandbox (`APERIO_PLUGIN_SANDBOX=bwrap`) and it cannot
+    be set up here: the message names what is missing. The worker is not started; there is no fallback."""
 
 
 class WorkerBoundaryError(WorkerError):
@@ -216,7 +232,22 @@ class DownloadError(RegistryError):
 
 
 class ArtifactRejectedError(RegistryError):
-    """A downloaded artifact was refused before install: digest, signature, wheel contents, API."""
+    """A downloaded artifact was refused before install: digest, signature, wheel contents, API.
+
+    `signature` is the signature verdict reached before the refusal (status, detail, signer, verdict),
+    when the signatures were checked: a refusal never hides whether the signature was good.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        distribution: str | None = None,
+        signature: Mapping[str, str | None] | None = None,
+    ) -> None:
+        super().__init__(message, plugin_id=plugin_id, distribution=distribution)
+        self.signature = dict(signature) if signature is not None else None
 
 
 class InstallError(RegistryError):

@@ -43,6 +43,7 @@ __all__ = [
     "install_wheels",
     "manifest_toml",
     "sign_wheel_with_key",
+    "sign_wheel_file_with_sigstore",
     "sign_wheel_with_sigstore",
 ]
 
@@ -204,3 +205,12 @@ def sign_wheel_with_sigstore(wheel: Path, instance: PrivateSigstore, *, identity
         return SigstoreSignature(kind="sigstore", bundle=bundle), f"sigstore identity {identity}"
 
     return sign_wheel(wheel, None, sign).path
+
+
+def sign_wheel_file_with_sigstore(wheel: Path, instance: PrivateSigstore, *, identity: str, issuer: str) -> Path:
+    """Sign the wheel file itself as `sigstore sign` does, with a private test instance: write a
+    message-signature bundle to `WHEEL.sigstore.json` beside it and return that path. The wheel is unchanged."""
+    bundle = instance.sign_artifact(wheel.read_bytes(), identity=identity, issuer=issuer)
+    path = wheel.with_name(wheel.name + ".sigstore.json")
+    path.write_bytes(bundle)
+    return path

@@ -3,23 +3,39 @@ against Box and Splunk HEC emulators on 127.0.0.1: sync, remediate, deliver."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from provider_emulators import ProviderState, provider_server
+from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY, write_identities
 
 from aperio_hookspecs import DeliveryBatch, RemediationRequest, RemediationStatus, SyncRequest
 from aperio_plugins import PluginState, SignatureStatus
-from aperio_plugins.testing import generate_signing_key, install_wheels, sign_wheel_with_key
+from aperio_plugins.registry._index import Publisher
+from aperio_plugins.registry._publish import add_release
+from aperio_plugins.testing import (
+    PrivateSigstore,
+    generate_signing_key,
+    sign_wheel_file_with_sigstore,
+    sign_wheel_with_key,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_plugins"
+EXAMPLE_IDS = ("aperio.box-connector", "aperio.box-remediation", "aperio.splunk-hec")
 
 
 @pytest.fixture(scope="module")
-def example_wheels(tmp_path_factory) -> list[Path]:
+def example_wheels(tmp_path_factory) -> tuple[list[Path], Path, PrivateSigstore]:
+    """The examples built by their own backend. The Box connector is signed as publishers sign with
+    `sigstore sign`: a message-signature bundle beside the wheel (from the private test instance), no
+    signature inside; the other two carry an embedded Ed25519 signature."""
     out = tmp_path_factory.mktemp("example-wheels")
     folders = [str(EXAMPLES / name) for name in ("box-connector", "box-remediation", "splunk-hec")]
     subprocess.run(
@@ -38,18 +54,65 @@ def example_wheels(tmp_path_factory) -> list[Path]:
         check=True,
     )
     private_key, public_key = generate_signing_key(out / "author")
-    wheels = [sign_wheel_with_key(wheel, private_key) for wheel in sorted(out.glob("*.whl"))]
-    return wheels, public_key
+    instance = PrivateSigstore.create(out / "sigstore")
+    wheels = []
+    for wheel in sorted(out.glob("*.whl")):
+        if wheel.name.startswith("aperio_box_connector-"):
+            sign_wheel_file_with_sigstore(wheel, instance, identity=RELEASE_IDENTITY, issuer=GITHUB_ISSUER)
+            wheels.append(wheel)
+        else:
+            wheels.append(sign_wheel_with_key(wheel, private_key))
+    return wheels, public_key, instance
+
+
+def _environment_without_examples(tmp_path: Path) -> dict[str, str]:
+    """Return an environment for `python -S` whose import path is this one's without the example plugins,
+    as on a host that gets them only from its plugins directory (the installer refuses a plugin id the
+    host's environment already provides)."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    clean = tmp_path / "site-without-examples"
+    clean.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.startswith(("aperio_box_", "aperio_splunk_")):
+            (clean / entry.name).symlink_to(entry)
+    editable = [line for pth in sorted(site.glob("_editable_impl_aperio_*.pth")) for line in pth.read_text().split()]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(clean), *editable])}
 
 
 @pytest.fixture
 def signed_host(example_wheels, make_host, plugins_dir, tmp_path):
-    """A strict host with the examples' signer trusted: their code is served by the verified importer
-    from the plugins directory, whatever copies the running environment has."""
-    wheels, public_key = example_wheels
-    install_wheels(wheels, target=plugins_dir)
+    """A strict host that trusts the examples' signers, with the examples installed by `aperio plugin install`
+    from a local (file:) index, in a process whose environment lacks the examples: the Box connector's code is trusted through the install receipt written
+    when its wheel-level Sigstore signature verified."""
+    wheels, public_key, instance = example_wheels
     (tmp_path / "keys").mkdir(mode=0o700)
     shutil.copy(public_key, tmp_path / "keys")
+    identities = tmp_path / "trusted-identities.toml"
+    write_identities(identities, RELEASE_IDENTITY, GITHUB_ISSUER, instance.trusted_root_path)
+    index = tmp_path / "index" / "index.json"
+    index.parent.mkdir()
+    for wheel in wheels:
+        for path in wheel.parent.glob(f"{wheel.name}*"):
+            shutil.copy(path, index.parent)
+        add_release(
+            index, index.parent / wheel.name, wheel.name, Publisher(name="aperio"), now=datetime.now(timezone.utc)
+        )
+    environment = {
+        **_environment_without_examples(tmp_path),
+        "APERIO_PLUGINS_DIR": str(plugins_dir),
+        "APERIO_STATE_DIR": str(tmp_path / "state"),
+        "APERIO_PLUGIN_TRUST_MODE": "strict",
+        "APERIO_PLUGIN_TRUSTED_KEYS_DIR": str(tmp_path / "keys"),
+        "APERIO_PLUGIN_TRUSTED_IDENTITIES": str(identities),
+        "APERIO_REGISTRY_INDEX": index.as_uri(),
+    }
+    command = [sys.executable, "-S", "-c", "from aperio_plugins.cli import main; main()", "plugin", "install"]
+    installed = subprocess.run(
+        [*command, "--json", *EXAMPLE_IDS], capture_output=True, text=True, env=environment, timeout=300, check=False
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    results = json.loads(installed.stdout)["installed"]
+    assert [result["install_receipt"] for result in results] == [True, False, False]
 
     def signed_host(credential_provider):
         return make_host("strict", credential_provider=credential_provider)
@@ -112,6 +175,13 @@ def test_sync_remediate_and_deliver_through_the_host(signed_host, provider, plug
         "aperio.splunk-hec": PluginState.ENABLED,
     }
     assert {info.signature_status for info in report.plugins} == {SignatureStatus.VERIFIED}
+    via = {info.id: info.signature_via for info in report.plugins}
+    assert via == {
+        "aperio.box-connector": "install receipt",
+        "aperio.box-remediation": "embedded",
+        "aperio.splunk-hec": "embedded",
+    }
+    assert report.plugins[0].signer == f"sigstore identity {RELEASE_IDENTITY} (issuer {GITHUB_ISSUER})"
     assert sys.modules["aperio_box_connector.plugin"].__file__.startswith(str(plugins_dir))
     assert list(host.connectors) == ["box"]
     assert list(host.remediations) == ["box.remove-shared-link"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from https_server import RegistryServer
+from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY, write_identities
 
 from aperio_plugins import HostSettings, TrustMode
 from aperio_plugins._state import SQLiteStateStore
@@ -20,7 +21,7 @@ from aperio_plugins._trust import load_trust_store
 from aperio_plugins.registry._client import RegistryClient
 from aperio_plugins.registry._index import Publisher
 from aperio_plugins.registry._publish import add_release
-from aperio_plugins.testing import generate_signing_key, sign_wheel_with_key
+from aperio_plugins.testing import PrivateSigstore, generate_signing_key, sign_wheel_with_key
 
 ACME = Publisher(name="Acme", verified=True)
 
@@ -154,3 +155,12 @@ def make_client(make_settings: Callable[..., HostSettings], audit: Any) -> Itera
     yield make_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def instance(tmp_path: Path, make_settings: Callable[..., HostSettings]) -> PrivateSigstore:
+    """A private Sigstore instance whose release identity the host trusts."""
+    created = PrivateSigstore.create(tmp_path / "sigstore")
+    identities = make_settings().plugin_trusted_identities
+    write_identities(identities, RELEASE_IDENTITY, GITHUB_ISSUER, created.trusted_root_path)
+    return created

@@ -74,7 +74,7 @@ def test_a_refused_install_is_one_line_and_writes_nothing(published, aperio, plu
     before = snapshot(plugins_dir)
     result = aperio("plugin", "install", "acme.siem")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: acme.siem 1.0.0: unsigned signature:")
+    assert result.stderr.startswith("error: acme.siem 1.0.0: unsigned plugin refused in strict trust mode")
     assert "Traceback" not in result.stderr
     assert snapshot(plugins_dir) == before
 

@@ -164,7 +164,11 @@ def attack_path_traversal_wheel(registry, wheel_dir, **_):
         version="1.2.0",
     ).build(wheel_dir / "evil")
     registry.publish_unchecked(evil, "acme.alpha", "1.2.0")
-    return ArtifactRejectedError, r"acme.alpha 1.2.0: .*member '../../escaped.py' would escape the install directory"
+    return (
+        ArtifactRejectedError,
+        r"acme.alpha 1.2.0: signature not checked \(the wheel cannot be read.*\) — refused: .*member '../../escaped.py'"
+        r" would escape the install directory",
+    )
 
 
 def attack_untrusted_key(registry, wheel_dir, tmp_path, **_):
@@ -183,7 +187,7 @@ def attack_unsigned_in_strict(registry, wheel_dir, **_):
     registry.publish(connector_wheel(wheel_dir / "u", "acme.alpha", distribution="acme-alpha", version="1.2.0"))
     return (
         ArtifactRejectedError,
-        r"acme.alpha 1.2.0: unsigned signature: .* is not signed .*APERIO_PLUGIN_TRUST_MODE=warn",
+        r"acme.alpha 1.2.0: unsigned plugin refused in strict trust mode \(.* is not signed\); set APERIO_PLUGIN_TRUST_MODE=warn",
     )
 
 
@@ -218,7 +222,7 @@ def attack_index_hides_newer_api_major(registry, wheel_dir, sign, **_):
         )
     )
     registry.edit(_set("acme.alpha", "1.2.0", api_requirement=">=1.0,<2"))
-    return ArtifactRejectedError, r"acme.alpha 1.2.0: built for plugin API 2.x"
+    return ArtifactRejectedError, r"acme.alpha 1.2.0: signature verified \(.*\) — refused: built for plugin API 2.x"
 
 
 def attack_tampered_after_signing(registry, wheel_dir, **_):
@@ -260,7 +264,8 @@ def attack_conflicting_dependency(registry, wheel_dir, sign, **_):
     )
     return (
         ArtifactRejectedError,
-        r"acme.alpha 1.2.0: requires packaging<1, but the host has packaging .*; requires no-such-distribution-xyz>=1, which the host does not have",
+        r"acme.alpha 1.2.0: signature verified \(signed by ed25519 key .*\) — refused: requires packaging<1, but the host has"
+        r" packaging .*; requires no-such-distribution-xyz>=1, which the host does not have",
     )
 
 
@@ -273,7 +278,10 @@ def attack_console_script(registry, wheel_dir, sign, **_):
         entry_points_text="[aperio.plugins]\nacme.alpha = acme_alpha\n[console_scripts]\nls = acme_alpha:main\n",
     ).build(wheel_dir / "c")
     registry.publish_unchecked(sign(wheel), "acme.alpha", "1.2.0")
-    return ArtifactRejectedError, r"acme.alpha 1.2.0: declares console_scripts"
+    return (
+        ArtifactRejectedError,
+        r"acme.alpha 1.2.0: signature verified \(signed by ed25519 key .*\) — refused: declares console_scripts",
+    )
 
 
 ATTACKS = {name.removeprefix("attack_"): function for name, function in globals().items() if name.startswith("attack_")}

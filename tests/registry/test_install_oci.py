@@ -110,3 +110,51 @@ def test_a_signature_layer_from_another_plugin_is_refused(oci, oci_client, sign,
     ):
         oci_client.install(f"oci://{oci.registry}/plugins/mixed:swapped")
     assert snapshot(plugins_dir) == {}
+
+
+def test_a_bundle_over_the_wheel_is_pushed_as_a_layer_and_installs_with_a_receipt(
+    instance, oci, oci_client, wheel_dir, plugins_dir, marker
+):
+    from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY
+
+    from aperio_plugins.registry._oci import BUNDLE_MEDIA_TYPE
+    from aperio_plugins.testing import sign_wheel_file_with_sigstore
+
+    wheel = connector_wheel(wheel_dir, "acme.gull", distribution="acme-gull", marker=marker)
+    sign_wheel_file_with_sigstore(wheel, instance, identity=RELEASE_IDENTITY, issuer=GITHUB_ISSUER)
+    push(oci, wheel, f"oci://{oci.registry}/plugins/acme-gull:1")
+    layers = manifest(oci, "plugins/acme-gull", "1")["layers"]
+    assert [layer["mediaType"] for layer in layers][1:] == [BUNDLE_MEDIA_TYPE]
+
+    result = oci_client.install(f"oci://{oci.registry}/plugins/acme-gull:1")
+
+    assert result.receipt
+    with PluginHost(oci_client.settings, search_path=[]) as host:
+        info = host.load().plugins[0]
+    assert (info.state, info.signature_via) == (PluginState.ENABLED, "install receipt")
+    assert marker.read_text() == "acme.gull\n"
+
+
+def test_a_bundle_layer_from_another_wheel_is_refused(instance, oci, oci_client, wheel_dir, plugins_dir, marker):
+    from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY
+
+    from aperio_plugins.registry._oci import BUNDLE_MEDIA_TYPE
+    from aperio_plugins.testing import sign_wheel_file_with_sigstore
+
+    mine = connector_wheel(wheel_dir / "a", "acme.tern", distribution="acme-tern", marker=marker)
+    theirs = connector_wheel(wheel_dir / "b", "acme.tern", distribution="acme-tern", extra_source="X = 2\n")
+    sign_wheel_file_with_sigstore(theirs, instance, identity=RELEASE_IDENTITY, issuer=GITHUB_ISSUER)
+    push(oci, theirs, f"oci://{oci.registry}/plugins/acme-tern:theirs")
+    push(oci, mine, f"oci://{oci.registry}/plugins/acme-tern:mine")
+    swapped = manifest(oci, "plugins/acme-tern", "mine")
+    swapped["layers"] += [
+        d for d in manifest(oci, "plugins/acme-tern", "theirs")["layers"] if d["mediaType"] == BUNDLE_MEDIA_TYPE
+    ]
+    oci.put_manifest("plugins/acme-tern", "swapped", swapped)
+    before = snapshot(plugins_dir)
+
+    with pytest.raises(ArtifactRejectedError, match=r"invalid signature: .*message digest mismatch"):
+        oci_client.install(f"oci://{oci.registry}/plugins/acme-tern:swapped")
+
+    assert snapshot(plugins_dir) == before
+    assert not marker.exists()

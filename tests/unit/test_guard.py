@@ -5,7 +5,9 @@ from __future__ import annotations
 import pluggy
 import pytest
 
+from aperio_plugins._breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from aperio_plugins._guard import guard_implementation, positional_parameters
+from aperio_plugins.errors import WorkerCrashedError
 
 spec = pluggy.HookspecMarker("t")
 impl = pluggy.HookimplMarker("t")
@@ -21,7 +23,7 @@ class Specs:
         """First non-None wins."""
 
 
-def _manager(*plugins, propagate=False):
+def _manager(*plugins, propagate=False, gates=None):
     errors = []
     manager = pluggy.PluginManager("t")
     manager.add_hookspecs(Specs)
@@ -38,6 +40,8 @@ def _manager(*plugins, propagate=False):
                 lambda hook, exc, index=index: errors.append((index, hook, exc)),
                 propagate=propagate,
                 is_wrapper=bool(options.get("wrapper") or options.get("hookwrapper")),
+                gate=(gates or {}).get(index),
+                refuse=lambda hook, permit: RuntimeError(f"{hook} refused, retry in {permit.retry_in}"),
             )
             setattr(proxy, name, guarded)
         manager.register(proxy, name=f"p{index}")
@@ -178,3 +182,102 @@ def test_generated_guard_mirrors_only_parameters_pluggy_passes():
 
     assert positional_parameters(f) == ["a", "b"]
     assert positional_parameters(lambda _aperio_x: None) is None
+
+
+# -- guards and the circuit breaker -----------------------------------------------------------
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def breaker(clock):
+    return CircuitBreaker(BreakerPolicy(failure_threshold=2, window_seconds=60, reset_timeout_seconds=5), clock=clock)
+
+
+class Switch:
+    """Fails while `broken`, with whatever `error()` builds."""
+
+    def __init__(self, error=lambda: ValueError("down")):
+        self.broken = True
+        self.error = error
+        self.calls = 0
+
+    @impl
+    def compute(self, x):
+        self.calls += 1
+        if self.broken:
+            raise self.error()
+        return x
+
+
+class SwitchWrapper:
+    def __init__(self):
+        self.broken = True
+
+    @impl(wrapper=True)
+    def compute(self, x):
+        if self.broken:
+            raise ValueError("setup failed")
+        result = yield
+        return [*result, "wrapped"]
+
+
+def test_calls_broken_by_one_worker_crash_count_once(breaker):
+    crash = Switch(lambda: WorkerCrashedError("gone", returncode=-9, generation=4))
+    manager, errors = _manager(crash, gates={0: breaker})
+    for _ in range(5):  # five calls in flight when generation 4 died
+        assert manager.hook.compute(x=1, y=2) == []
+    assert len(errors) == 5  # each is recorded against the plugin...
+    assert breaker.closed  # ...and the breaker counts the crash once
+    crash.error = lambda: WorkerCrashedError("gone again", returncode=-9, generation=5)
+    manager.hook.compute(x=1, y=2)
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_a_propagating_hook_refused_by_an_open_breaker_says_when_to_retry(breaker, clock):
+    manager, _ = _manager(Switch(), propagate=True, gates={0: breaker})
+    for _ in range(2):
+        with pytest.raises(ValueError, match="down"):
+            manager.hook.compute(x=1, y=2)
+    clock.now += 1.5
+    with pytest.raises(RuntimeError, match=r"compute refused, retry in 3\.5"):
+        manager.hook.compute(x=1, y=2)
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_a_wrapper_probe_decides_the_breaker(breaker, clock, outcome):
+    wrapper = SwitchWrapper()
+    manager, _ = _manager(Adds(), wrapper, gates={1: breaker})
+    for _ in range(2):
+        assert manager.hook.compute(x=1, y=2) == [3]  # bypassed and recorded
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 5
+    wrapper.broken = outcome == "failure"
+    expected = [3] if wrapper.broken else [3, "wrapped"]
+    assert manager.hook.compute(x=1, y=2) == expected  # the probe
+    assert breaker.state is (BreakerState.OPEN if wrapper.broken else BreakerState.CLOSED)
+
+
+def test_an_interrupted_probe_lets_the_next_call_probe(breaker, clock):
+    plugin = Switch()
+    manager, _ = _manager(plugin, gates={0: breaker})
+    for _ in range(2):
+        manager.hook.compute(x=1, y=2)
+    clock.now += 5
+    plugin.error = KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        manager.hook.compute(x=1, y=2)  # the probe, interrupted: no verdict
+    assert breaker.state is BreakerState.HALF_OPEN
+    plugin.broken = False
+    assert manager.hook.compute(x=1, y=2) == [1]  # the next call is the probe, and it succeeds
+    assert breaker.closed

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY, forbid_network, in_toto_statement, preload_sigstore
+from testdata import PRODUCTION_ROOT, RFC8785_BUNDLE, RFC8785_IDENTITY, RFC8785_WHEEL, TESTDATA
 
 from aperio_plugins._sigstore import (
     IN_TOTO_PAYLOAD_TYPE,
@@ -22,14 +23,8 @@ from aperio_plugins._sigstore import (
 )
 from aperio_plugins.errors import ConfigurationError, SigningError, VerificationError
 
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 CONFORMANCE = TESTDATA / "sigstore-conformance"
-PRODUCTION_ROOT = TESTDATA / "sigstore-trust-root" / "production-trusted_root.json"
-ABSENT = f"shared Sigstore test data is absent ({TESTDATA}); it is not part of the repository"
 
-RFC8785_WHEEL = TESTDATA / "sigstore-python" / "rfc8785-0.1.2-py3-none-any.whl"
-RFC8785_BUNDLE = TESTDATA / "sigstore-python" / "rfc8785-0.1.2-py3-none-any.whl.sigstore.json"
-RFC8785_IDENTITY = "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"
 
 # Why each conformance "fail" case must be refused: a refusal for another reason
 # (say, an identity mismatch) would hide a verifier that skips the real check.
@@ -47,10 +42,7 @@ REFUSAL_REASONS = {
 
 
 def _conformance_cases(expect: str) -> list[object]:
-    index = CONFORMANCE / "cases.json"
-    if not index.is_file():
-        return [pytest.param(None, id="absent", marks=pytest.mark.skip(reason=ABSENT))]
-    document = json.loads(index.read_text())
+    document = json.loads((CONFORMANCE / "cases.json").read_text())
     cases = [case for case in document["cases"] if case["expect"] == expect]
     for case in cases:
         case["identity"] = document["beacon_identity"] if case["identity"] == "BEACON" else case["identity"]
@@ -69,8 +61,6 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def testdata() -> Path:
-    if not PRODUCTION_ROOT.is_file():
-        pytest.skip(ABSENT)
     return TESTDATA
 
 

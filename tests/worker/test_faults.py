@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -181,6 +182,43 @@ def test_worker_garbage_on_the_protocol_channel_fails_that_worker_not_the_host(s
     assert any(fields["pid"] == pid for fields in audit.fields_of("plugin.worker.killed"))
 
 
+def test_worker_killed_from_outside_while_the_host_writes_to_it_is_not_said_to_be_killed_by_the_host(
+    start_worker, make_context, audit
+):
+    plugin = start_worker()
+    pid = plugin.status().pid
+    sync(plugin, make_context(), mode="freeze")  # it stops itself: the host's write of a large request blocks
+    time.sleep(0.4)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sync, plugin, make_context(timeout=30), mode="echo", value="x" * (1 << 20))
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)  # from outside; the host sees a broken pipe before it reaps the worker
+        with pytest.raises(WorkerCrashedError) as caught:
+            pending.result()
+
+    assert caught.value.message == f"worker of plugin 'acme.probe' (pid {pid}) was killed by signal SIGKILL (9)"
+    assert caught.value.generation == 1
+    assert not any(fields["pid"] == pid for fields in audit.fields_of("plugin.worker.killed"))
+    after = sync(plugin, make_context(timeout=30), mode="echo", value="next")
+    assert after.next_cursor == "next"
+
+
+def test_worker_killed_by_the_host_says_so_and_why(start_worker, make_context):
+    plugin = start_worker()
+    pid = plugin.status().pid
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sync, plugin, make_context(timeout=30), mode="sleep", seconds=10)
+        time.sleep(0.3)
+        plugin.restart()  # the operator's restart kills the worker with the call in flight
+        with pytest.raises(WorkerCrashedError) as caught:
+            pending.result()
+
+    assert caught.value.message == (
+        f"worker of plugin 'acme.probe' (pid {pid}) was killed by signal SIGKILL (9)"
+        " (the host killed it: the operator asked for a restart)"
+    )
+
+
 def test_worker_that_never_completes_its_handshake_is_killed_after_the_start_timeout(start_worker, audit):
     started = time.monotonic()
 
@@ -302,7 +340,7 @@ def test_stop_terminates_a_worker_whose_call_does_not_finish(start_worker, make_
         time.sleep(0.2)
         started = time.monotonic()
         plugin.stop(timeout=0.3)
-        with pytest.raises(WorkerCrashedError, match=r"was killed by signal SIGTERM \(15\)"):
+        with pytest.raises(WorkerCrashedError, match=r"was killed by signal SIGTERM \(15\) \(the host stopped it\)"):
             pending.result()
 
     assert time.monotonic() - started < 3.0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from ..errors import ResolutionError
+from ..errors import ArtifactRejectedError, RegistryError, ResolutionError
 from ..registry._client import InstallResult, RegistryClient
 from ..registry._lockfile import DEFAULT_LOCK_FILE, read_lock_file, write_lock_file
 from ..registry._progress import terminal_progress
@@ -35,7 +36,8 @@ def _report(result: InstallResult) -> None:
         return
     replaced = f" (replaced {result.replaced})" if result.replaced and result.replaced != result.version else ""
     click.echo(f"installed {ids}: {result.distribution} {result.version}{replaced} from {result.source}")
-    click.echo(f"  sha256 {result.sha256}; {result.verification_detail}")
+    receipt = "; install receipt written" if result.receipt else ""
+    click.echo(f"  sha256 {result.sha256}; {result.verification_detail}{receipt}")
 
 
 @click.command("install")
@@ -44,23 +46,43 @@ def _report(result: InstallResult) -> None:
 @click.option("--pre", is_flag=True, help="Consider pre-releases when no version is pinned.")
 @click.option("--locked", is_flag=True, help="Install what the lock file pins (only the given ids, if any).")
 @click.option("--lock-file", type=click.Path(path_type=Path), default=DEFAULT_LOCK_FILE, show_default=True)
-def install_plugin(specs: tuple[str, ...], index: str | None, pre: bool, locked: bool, lock_file: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was installed, or why not, as JSON.")
+def install_plugin(
+    specs: tuple[str, ...], index: str | None, pre: bool, locked: bool, lock_file: Path, as_json: bool
+) -> None:
     """Download, check and install plugins into APERIO_PLUGINS_DIR.
 
     The digest, the signature (under APERIO_PLUGIN_TRUST_MODE) and the plugin API
     are checked before anything is written; a refused plugin leaves the plugins
     directory and the enable flags as they were. The host picks new plugins up at
-    its next discovery.
+    its next discovery. A wheel given as a file may have its publisher's signature
+    beside it: WHEEL.sigstore.json (or .sigstore), WHEEL.publish.attestation,
+    WHEEL.slsa.attestation or WHEEL.provenance.
     """
     if not specs and not locked:
         raise click.UsageError("name a plugin to install, or use --locked")
-    with _client() as client:
-        if locked:
-            for result in client.install_locked(read_lock_file(lock_file), only=frozenset(specs)):
-                _report(result)
-            return
-        for spec in specs:
-            _report(client.install(spec, index=index, pre=pre))
+    results: list[InstallResult] = []
+    try:
+        with _client() as client:
+            if locked:
+                results.extend(client.install_locked(read_lock_file(lock_file), only=frozenset(specs)))
+            else:
+                for spec in specs:
+                    result = client.install(spec, index=index, pre=pre)
+                    results.append(result)
+                    if not as_json:
+                        _report(result)
+    except RegistryError as exc:
+        if not as_json:
+            raise
+        signature = exc.signature if isinstance(exc, ArtifactRejectedError) else None
+        print_json({"installed": [r.as_dict() for r in results], "error": exc.message, "signature": signature})
+        sys.exit(1)
+    if as_json:
+        print_json({"installed": [r.as_dict() for r in results], "error": None, "signature": None})
+    elif locked:
+        for result in results:
+            _report(result)
 
 
 @click.command("remove")

@@ -35,7 +35,7 @@ def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
             info.version or "",
             ",".join(kind.value for kind in info.kinds),
             f"[{style}]{info.state.value}[/]" if style else info.state.value,
-            info.signature_status.value if info.signature_status else "",
+            _signature(info),
             _isolation(info),
             info.breaker_state if info.state is PluginState.ENABLED else "",
             info.error or "",
@@ -43,9 +43,18 @@ def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
     return table
 
 
+def _signature(info: PluginInfo) -> str:
+    if info.signature_status is None:
+        return ""
+    if info.signature_via == "install receipt":
+        return f"{info.signature_status.value} (install receipt: {info.signer})"
+    return info.signature_status.value
+
+
 def _isolation(info: PluginInfo) -> str:
     if info.worker_pid is not None or info.worker_state is not None:
-        return f"process pid {info.worker_pid or '-'} ({info.worker_restarts} restarts)"
+        contained = f"{info.worker_containment}, " if info.worker_containment else ""
+        return f"process pid {info.worker_pid or '-'} ({contained}{info.worker_restarts} restarts)"
     return info.isolation.value if info.isolation is not None and info.state is PluginState.ENABLED else ""
 
 

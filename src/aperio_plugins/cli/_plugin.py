@@ -25,6 +25,7 @@ def list_plugins(as_json: bool, kind: str | None) -> None:
     with PluginHost() as host:
         report = host.load()
         broken = host.broken_distributions
+        layout_problems = host.plugins_dir_problems
     plugins = [info for info in report.plugins if kind is None or PluginKind(kind) in info.kinds]
     if as_json:
         print_json([info.as_dict() for info in plugins])
@@ -32,6 +33,8 @@ def list_plugins(as_json: bool, kind: str | None) -> None:
         print_table(plugins)
     for problem in broken:
         click.echo(f"warning: unreadable distribution {problem}", err=True)
+    for layout_problem in layout_problems:
+        click.echo(str(layout_problem), err=True)
 
 
 @plugin_group.command("info")

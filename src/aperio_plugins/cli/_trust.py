@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .._host import PluginHost
 from .._keys import generate_keypair, key_id, load_private_key
 from .._model import FileStatus, SignatureStatus, Verification
+from .._ownership import scan_plugins_dir
 from .._settings import HostSettings
 from .._signing import ed25519_signer, sign_wheel, sigstore_signer
 from .._trust import Severity, load_trust_store
 from .._verify import verify_wheel
 from .._wheel import read_wheel
+from .._wheel_signatures import signatures_beside
 from ..errors import ConfigurationError
+from ..worker._sandbox import describe as describe_sandbox
 from ._output import print_json
 
 
@@ -52,8 +57,23 @@ def _verification_dict(subject: str, verification: Verification) -> dict[str, ob
         "status": verification.status.value,
         "detail": verification.detail,
         "signer": verification.signer,
+        "via": "install receipt" if "install receipt" in verification.detail else None,
         "files": {status.value: list(verification.with_status(status)) for status in FileStatus},
     }
+
+
+def _verify_wheel_file(path: Path) -> Verification:
+    """Verify a wheel file's embedded signature and the signatures over it that sit beside it."""
+    trust = load_trust_store(HostSettings.from_environment())
+    wheel = read_wheel(path)
+    beside = signatures_beside(path)
+    if not beside:
+        return verify_wheel(wheel, trust)
+    from ..registry._artifact import signature_verdict
+
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    verdict, _ = signature_verdict(path, sha256, wheel, None, beside, trust)
+    return verdict
 
 
 @click.command("verify")
@@ -65,8 +85,7 @@ def verify(target: str, as_json: bool) -> None:
     Exits 1 unless the status is `verified`.
     """
     if target.endswith(".whl") or Path(target).is_file():
-        wheel = read_wheel(Path(target))
-        verification = verify_wheel(wheel, load_trust_store(HostSettings.from_environment()))
+        verification = _verify_wheel_file(Path(target))
     else:
         with PluginHost() as host:
             _, verification = host.verify(target)
@@ -89,20 +108,25 @@ def verify(target: str, as_json: bool) -> None:
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor(as_json: bool) -> None:
-    """Check the trust configuration: trust mode, keys, identities, directory permissions.
+    """Check the trust configuration (trust mode, keys, identities, directory permissions, files in
+    the plugins directory that no installed distribution owns) and how workers are contained (the
+    bubblewrap sandbox, or the weaker subreaper fallback).
 
     Exits 1 if any problem is an error.
     """
     settings = HostSettings.from_environment()
-    store = load_trust_store(settings)
+    store = load_trust_store(settings, layout=scan_plugins_dir(settings.plugins_dir, deep=True))
+    sandbox = describe_sandbox(settings)
     if as_json:
         print_json(
             {
                 "trust_mode": settings.plugin_trust_mode.value,
+                "sandbox": sandbox,
                 "trusted_keys": [{"key_id": key.key_id, "path": str(key.path)} for key in store.keyring.keys],
                 "trusted_identities": [
                     {"identity": item.identity, "issuer": item.issuer} for item in store.sigstore.identities
                 ],
+                "trusted_publishers": [pinned.describe() for pinned in store.sigstore.publishers],
                 "problems": [
                     {"severity": p.severity.value, "subject": p.subject, "message": p.message} for p in store.problems
                 ],
@@ -116,9 +140,28 @@ def doctor(as_json: bool) -> None:
         click.echo(
             f"trusted Sigstore identities: {len(store.sigstore.identities)} in {settings.plugin_trusted_identities}"
         )
+        for pinned in store.sigstore.publishers:
+            click.echo(f"  {pinned.describe()}")
+        _echo_sandbox(sandbox)
         for problem in store.problems:
             click.echo(str(problem))
-        if not store.problems:
+        if sandbox["problem"] is not None:
+            click.echo(f"{sandbox['problem']['severity']}: worker sandbox: {sandbox['problem']['message']}")
+        if not store.problems and sandbox["problem"] is None:
             click.echo("no problems found")
-    if any(problem.severity is Severity.ERROR for problem in store.problems):
+    sandbox_failed = sandbox["problem"] is not None and sandbox["problem"]["severity"] == Severity.ERROR.value
+    if sandbox_failed or any(problem.severity is Severity.ERROR for problem in store.problems):
         sys.exit(1)
+
+
+def _echo_sandbox(sandbox: dict[str, Any]) -> None:
+    mode = f"APERIO_PLUGIN_SANDBOX={sandbox['mode']}"
+    if sandbox["containment"] is None:
+        click.echo(f"worker sandbox: {mode}, and no worker can start")
+        return
+    where = f" ({sandbox['bwrap']})" if sandbox["bwrap"] else ""
+    click.echo(f"worker sandbox: {mode}, workers get {sandbox['containment']}{where}")
+    if sandbox["containment"] == "bwrap":
+        click.echo("  network: only for plugins whose manifest asks (connectors and destinations unless they say no)")
+    for gap in sandbox["gaps"]:
+        click.echo(f"  does not cover: {gap}")

@@ -25,11 +25,14 @@ from .._compat import incompatibility
 from .._discover import discover, search_roots
 from .._manifest import api_requirement, inspect_candidate, runtime_requirements
 from .._model import SignatureStatus, TrustMode, Verification
+from .._ownership import HostModules, collision, import_names, scan_plugins_dir, wheel_layout_problem
+from .._policy import decide_trust, verdict, verdict_fields
 from .._signing import SIGNATURE_FORMAT
 from .._statement import is_signed_path
 from .._trust import TrustStore
 from .._verify import check_signatures, verify_installed, verify_wheel
-from .._wheel import Wheel, read_wheel
+from .._wheel import Wheel, entry_point_sections, read_wheel
+from .._wheel_signatures import WheelSignature, verify_wheel_signatures
 from ..errors import (
     AperioError,
     ArtifactRejectedError,
@@ -38,7 +41,13 @@ from ..errors import (
     ManifestError,
     VerificationError,
 )
-from ._index import ReleaseSignature
+from ._index import (
+    AttestationReleaseSignature,
+    Ed25519ReleaseSignature,
+    ReleaseSignature,
+    SigstoreBundleReleaseSignature,
+    SigstoreReleaseSignature,
+)
 from ._plugins_dir import installed_distributions
 
 
@@ -61,29 +70,47 @@ class CheckedArtifact:
     api_requirement: str
     verification: Verification
     warnings: tuple[str, ...]
+    # Who signed the wheel file itself (None: no wheel-level signature verified): the install writes an
+    # install receipt naming them, since that signature cannot be checked once pip has unpacked the wheel.
+    wheel_signer: str | None = None
+    sha256: str = ""
 
     def describe(self) -> str:
         return f"{self.wheel.distribution} {self.wheel.version}"
 
 
-def signature_document(signatures: Sequence[ReleaseSignature]) -> bytes:
-    """Return an index release's signatures as a signature file, the form `check_signatures` reads."""
-    entries = [
-        {"kind": "ed25519", "envelope": s.envelope} if s.kind == "ed25519" else {"kind": "sigstore", "bundle": s.bundle}
-        for s in signatures
-    ]
+def signature_document(signatures: Sequence[ReleaseSignature]) -> bytes | None:
+    """Return an index release's signatures over its statement as a signature file, the form
+    `check_signatures` reads (None when it has none)."""
+    entries: list[dict[str, object]] = []
+    for s in signatures:
+        if isinstance(s, Ed25519ReleaseSignature):
+            entries.append({"kind": "ed25519", "envelope": s.envelope})
+        elif isinstance(s, SigstoreReleaseSignature):
+            entries.append({"kind": "sigstore", "bundle": s.bundle})
+    if not entries:
+        return None
     return json.dumps({"format": SIGNATURE_FORMAT, "signatures": entries}).encode()
 
 
+def wheel_level_signatures(signatures: Sequence[ReleaseSignature], origin: str) -> list[WheelSignature]:
+    """Return an index release's signatures over the wheel file itself."""
+    found = []
+    for index, s in enumerate(signatures):
+        where = f"{origin} signature {index + 1} ({s.kind})"
+        if isinstance(s, SigstoreBundleReleaseSignature):
+            found.append(WheelSignature("sigstore-bundle", json.dumps(s.bundle).encode(), where))
+        elif isinstance(s, AttestationReleaseSignature):
+            found.append(WheelSignature("pep740", json.dumps(s.attestation).encode(), where))
+    return found
+
+
 def _entry_point_sections(wheel: Wheel) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment, method-assign]  # entry point names are case-sensitive
     data = wheel.members.get(f"{wheel.dist_info}/entry_points.txt", b"")
     try:
-        parser.read_string(data.decode("utf-8"))
-    except (UnicodeDecodeError, configparser.Error) as exc:
-        raise ArtifactRejectedError(f"entry_points.txt is unreadable: {exc}") from None
-    return parser
+        return entry_point_sections(data, "entry_points.txt")
+    except InvalidWheelError as exc:
+        raise ArtifactRejectedError(exc.message) from None
 
 
 def wheel_plugin_ids(wheel: Wheel) -> tuple[str, ...]:
@@ -141,27 +168,44 @@ def _check_detached(document: bytes, wheel: Wheel, trust: TrustStore) -> str:
     return signer
 
 
-def _trust_decision(wheel: Wheel, detached: bytes | None, trust: TrustStore) -> tuple[Verification, tuple[str, ...]]:
+def signature_verdict(
+    path: Path,
+    sha256: str,
+    wheel: Wheel | None,
+    detached: bytes | None,
+    wheel_signatures: Sequence[WheelSignature],
+    trust: TrustStore,
+) -> tuple[Verification, str | None]:
+    """Return the verdict over every signature the release carries, and who signed the wheel file.
+
+    Every signature must verify: one that does not (another signer's, another release's) makes the
+    verdict invalid rather than letting the host guess which one was meant. `wheel` is None when the
+    archive cannot be read, so that only the signatures over the file were checked. Never raises.
+    """
     if trust.mode is TrustMode.DISABLED:
-        return Verification(SignatureStatus.SKIPPED, "trust mode is disabled: no checks were made"), (
-            "installed without any signature check because trust mode is disabled",
-        )
-    problems = []
-    if detached is not None:
-        try:
-            _check_detached(detached, wheel, trust)
-        except VerificationError as exc:
-            problems.append(f"the published signature does not verify: {exc.message}")
-    verification = verify_wheel(wheel, trust)
-    if verification.status is not SignatureStatus.VERIFIED:
-        problems.append(f"{verification.status.value} signature: {verification.detail}")
-    if not problems:
-        return verification, ()
-    if trust.mode is TrustMode.STRICT:
-        hint = " (set APERIO_PLUGIN_TRUST_MODE=warn to install unsigned plugins)"
-        unsigned_only = verification.status is SignatureStatus.UNSIGNED and len(problems) == 1
-        raise ArtifactRejectedError("; ".join(problems) + (hint if unsigned_only else ""))
-    return verification, tuple(f"installing because trust mode is warn: {problem}" for problem in problems)
+        return Verification(SignatureStatus.SKIPPED, "trust mode is disabled: no checks were made"), None
+    wheel_level = verify_wheel_signatures(wheel_signatures, path.name, sha256, trust.sigstore)
+    signers, problems = list(wheel_level.signers), list(wheel_level.problems)
+    if wheel is not None:
+        if detached is not None:
+            try:
+                signers.append(_check_detached(detached, wheel, trust))
+            except VerificationError as exc:
+                problems.append(f"the published signature does not verify: {exc.message}")
+        embedded = verify_wheel(wheel, trust)
+        if embedded.status is SignatureStatus.VERIFIED and embedded.signer is not None:
+            signers.append(embedded.signer)
+        elif embedded.status is SignatureStatus.INVALID:
+            problems.append(embedded.detail)
+    wheel_signer = "; ".join(wheel_level.signers) if wheel_level.signers and not problems else None
+    if problems:
+        signer = "; ".join(signers) if signers else None
+        return Verification(SignatureStatus.INVALID, "; ".join(problems), signer=signer), None
+    if signers:
+        unique = list(dict.fromkeys(signers))
+        return Verification(SignatureStatus.VERIFIED, "signed by " + "; ".join(unique), signer=unique[0]), wheel_signer
+    what = wheel.path.name if wheel is not None else path.name
+    return Verification(SignatureStatus.UNSIGNED, f"{what} is not signed"), None
 
 
 def check_artifact(
@@ -172,47 +216,89 @@ def check_artifact(
     trust: TrustStore,
     host_api_version: str | None,
     detached_signatures: bytes | None = None,
+    wheel_signatures: Sequence[WheelSignature] = (),
     check_dependencies: bool = True,
 ) -> CheckedArtifact:
     """Return the checked wheel at `path` (whose streamed digest is `sha256`).
 
-    Checks, in order: the digest; the archive (no member escaping the target,
-    RECORD consistent, no `.data`); that it is the expected release and plugin;
-    no console scripts; the plugin API requirement; the dependencies; the
-    signatures under the trust mode. A registry's validator, which is not the
-    host, passes `host_api_version=None` and `check_dependencies=False`. Raises `ArtifactRejectedError` naming the
-    release and the first failed check.
+    Checks, in order: the digest; every signature (over the file, over the statement, embedded), decided
+    by the trust mode; then the archive (no member escaping the target, RECORD consistent, no `.data`);
+    that it is the expected release and plugin; its layout and top-level names; no console scripts; the
+    plugin API requirement; the dependencies. The signature verdict leads every later refusal
+    ("signature verified (signed by …) — refused: …"). A registry's validator, which is not the host,
+    passes `host_api_version=None` and `check_dependencies=False`. Raises `ArtifactRejectedError` naming
+    the release, the verdict and the first failed check.
     """
     label = " ".join(filter(None, (expected.plugin_id, expected.version))) or path.name
+    if expected.sha256 is not None and not hmac.compare_digest(sha256, expected.sha256):
+        raise ArtifactRejectedError(
+            f"{label}: sha256 {sha256} does not match the expected {expected.sha256}", plugin_id=expected.plugin_id
+        )
     try:
-        if expected.sha256 is not None and not hmac.compare_digest(sha256, expected.sha256):
-            raise ArtifactRejectedError(f"sha256 {sha256} does not match the expected {expected.sha256}")
-        try:
-            wheel = read_wheel(path)
-        except InvalidWheelError as exc:
-            raise ArtifactRejectedError(exc.message) from None
+        # Named by its file name: `path` is in a temporary download folder.
+        wheel: Wheel | None = read_wheel(path, where=path.name)
+        unreadable = None
+    except InvalidWheelError as exc:
+        # The label already is the file name when nothing else names the release.
+        wheel = None
+        unreadable = exc.message.removeprefix(f"{path.name}: ") if label == path.name else exc.message
+    if wheel is not None:
         label = f"{expected.plugin_id or wheel.distribution} {wheel.version}"
-        _check_identity(wheel, expected)
-        plugin_ids = wheel_plugin_ids(wheel)
-        if expected.plugin_id is not None and expected.plugin_id not in plugin_ids:
-            raise ArtifactRejectedError(f"the wheel provides {', '.join(plugin_ids)}, not {expected.plugin_id}")
-        requires = requires_dist(wheel)
-        try:
-            requirement = api_requirement(requires)
-            dependency_problems = _dependency_problems(requires) if check_dependencies else []
-        except ManifestError as exc:
-            raise ArtifactRejectedError(f"METADATA {exc.message}") from None
-        reason = incompatibility(requirement, host_api_version) if host_api_version is not None else None
-        if reason is not None:
-            raise ArtifactRejectedError(reason)
-        if dependency_problems:
-            raise ArtifactRejectedError(
-                "; ".join(dependency_problems) + " (plugins are installed without dependencies: see docs/registry.md)"
-            )
-        verification, warnings = _trust_decision(wheel, detached_signatures, trust)
+    verification, wheel_signer = signature_verdict(path, sha256, wheel, detached_signatures, wheel_signatures, trust)
+    fields = verdict_fields(verification)
+    decision = decide_trust(verification, trust.mode)
+    if decision.refusal is not None and (wheel is not None or verification.status is not SignatureStatus.UNSIGNED):
+        raise ArtifactRejectedError(f"{label}: {decision.refusal}", plugin_id=expected.plugin_id, signature=fields)
+    said = verdict(verification)
+    if wheel is None and verification.status is SignatureStatus.UNSIGNED:
+        said = "signature not checked (the wheel cannot be read, so neither can its embedded signature)"
+    try:
+        if wheel is None:
+            raise ArtifactRejectedError(unreadable or f"{path.name} is not a wheel")
+        plugin_ids, requirement = _check_contents(wheel, expected, host_api_version, check_dependencies)
     except ArtifactRejectedError as exc:
-        raise ArtifactRejectedError(f"{label}: {exc.message}", plugin_id=expected.plugin_id) from None
-    return CheckedArtifact(wheel, plugin_ids, requirement, verification, warnings)
+        raise ArtifactRejectedError(
+            f"{label}: {said} — refused: {exc.message}", plugin_id=expected.plugin_id, signature=fields
+        ) from None
+    warnings = () if decision.warning is None else (decision.warning,)
+    return CheckedArtifact(wheel, plugin_ids, requirement, verification, warnings, wheel_signer, sha256)
+
+
+def _check_contents(
+    wheel: Wheel, expected: ExpectedRelease, host_api_version: str | None, check_dependencies: bool
+) -> tuple[tuple[str, ...], str]:
+    """Return the plugin ids and API requirement of a wheel that is the expected release and a plugin
+    this host can run. Raises `ArtifactRejectedError` naming the first problem."""
+    _check_identity(wheel, expected)
+    plugin_ids = wheel_plugin_ids(wheel)
+    _check_layout(wheel)
+    if expected.plugin_id is not None and expected.plugin_id not in plugin_ids:
+        raise ArtifactRejectedError(f"the wheel provides {', '.join(plugin_ids)}, not {expected.plugin_id}")
+    requires = requires_dist(wheel)
+    try:
+        requirement = api_requirement(requires)
+        dependency_problems = _dependency_problems(requires) if check_dependencies else []
+    except ManifestError as exc:
+        raise ArtifactRejectedError(f"METADATA {exc.message}") from None
+    reason = incompatibility(requirement, host_api_version) if host_api_version is not None else None
+    if reason is not None:
+        raise ArtifactRejectedError(reason)
+    if dependency_problems:
+        raise ArtifactRejectedError(
+            "; ".join(dependency_problems) + " (plugins are installed without dependencies: see docs/registry.md)"
+        )
+    return plugin_ids, requirement
+
+
+def _check_layout(wheel: Wheel) -> None:
+    """Refuse a wheel that would put anything besides its own packages and `.dist-info` into the
+    plugins directory, or whose top-level names the standard library has (a host-independent check)."""
+    problem = wheel_layout_problem(wheel.members, wheel_plugins(wheel))
+    if problem is not None:
+        raise ArtifactRejectedError(f"it would install outside its own packages: {problem}")
+    reason = collision(import_names(wheel.members), wheel.distribution)
+    if reason is not None:
+        raise ArtifactRejectedError(reason)
 
 
 def _check_identity(wheel: Wheel, expected: ExpectedRelease) -> None:
@@ -250,6 +336,19 @@ def refuse_shadowed_ids(plugins_dir: Path, checked: CheckedArtifact) -> None:
             )
 
 
+def refuse_collisions(plugins_dir: Path, checked: CheckedArtifact) -> None:
+    """Refuse a release whose top-level names the host's environment or another distribution in
+    the plugins directory already provides: a load would refuse it. Raises `InstallError`."""
+    reason = collision(
+        import_names(checked.wheel.members),
+        checked.wheel.distribution,
+        host=HostModules(plugins_dir),
+        layout=scan_plugins_dir(plugins_dir),
+    )
+    if reason is not None:
+        raise InstallError(f"{checked.describe()}: {reason}; nothing was changed")
+
+
 def check_staged_release(staging: Path, *, checked: CheckedArtifact, trust: TrustStore) -> None:
     """Check a release as pip laid it out in `staging` with the host's own discover, inspect and verify,
     so that an install refuses what a load would refuse. Raises `ArtifactRejectedError` or `InstallError`."""
@@ -262,8 +361,6 @@ def check_staged_release(staging: Path, *, checked: CheckedArtifact, trust: Trus
         except AperioError as exc:
             raise ArtifactRejectedError(f"{checked.describe()}: {exc.message}") from None
         verification = verify_installed(inspected, trust)
-        failed = verification.status in (SignatureStatus.INVALID, SignatureStatus.UNSIGNED)
-        if failed and trust.mode is TrustMode.STRICT:
-            raise ArtifactRejectedError(
-                f"{checked.describe()}: as installed, {verification.status.value}: {verification.detail}"
-            )
+        refusal = decide_trust(verification, trust.mode).refusal
+        if refusal is not None:
+            raise ArtifactRejectedError(f"{checked.describe()}: as installed, {refusal}")

@@ -26,17 +26,21 @@ from aperio_hookspecs import API_VERSION, ENTRY_POINT_GROUP
 
 from .._audit import default_audit_logger
 from .._model import TrustMode
+from .._receipt import write_receipt
 from .._settings import HostSettings
 from .._state import SQLiteStateStore, StateStore
 from .._trust import TrustStore, load_trust_store
+from .._wheel_signatures import WheelSignature, signatures_beside
 from ..errors import AperioError, ArtifactRejectedError, InstallError, ResolutionError
 from ._artifact import (
     CheckedArtifact,
     ExpectedRelease,
     check_artifact,
     check_staged_release,
+    refuse_collisions,
     refuse_shadowed_ids,
     signature_document,
+    wheel_level_signatures,
 )
 from ._download import download, fetch_bytes
 from ._freshness import accept_fresh_index
@@ -85,6 +89,23 @@ class InstallResult:
     replaced: str | None
     warnings: tuple[str, ...]
     unchanged: bool = False
+    signature_status: str | None = None
+    receipt: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        """Return a JSON-ready dict (what `aperio plugin install --json` prints)."""
+        return {
+            "plugin_ids": list(self.plugin_ids),
+            "distribution": self.distribution,
+            "version": self.version,
+            "source": self.source,
+            "sha256": self.sha256,
+            "signature": {"status": self.signature_status, "detail": self.verification_detail},
+            "install_receipt": self.receipt,
+            "replaced": self.replaced,
+            "warnings": list(self.warnings),
+            "unchanged": self.unchanged,
+        }
 
 
 @dataclass
@@ -231,10 +252,11 @@ class RegistryClient:
         expected = ExpectedRelease(
             resolved.plugin.id, resolved.plugin.distribution, release.version, expected_sha256 or release.sha256
         )
-        detached = signature_document(release.signatures) if release.signatures else None
+        detached = signature_document(release.signatures)
+        over_wheel = wheel_level_signatures(release.signatures, "the index's")
         with _download_dir() as directory:
             fetched = download(resolved.url, directory / filename, limits, progress=self.progress, description=filename)
-            checked = self._check(fetched.path, fetched.sha256, expected, detached)
+            checked = self._check(fetched.path, fetched.sha256, expected, detached, over_wheel)
             return self._place(checked, fetched.path, fetched.sha256, source)
 
     def _install_oci(self, location: str, *, expected_sha256: str | None) -> InstallResult:
@@ -244,7 +266,9 @@ class RegistryClient:
         with _download_dir() as directory:
             pulled = pull_wheel(reference, directory, self.limits, progress=self.progress)
             expected = ExpectedRelease(sha256=expected_sha256)
-            checked = self._check(pulled.wheel.path, pulled.wheel.sha256, expected, pulled.signature)
+            checked = self._check(
+                pulled.wheel.path, pulled.wheel.sha256, expected, pulled.signature, pulled.wheel_signatures
+            )
             pinned = replace(reference, tag=None, digest=pulled.manifest_digest)
             return self._place(checked, pulled.wheel.path, pulled.wheel.sha256, str(pinned))
 
@@ -252,12 +276,21 @@ class RegistryClient:
         path = Path(unquote(urlsplit(location).path)) if location.startswith("file:") else Path(location)
         path = path.expanduser().resolve()
         filename = _wheel_filename(path.as_uri(), path.name)
+        beside = signatures_beside(path)
         with _download_dir() as directory:
             fetched = download(path.as_uri(), directory / filename, self.limits, progress=self.progress)
-            checked = self._check(fetched.path, fetched.sha256, ExpectedRelease(sha256=expected_sha256), None)
+            expected = ExpectedRelease(sha256=expected_sha256)
+            checked = self._check(fetched.path, fetched.sha256, expected, None, beside)
             return self._place(checked, fetched.path, fetched.sha256, path.as_uri())
 
-    def _check(self, path: Path, sha256: str, expected: ExpectedRelease, detached: bytes | None) -> CheckedArtifact:
+    def _check(
+        self,
+        path: Path,
+        sha256: str,
+        expected: ExpectedRelease,
+        detached: bytes | None,
+        wheel_signatures: list[WheelSignature] | None = None,
+    ) -> CheckedArtifact:
         return check_artifact(
             path,
             sha256,
@@ -265,7 +298,24 @@ class RegistryClient:
             trust=self.trust,
             host_api_version=self.host_api_version,
             detached_signatures=detached,
+            wheel_signatures=wheel_signatures or (),
         )
+
+    def _check_staged(self, staging: Path, checked: CheckedArtifact) -> None:
+        """Write the install receipt (when a signature over the wheel file carried the trust), then check
+        the release as pip laid it out exactly as a load will, the receipt included."""
+        if checked.wheel_signer is not None:
+            metadata_dir = staging / checked.wheel.dist_info
+            write_receipt(
+                staging,
+                metadata_dir,
+                distribution=checked.wheel.distribution,
+                version=checked.wheel.version,
+                publisher=checked.wheel_signer,
+                wheel_sha256=checked.sha256,
+                state_dir=self.settings.state_dir,
+            )
+        check_staged_release(staging, checked=checked, trust=self.trust)
 
     def _place(self, checked: CheckedArtifact, wheel: Path, sha256: str, source: str) -> InstallResult:
         wheel_label = checked.describe()
@@ -282,10 +332,12 @@ class RegistryClient:
         self.plugins_dir.mkdir(parents=True, exist_ok=True)
         with PluginsDirectoryLock(self.plugins_dir) as lock:
             refuse_shadowed_ids(self.plugins_dir, checked)
-            outcome = stage_and_install(
-                lock, wheel, record, functools.partial(check_staged_release, checked=checked, trust=self.trust)
-            )
+            refuse_collisions(self.plugins_dir, checked)
+            outcome = stage_and_install(lock, wheel, record, functools.partial(self._check_staged, checked=checked))
         result = self._result(record, checked.verification.detail, outcome, checked.warnings)
+        result = replace(
+            result, signature_status=checked.verification.status.value, receipt=checked.wheel_signer is not None
+        )
         self.audit.info(
             "plugin.installed",
             plugin_ids=list(result.plugin_ids),
@@ -294,6 +346,8 @@ class RegistryClient:
             source=source,
             sha256=sha256,
             signature_status=checked.verification.status.value,
+            signer=checked.verification.signer,
+            install_receipt=result.receipt,
             replaced=result.replaced,
         )
         for warning in checked.warnings:
@@ -328,11 +382,14 @@ class RegistryClient:
         try:
             yield attempt
         except AperioError as exc:
+            signature = exc.signature if isinstance(exc, ArtifactRejectedError) else None
             self.audit.warning(
                 "plugin.install.refused",
                 plugin_id=exc.plugin_id or attempt.plugin_id,
                 version=attempt.version,
                 reason=exc.message,
+                signature_status=signature["status"] if signature else None,
+                signature=signature["verdict"] if signature else None,
             )
             raise
 

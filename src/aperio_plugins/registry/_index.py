@@ -6,12 +6,16 @@
                   "versions": [{"version": "1.2.0", "api_requirement": ">=1.0,<2",
                                 "url": "https://…/acme_box_connector-1.2.0-py3-none-any.whl",
                                 "sha256": "…", "size": 12345,
-                                "signatures": [{"kind": "ed25519", "key_id": "…", "envelope": {…}}],
+                                "signatures": [{"kind": "ed25519", "key_id": "…", "envelope": {…}},
+                                               {"kind": "sigstore-bundle", "bundle": {…}}],
                                 "publisher": {"name": "Acme", "verified": true},
                                 "yanked": null}]}]}
 
-`url` may be relative to the index's own location. The exported JSON Schema is
-`docs/schemas/registry/registry-index.schema.json` (`python -m aperio_plugins.registry.schema DIR`).
+`url` may be relative to the index's own location. A signature is one of: `ed25519` and `sigstore`
+(a DSSE envelope over the release's signed statement), `sigstore-bundle` (a Sigstore message-signature
+bundle over the wheel file) and `pep740` (a PEP 740 attestation, or PyPI provenance object, over it).
+The exported JSON Schema is `docs/schemas/registry/registry-index.schema.json`
+(`python -m aperio_plugins.registry.schema DIR`).
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._ids import PLUGIN_ID_MAX_LENGTH, PLUGIN_ID_PATTERN
 from .._model import PluginKind
+from .._untrusted_json import UntrustedJsonError, loads_bounded
 from ..errors import IndexFormatError
 
 INDEX_FORMAT_VERSION = 1
 MAX_INDEX_BYTES = 32 * 1024 * 1024
 
-PluginId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=128)]
+PluginId = Annotated[str, Field(pattern=PLUGIN_ID_PATTERN, max_length=PLUGIN_ID_MAX_LENGTH)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -69,7 +75,25 @@ class SigstoreReleaseSignature(_Frozen):
     bundle: dict[str, Any]
 
 
-ReleaseSignature = Annotated[Ed25519ReleaseSignature | SigstoreReleaseSignature, Field(discriminator="kind")]
+class SigstoreBundleReleaseSignature(_Frozen):
+    """A Sigstore bundle over the wheel file itself: a message signature, as `sigstore sign` writes it."""
+
+    kind: Literal["sigstore-bundle"]
+    bundle: dict[str, Any]
+
+
+class AttestationReleaseSignature(_Frozen):
+    """A PEP 740 attestation over the wheel file (or a provenance object as PyPI serves it), checked
+    against the Trusted Publishers the operator pinned, never the publisher it names."""
+
+    kind: Literal["pep740"]
+    attestation: dict[str, Any]
+
+
+ReleaseSignature = Annotated[
+    Ed25519ReleaseSignature | SigstoreReleaseSignature | SigstoreBundleReleaseSignature | AttestationReleaseSignature,
+    Field(discriminator="kind"),
+]
 
 
 class Release(_Frozen):
@@ -182,8 +206,10 @@ def versioned_document(data: bytes, what: str, supported: int, max_bytes: int) -
     if len(data) > max_bytes:
         raise IndexFormatError(f"{what} is larger than {max_bytes} bytes")
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = loads_bounded(data)
+    except UntrustedJsonError as exc:
+        raise IndexFormatError(f"{what} is {exc}") from None
+    except ValueError as exc:
         raise IndexFormatError(f"{what} is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise IndexFormatError(f"{what} is not a JSON object")

@@ -10,6 +10,11 @@ An artifact is one OCI image manifest (`application/vnd.oci.image.manifest.v1+js
   bytes, `application/vnd.aperio.plugin.signature.v1+json`, so that a client can
   check the signature material before it unpacks anything. A layer rather than a
   referrer because registries without the OCI 1.1 referrers API must work too.
+- further layers, one per signature over the wheel file that sat beside it when it
+  was pushed: a Sigstore message-signature bundle (`WHEEL.sigstore.json`,
+  `application/vnd.dev.sigstore.bundle.v0.3+json`) or a PEP 740 attestation or
+  provenance object (`application/vnd.aperio.plugin.attestation.v1+json`); the
+  title annotation is the side file's name.
 
 oras-py speaks the registry protocol (credentials, uploads, requests). What it
 lacks is added here: timeouts, no retry loop, bounded reads, and the sha256 of
@@ -18,6 +23,7 @@ the manifest and of every blob checked against what was asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -40,12 +46,20 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from .._statement import SIGNATURE_FILE_NAME
 from .._wheel import read_wheel
+from .._wheel_signatures import WheelSignature, WheelSignatureKind, signatures_beside
 from ..errors import ArtifactRejectedError, DownloadError, InvalidWheelError, RegistryError, ResolutionError
 from ._transfer import CHUNK_BYTES, Fetched, NoProgress, Progress, TransferLimits, arriving_chunks
 
 ARTIFACT_TYPE = "application/vnd.aperio.plugin.v1"
 WHEEL_MEDIA_TYPE = "application/vnd.aperio.plugin.wheel.v1+zip"
 SIGNATURE_MEDIA_TYPE = "application/vnd.aperio.plugin.signature.v1+json"
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+ATTESTATION_MEDIA_TYPE = "application/vnd.aperio.plugin.attestation.v1+json"
+_WHEEL_SIGNATURE_MEDIA_TYPES: dict[str, WheelSignatureKind] = {
+    BUNDLE_MEDIA_TYPE: "sigstore-bundle",
+    ATTESTATION_MEDIA_TYPE: "pep740",
+}
+MAX_WHEEL_SIGNATURE_LAYERS = 4
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -103,6 +117,7 @@ class PulledWheel:
     wheel: Fetched
     signature: bytes | None
     manifest_digest: str
+    wheel_signatures: list[WheelSignature] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -235,6 +250,7 @@ def push_wheel(wheel: Path, reference: OciReference, limits: TransferLimits) -> 
     if not _plain_wheel_name(wheel.name):
         raise InvalidWheelError(f"{wheel}: not a wheel file name (NAME-VERSION-PYTHON-ABI-PLATFORM.whl)")
     signature = checked.members.get(f"{checked.dist_info}/{SIGNATURE_FILE_NAME}")
+    beside = signatures_beside(wheel)
     with (
         tempfile.TemporaryDirectory(prefix="aperio-oci-") as scratch,
         _registry_errors(reference, "push", RegistryError),
@@ -244,6 +260,10 @@ def push_wheel(wheel: Path, reference: OciReference, limits: TransferLimits) -> 
         if signature is not None:
             (Path(scratch) / SIGNATURE_FILE_NAME).write_bytes(signature)
             files.append((Path(scratch) / SIGNATURE_FILE_NAME, SIGNATURE_MEDIA_TYPE, SIGNATURE_FILE_NAME))
+        media_types = {kind: media_type for media_type, kind in _WHEEL_SIGNATURE_MEDIA_TYPES.items()}
+        for side in beside:
+            (Path(scratch) / side.origin).write_bytes(side.data)
+            files.append((Path(scratch) / side.origin, media_types[side.kind], side.origin))
         (Path(scratch) / "config.json").write_bytes(_EMPTY_CONFIG)
         config = _upload(remote, Path(scratch) / "config.json", ARTIFACT_TYPE, None)
         layers = [_upload(remote, path, media_type, title) for path, media_type, title in files]
@@ -290,14 +310,26 @@ def pull_wheel(
         digest = f"sha256:{hashlib.sha256(manifest).hexdigest()}"
         if reference.digest is not None and not hmac.compare_digest(digest, reference.digest):
             raise ArtifactRejectedError(f"{reference}: the registry sent a manifest whose digest is {digest}")
-        wheel_layer, filename, signature_layer = _parse_manifest(manifest, reference, limits)
+        wheel_layer, filename, signature_layer, wheel_signature_layers = _parse_manifest(manifest, reference, limits)
         signature = None
         if signature_layer is not None:
-            parts: list[bytes] = []
-            _pull_blob(remote, signature_layer, deadline, parts.append, NoProgress())
-            signature = b"".join(parts)
+            signature = _pull_small_blob(remote, signature_layer, deadline)
+        wheel_signatures = [
+            WheelSignature(
+                _WHEEL_SIGNATURE_MEDIA_TYPES[layer.media_type],
+                _pull_small_blob(remote, layer, deadline),
+                f"the OCI artifact's {layer.title or layer.media_type} layer",
+            )
+            for layer in wheel_signature_layers
+        ]
         fetched = _pull_wheel_file(remote, wheel_layer, directory / filename, deadline, progress or NoProgress())
-    return PulledWheel(fetched, signature, digest)
+    return PulledWheel(fetched, signature, digest, wheel_signatures)
+
+
+def _pull_small_blob(remote: _Remote, layer: _Layer, deadline: float) -> bytes:
+    parts: list[bytes] = []
+    _pull_blob(remote, layer, deadline, parts.append, NoProgress())
+    return b"".join(parts)
 
 
 def _fetch_manifest(remote: _Remote, deadline: float) -> bytes:
@@ -308,12 +340,16 @@ def _fetch_manifest(remote: _Remote, deadline: float) -> bytes:
         return b"".join(_chunks(response, MAX_MANIFEST_BYTES, deadline, remote.reference))
 
 
-def _parse_manifest(data: bytes, reference: OciReference, limits: TransferLimits) -> tuple[_Layer, str, _Layer | None]:
-    """Return the wheel layer, its file name and the signature layer (if any).
+def _parse_manifest(
+    data: bytes, reference: OciReference, limits: TransferLimits
+) -> tuple[_Layer, str, _Layer | None, list[_Layer]]:
+    """Return the wheel layer, its file name, the signature layer (if any) and the layers of signatures
+    over the wheel file.
 
     Raises `ArtifactRejectedError` unless the manifest is an aperio plugin artifact
-    with one wheel, at most one signature and no other layer, and `DownloadError`
-    when a layer declares more bytes than the limits allow.
+    with one wheel, at most one signature, at most `MAX_WHEEL_SIGNATURE_LAYERS` signatures
+    over the wheel and no other layer, and `DownloadError` when a layer declares more bytes
+    than the limits allow.
     """
     try:
         manifest = json.loads(data)
@@ -325,20 +361,24 @@ def _parse_manifest(data: bytes, reference: OciReference, limits: TransferLimits
         raise ArtifactRejectedError(f"{reference} is not an aperio plugin artifact (media types {kind})")
     wheels = [layer for layer in layers if layer.media_type == WHEEL_MEDIA_TYPE]
     signatures = [layer for layer in layers if layer.media_type == SIGNATURE_MEDIA_TYPE]
-    if len(wheels) != 1 or len(signatures) > 1 or len(wheels) + len(signatures) != len(layers):
+    over_wheel = [layer for layer in layers if layer.media_type in _WHEEL_SIGNATURE_MEDIA_TYPES]
+    known = len(wheels) + len(signatures) + len(over_wheel)
+    if len(wheels) != 1 or len(signatures) > 1 or len(over_wheel) > MAX_WHEEL_SIGNATURE_LAYERS or known != len(layers):
         raise ArtifactRejectedError(
-            f"{reference}: expected one wheel layer and at most one signature layer, found media types "
+            f"{reference}: expected one wheel layer and at most one signature layer (and at most"
+            f" {MAX_WHEEL_SIGNATURE_LAYERS} signature layers over the wheel file), found media types "
             f"{[layer.media_type for layer in layers]}"
         )
     filename = wheels[0].title
     if filename is None or not _plain_wheel_name(filename):
         raise ArtifactRejectedError(f"{reference}: the wheel layer's title {filename!r} is not a wheel file name")
-    for layer, limit in ((wheels[0], limits.max_bytes), *((s, MAX_SIGNATURE_BYTES) for s in signatures)):
+    small = [*signatures, *over_wheel]
+    for layer, limit in ((wheels[0], limits.max_bytes), *((s, MAX_SIGNATURE_BYTES) for s in small)):
         if layer.size > limit:
             raise DownloadError(
                 f"cannot pull {reference}: a layer of {layer.size} bytes is over the {limit} byte limit"
             )
-    return wheels[0], filename, signatures[0] if signatures else None
+    return wheels[0], filename, signatures[0] if signatures else None, over_wheel
 
 
 def _descriptor(layer: dict[str, Any]) -> _Layer:

@@ -1,16 +1,15 @@
 """The plugins directory (`APERIO_PLUGINS_DIR`): what is installed there, and installing or removing one release.
 
-The directory is a flat `pip install --target` tree that the host appends to its
-search path. A release is installed with pip into a staging folder beside it
-(`--no-deps`: see docs/registry.md for why), checked there the way the host will
-check it at load, and then moved into place in one journaled transaction.
+The directory is a flat `pip install --target` tree that is never on the import path:
+the host serves each distribution's files by a finder scoped to them. A release is
+installed with pip into a staging folder beside it (`--no-deps`: see docs/registry.md
+for why), checked there the way the host will check it at load, and then moved into
+place in one journaled transaction.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata
-import io
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
+from .._ownership import record_paths
 from ..errors import InstallError
 from ._transaction import CONTROL_DIR_NAME, PluginsDirectoryLock, Transaction, control_dir
 
@@ -67,13 +67,9 @@ def _record_path(plugins_dir: Path, distribution: str) -> Path:
 
 def _owned_entries(metadata_dir: Path) -> frozenset[str]:
     entries = {metadata_dir.name}
-    try:
-        text = (metadata_dir / "RECORD").read_text(encoding="utf-8")
-    except OSError:
-        return frozenset(entries)
-    for row in csv.reader(io.StringIO(text)):
-        top = row[0].replace("\\", "/").split("/", 1)[0] if row else ""
-        if top and top not in (".", "..") and not top.startswith(CONTROL_DIR_NAME):
+    for path in record_paths(metadata_dir):
+        top = path.split("/", 1)[0]
+        if not top.startswith(CONTROL_DIR_NAME):
             entries.add(top)
     return frozenset(entries)
 

@@ -21,15 +21,18 @@ from .._manifest import MANIFEST_NAME, PluginSection, api_requirement, manifest_
 from .._signing import Ed25519Signature, parse_signature_file
 from .._statement import SIGNATURE_FILE_NAME
 from .._wheel import Wheel, read_wheel
-from ..errors import ArtifactRejectedError, InvalidWheelError, ManifestError, RegistryError
+from .._wheel_signatures import as_json_object, signatures_beside
+from ..errors import ArtifactRejectedError, InvalidWheelError, ManifestError, RegistryError, VerificationError
 from ._artifact import requires_dist, wheel_plugins
 from ._index import (
+    AttestationReleaseSignature,
     Ed25519ReleaseSignature,
     IndexedPlugin,
     PluginIndex,
     Publisher,
     Release,
     ReleaseSignature,
+    SigstoreBundleReleaseSignature,
     SigstoreReleaseSignature,
     empty_index,
     parse_index,
@@ -70,6 +73,21 @@ def release_signatures(wheel: Wheel) -> list[ReleaseSignature]:
     return signatures
 
 
+def _signatures_beside(wheel_path: Path) -> list[ReleaseSignature]:
+    """Return the signatures over the wheel file that sit beside it (`WHEEL.sigstore.json`, …) in the
+    index's form, so that `registry add` publishes what `sigstore sign` or PyPI produced."""
+    signatures: list[ReleaseSignature] = []
+    for side in signatures_beside(wheel_path):
+        document = as_json_object(side)
+        if not isinstance(document, dict):
+            raise VerificationError(f"{side.origin}: not a JSON object")
+        if side.kind == "sigstore-bundle":
+            signatures.append(SigstoreBundleReleaseSignature(kind="sigstore-bundle", bundle=document))
+        else:
+            signatures.append(AttestationReleaseSignature(kind="pep740", attestation=document))
+    return signatures
+
+
 def check_download_url(url: str, index_is_local: bool) -> None:
     """Refuse a download URL clients would refuse: not HTTPS (or a relative or local path for a local
     index), or not naming a wheel file."""
@@ -105,12 +123,12 @@ def build_release(
     Raises `ArtifactRejectedError` for a wheel that is not a usable plugin.
     """
     try:
-        wheel = read_wheel(wheel_path)
+        wheel = read_wheel(wheel_path, where=wheel_path.name)
         sections = _sections(wheel, wheel_plugins(wheel))
         requirement = api_requirement(requires_dist(wheel))
-        signatures = release_signatures(wheel)
-    except (InvalidWheelError, ManifestError, ArtifactRejectedError) as exc:
-        raise ArtifactRejectedError(f"{wheel_path.name}: {exc.message}") from None
+        signatures = release_signatures(wheel) + _signatures_beside(wheel_path)
+    except (InvalidWheelError, ManifestError, ArtifactRejectedError, VerificationError) as exc:
+        raise ArtifactRejectedError(f"{wheel_path.name}: {exc.message.removeprefix(wheel_path.name + ': ')}") from None
     sha256, size = _file_sha256(wheel_path)
     name = parse_wheel_filename(url_file_name(download_url))
     if name[0] != canonicalize_name(wheel.distribution) or name[1] != Version(wheel.version):

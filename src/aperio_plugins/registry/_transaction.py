@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .._atomic import sync_directory, write_atomically
+from .._untrusted_json import loads_bounded
 from ..errors import InstallError
 
 CONTROL_DIR_NAME = ".aperio"
@@ -134,7 +135,7 @@ class PluginsDirectoryLock:
         recovered = False
         if journal.exists():
             try:
-                document = json.loads(journal.read_bytes())
+                document = loads_bounded(journal.read_bytes())
                 moves = [(str(source), str(destination)) for source, destination in document["moves"]]
             except (ValueError, KeyError, TypeError) as exc:
                 raise InstallError(

@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .._trust import TrustStore
 from ..errors import AperioError, RegistryError
-from ._artifact import ExpectedRelease, check_artifact, signature_document
+from ._artifact import ExpectedRelease, check_artifact, signature_document, wheel_level_signatures
 from ._download import download, fetch_bytes
 from ._index import MAX_INDEX_BYTES, IndexedPlugin, PluginIndex, Release, parse_index
 from ._publish import check_download_url
@@ -69,7 +69,8 @@ def _download_problems(
     if release.size is not None:
         limits = replace(limits, max_bytes=min(limits.max_bytes, release.size))
     expected = ExpectedRelease(plugin.id, plugin.distribution, release.version, release.sha256)
-    detached = signature_document(release.signatures) if release.signatures else None
+    detached = signature_document(release.signatures)
+    over_wheel = wheel_level_signatures(release.signatures, "the index's")
     with tempfile.TemporaryDirectory(prefix="aperio-validate-") as directory:
         try:
             name = url_file_name(url)
@@ -81,6 +82,7 @@ def _download_problems(
                 trust=trust,
                 host_api_version=None,
                 detached_signatures=detached,
+                wheel_signatures=over_wheel,
                 check_dependencies=False,
             )
         except AperioError as exc:

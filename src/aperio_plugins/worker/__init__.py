@@ -10,6 +10,7 @@ from ..errors import (
     HandshakeError,
     RemotePluginError,
     RemoteTraceback,
+    SandboxUnavailableError,
     WorkerBoundaryError,
     WorkerCrashedError,
     WorkerError,
@@ -36,4 +37,5 @@ __all__ = [
     "WorkerBoundaryError",
     "RemotePluginError",
     "RemoteTraceback",
+    "SandboxUnavailableError",
 ]

@@ -16,7 +16,13 @@ from collections.abc import Sequence
 
 from . import _protocol as protocol
 from ._bootstrap import LoadFailure, load
-from ._containment import apply_limits, die_with_parent, ignore_terminal_signals, take_protocol_fds
+from ._containment import (
+    apply_limits,
+    become_subreaper,
+    die_with_parent,
+    ignore_terminal_signals,
+    take_protocol_fds,
+)
 from ._log import configure_logging, configure_structlog_if_imported
 from ._server import EXIT_PROTOCOL_ERROR, Server, WorkerChannel
 
@@ -31,6 +37,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-limit", type=int, default=0)
     parser.add_argument("--cpu-limit", type=int, default=0)
     parser.add_argument("--max-frame-bytes", type=int, default=64 * 1024 * 1024)
+    # What contains this worker (see _sandbox.py): "bwrap" (a sandbox whose init is our parent) or "subreaper".
+    parser.add_argument("--containment", choices=("bwrap", "subreaper"), default="subreaper")
     return parser.parse_args(argv)
 
 
@@ -38,7 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker; return its exit status (0 when the host closed the channel)."""
     args = _arguments(argv)
     # 1. Containment, before any plugin code can run.
-    die_with_parent(args.parent_pid)
+    if args.containment == "bwrap":
+        # Our parent is the sandbox's init, which dies with the host (--die-with-parent) and takes
+        # the whole PID namespace with it; the host's pid is not even visible in here.
+        die_with_parent(os.getppid())
+    else:
+        die_with_parent(args.parent_pid)
+        become_subreaper()
     fd_in, fd_out = take_protocol_fds()
     ignore_terminal_signals()
     apply_limits(args.memory_limit or None, args.cpu_limit or None)

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import HandshakeError, WorkerCrashedError, WorkerTimeoutError
@@ -36,6 +37,37 @@ def describe_exit(returncode: int | None) -> str:
     return f"was killed by signal {name} ({-returncode})"
 
 
+_PF_EXITING = 0x4  # in /proc/<pid>/stat's flags: the process is running its exit
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def _still_running(pid: int) -> bool:
+    """Whether our child `pid` is alive and not already on its way out for another reason.
+
+    A worker killed from outside is often noticed first as a broken pipe: the
+    kernel closes its descriptors before it becomes a zombie. A process that
+    has exited (seen without reaping it, WNOWAIT), is exiting, or has a SIGKILL
+    pending was not ended by the host's signal, whatever the host does next.
+    """
+    try:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return False
+    except ChildProcessError:
+        return False  # already reaped: it has exited
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, IndexError):
+        return True  # no /proc to ask: waitid said it has not exited
+    if stat[0] in ("Z", "X", "x") or int(stat[6]) & _PF_EXITING:
+        return False
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    return not pending & _SIGKILL_BIT
+
+
 class WorkerProcess(HostChannel):
     """One running worker process and its channel. Thread-safe."""
 
@@ -49,6 +81,7 @@ class WorkerProcess(HostChannel):
         logger: Any,
         schedule: Schedule,
         changed: Callable[[], None],
+        generation: int = 0,
     ) -> None:
         assert popen.stdin is not None
         assert popen.stdout is not None
@@ -64,7 +97,10 @@ class WorkerProcess(HostChannel):
         self.description: Description | None = None
         self.protocol_version: int | None = None
         self.answered = False  # a call was answered: the plugin works in this worker
+        self.generation = generation  # which incarnation of the plugin's worker this is
         self.kill_reason: str | None = None
+        self.killed_by_host = False  # the host's SIGKILL reached a live process (see `kill`)
+        self.stopped_by_host = False  # the host sent SIGTERM to end it (see `shutdown`)
         self.reported_failure = False
         self.returncode: int | None = None
         self.exited = threading.Event()
@@ -81,9 +117,18 @@ class WorkerProcess(HostChannel):
 
     def crash_error(self) -> WorkerCrashedError:
         how = describe_exit(self.returncode)
-        reason = f" (the host killed it: {self.kill_reason})" if self.kill_reason else ""
-        message = f"worker of plugin {self.plugin_id!r} (pid {self.pid}) {how}{reason}"
-        return WorkerCrashedError(message, plugin_id=self.plugin_id, returncode=self.returncode)
+        message = f"worker of plugin {self.plugin_id!r} (pid {self.pid}) {how}{self.killer(self.returncode)}"
+        return WorkerCrashedError(
+            message, plugin_id=self.plugin_id, returncode=self.returncode, generation=self.generation
+        )
+
+    def killer(self, returncode: int | None) -> str:
+        """Say who ended the worker, only when that is known: the host, for a reason it recorded."""
+        if self.killed_by_host and returncode in (-signal.SIGKILL, None):
+            return f" (the host killed it: {self.kill_reason})"
+        if self.stopped_by_host and returncode == -signal.SIGTERM:
+            return " (the host stopped it)"
+        return ""  # an outside signal, or a crash: the exit status or signal is all there is to say
 
     def kill(self, reason: str) -> None:
         """SIGKILL the worker, once, recording why; its end of file then fails the calls in flight."""
@@ -91,9 +136,13 @@ class WorkerProcess(HostChannel):
             if self.kill_reason is not None or self.exited.is_set():
                 return
             self.kill_reason = reason
-        self.audit.warning("plugin.worker.killed", plugin_id=self.plugin_id, pid=self.pid, reason=reason)
-        with contextlib.suppress(OSError):
-            self.popen.kill()
+        # A worker killed from outside is often noticed first as a broken pipe: if it has already
+        # exited (a zombie not yet reaped), the host's signal is not what ended it.
+        if _still_running(self.pid):
+            self.killed_by_host = True
+            self.audit.warning("plugin.worker.killed", plugin_id=self.plugin_id, pid=self.pid, reason=reason)
+            with contextlib.suppress(OSError):
+                self.popen.kill()
         self.changed()
 
     def changed(self) -> None:
@@ -136,6 +185,7 @@ class WorkerProcess(HostChannel):
         # A worker exits by itself at end of input; SIGTERM is for one that is busy.
         if self.exited.wait(min(1.0, kill_timeout)):
             return
+        self.stopped_by_host = _still_running(self.pid)
         with contextlib.suppress(OSError):
             self.popen.terminate()
         if not self.exited.wait(kill_timeout):
@@ -179,12 +229,12 @@ class WorkerProcess(HostChannel):
         return self._handshake_error(f"{what} within the start timeout of {self.options.start_timeout:g} s")
 
     def _ended(self, when: str) -> HandshakeError:
-        if self.kill_reason is not None:
-            return self._handshake_error(f"killed {when}: {self.kill_reason}")
         try:  # nothing else waits for the process before its handshake is done
             returncode: int | None = self.popen.wait(timeout=self.options.grace_period)
         except subprocess.TimeoutExpired:
             returncode = None
+        if self.killed_by_host and returncode in (-signal.SIGKILL, None):
+            return self._handshake_error(f"killed {when}: {self.kill_reason}")
         return self._handshake_error(f"it {describe_exit(returncode)} {when}")
 
     def _read_line(self, deadline: float) -> bytes:

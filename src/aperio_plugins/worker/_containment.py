@@ -7,6 +7,7 @@ These run in the worker because no thread-safe `Popen` option can do them
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import io
 import os
@@ -15,6 +16,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 EXIT_ORPHANED = 4
 _CPU_HARD_MARGIN = 5  # seconds between SIGXCPU at the soft limit and SIGKILL at the hard one
 
@@ -26,13 +28,36 @@ def die_with_parent(parent_pid: int) -> None:
     the host starts workers from one long-lived thread.
     """
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "PR_SET_PDEATHSIG")
     # The host may have died before the signal was armed: then we were re-parented.
     if os.getppid() != parent_pid:
         os._exit(EXIT_ORPHANED)
+
+
+def _prctl(option: int, value: int, name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl({name}) failed: {os.strerror(errno)}")
+
+
+def become_subreaper() -> None:
+    """Without a sandbox: adopt every orphan among this worker's descendants, and end them all
+    when the worker exits normally.
+
+    As a child subreaper (Linux), a descendant that double-forks is re-parented
+    to this worker instead of pid 1, so the worker and the host (which holds the
+    worker still and walks its tree before it terminates or kills it) can find
+    and end it. A worker killed outright leaves its orphans to its process group,
+    which the host kills; one that also left the group is not covered.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    _prctl(PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
+    # Imported here: only the fallback needs it, and a worker's start should import little.
+    from ._tree import kill_descendants
+
+    atexit.register(kill_descendants, os.getpid(), reap=True)
 
 
 def _lower_limit(which: int, soft: int, hard: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -23,8 +22,9 @@ from .._settings import HostSettings
 from ..errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
 from ._client import WorkerProcess, describe_exit
 from ._description import Description
+from ._sandbox import SandboxPlan, plan
 from ._settings import WorkerSettings
-from ._spawn import private_directory, spawn, worker_command, worker_environment
+from ._spawn import spawn, worker_command, worker_environment
 from ._stderr import StderrPump
 from ._supervisor import Supervisor, Timer
 
@@ -53,6 +53,10 @@ class WorkerStatus:
     consecutive_failures: int
     protocol_version: int | None
     last_error: str | None
+    containment: str | None = None
+    """`bwrap` or `subreaper`: what contains the worker's process tree (docs/worker-protocol.md)."""
+    containment_gaps: tuple[str, ...] = ()
+    """What that containment does not cover."""
 
 
 class Lifecycle:
@@ -68,22 +72,26 @@ class Lifecycle:
         audit: Any,
         logger: Any,
         on_failure: FailureCallback | None,
+        network: bool = False,
     ) -> None:
+        """Raises `SandboxUnavailableError` when the operator requires a sandbox that cannot be set up."""
         self.plugin_id = plugin_id
         self.options = options
         self._audit = audit
         self._logger = logger.bind(plugin_id=plugin_id)
         self._on_failure = on_failure
+        self.sandbox = _choose_sandbox(plugin_id, settings, network, audit)
         self._supervisor = Supervisor.shared()
-        self._command = worker_command(plugin_id, search_path, options)
+        self._command = worker_command(plugin_id, search_path, options, self.sandbox.containment)
         self._environment = worker_environment(settings, options)
-        self._directory = private_directory(plugin_id)
         self._condition = threading.Condition()
         self.state = WorkerState.STARTING
         self._process: WorkerProcess | None = None
         self._description: Description | None = None
         self._failures = 0
         self._restarts = 0
+        self._generation = 0  # numbers each worker started, so that one crash is one incident
+        self._down: int | None = None  # the generation of the last worker that went down
         self._next_start = 0.0
         self._timer: Timer | None = None
         self._last_error: WorkerError | None = None
@@ -112,9 +120,10 @@ class Lifecycle:
     def acquire(self, deadline: float) -> WorkerProcess:
         """Return a worker ready for a call, waiting for a restart in progress until `deadline`.
 
-        Raises `WorkerCrashedError` when the worker is down for longer (or for
-        good), `WorkerTimeoutError` when none is ready by `deadline`, and
-        `WorkerError` once stopped.
+        Raises `WorkerCrashedError` (naming the generation that went down) when
+        no replacement is ready by `deadline`, or the worker is down for longer
+        or for good; `WorkerTimeoutError` when the live worker still owes a
+        cancelled call's answer at `deadline`; `WorkerError` once stopped.
         """
         process = self._process  # the common case, without the lock: reading references is atomic
         if self.state is WorkerState.READY and process is not None and process.accepting():
@@ -126,13 +135,9 @@ class Lifecycle:
                     return process
                 self._refuse_if_down(deadline)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise WorkerTimeoutError(
-                        f"no worker of plugin {self.plugin_id!r} was ready before the call's deadline"
-                        f" (it is {self.state.value})",
-                        plugin_id=self.plugin_id,
-                    )
                 settling = self.state is WorkerState.READY and process is not None and process.settling()
+                if remaining <= 0:
+                    raise self._not_ready(process, settling)
                 if not settling:
                     self._condition.wait(remaining)
                     continue
@@ -146,18 +151,37 @@ class Lifecycle:
     def _refuse_if_down(self, deadline: float) -> None:
         last = f": {self._last_error.message}" if self._last_error is not None else ""
         if self.state is WorkerState.FAILED:
-            raise WorkerCrashedError(
-                f"the worker of plugin {self.plugin_id!r} is down after {self._failures} consecutive failures{last}",
-                plugin_id=self.plugin_id,
-            )
+            raise self._down_error(f"is down after {self._failures} consecutive failures{last}")
         if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
             raise WorkerError(f"the worker of plugin {self.plugin_id!r} is stopped", plugin_id=self.plugin_id)
         if self.state is WorkerState.BACKOFF and self._next_start > deadline:
             wait = self._next_start - time.monotonic()
-            raise WorkerCrashedError(
-                f"the worker of plugin {self.plugin_id!r} restarts in {wait:.1f} s, after this call's deadline{last}",
+            raise self._down_error(f"restarts in {wait:.1f} s, after this call's deadline{last}")
+
+    def _down_error(self, what: str, generation: int | None = None) -> WorkerCrashedError:
+        # Holding the condition. Every caller refused because one worker went down gets its
+        # generation: for the breaker that is the same crash as the calls it broke.
+        generation = self._down if generation is None else generation
+        last = self._last_error
+        known = isinstance(last, WorkerCrashedError) and last.generation == generation
+        return WorkerCrashedError(
+            f"the worker of plugin {self.plugin_id!r} {what}",
+            plugin_id=self.plugin_id,
+            returncode=last.returncode if known and isinstance(last, WorkerCrashedError) else None,
+            generation=generation,
+        )
+
+    def _not_ready(self, process: WorkerProcess | None, settling: bool) -> WorkerError:
+        """The error for a call whose deadline passed before a worker could take it (holding the condition)."""
+        if settling:
+            return WorkerTimeoutError(
+                f"the worker of plugin {self.plugin_id!r} still owed a cancelled call's answer at this call's deadline",
                 plugin_id=self.plugin_id,
             )
+        if self.state is WorkerState.READY and process is not None:
+            # Killed or dead, and its watcher has not yet scheduled the restart.
+            return self._down_error("went down and was not replaced before this call's deadline", process.generation)
+        return self._down_error(f"was not ready again before this call's deadline (it is {self.state.value})")
 
     def status(self) -> WorkerStatus:
         with self._condition:
@@ -171,6 +195,8 @@ class Lifecycle:
                 consecutive_failures=self._failures,
                 protocol_version=process.protocol_version if process is not None else None,
                 last_error=self._last_error.message if self._last_error is not None else None,
+                containment=self.sandbox.containment.value,
+                containment_gaps=self.sandbox.gaps(),
             )
 
     def restart(self) -> None:
@@ -202,7 +228,6 @@ class Lifecycle:
         with self._condition:
             self.state = WorkerState.STOPPED
             self._condition.notify_all()
-        shutil.rmtree(self._directory, ignore_errors=True)
 
     def stop_now(self) -> None:
         """At interpreter exit: no draining, a short wait, then SIGKILL."""
@@ -211,8 +236,11 @@ class Lifecycle:
     # -- starting --------------------------------------------------------------------
 
     def _launch(self, *, attempt: int, delay: float) -> None:
+        with self._condition:
+            self._generation += 1
+            generation = self._generation
         try:
-            popen = self._supervisor.call(lambda: spawn(self._command, self._environment, self._directory))
+            popen = self._supervisor.call(lambda: spawn(self._command, self._environment, self.plugin_id, self.sandbox))
         except OSError as exc:
             self._start_failed(None, HandshakeError(f"could not start a worker for plugin {self.plugin_id!r}: {exc}"))
             return
@@ -224,6 +252,7 @@ class Lifecycle:
             logger=self._logger,
             schedule=self._supervisor.schedule,
             changed=self._changed,
+            generation=generation,
         )
         assert popen.stderr is not None
         StderrPump(popen.stderr.fileno(), self._logger.bind(pid=popen.pid), self.options).start()
@@ -363,6 +392,7 @@ class Lifecycle:
                 self._failures = 0  # it had worked: this is a new run of failures
             self._failures += 1
             self._last_error = error
+            self._down = process.generation if process is not None else self._generation
         self._schedule_restart(error)
 
     def _schedule_restart(self, error: WorkerError | None) -> None:
@@ -396,3 +426,20 @@ class Lifecycle:
             self.state = WorkerState.STARTING
             self._restarts += 1
         self._launch(attempt=attempt, delay=delay)
+
+
+def _choose_sandbox(plugin_id: str, settings: HostSettings, network: bool, audit: Any) -> SandboxPlan:
+    """Plan the worker's containment once, for its first start and every restart; audit a fallback or a refusal."""
+    try:
+        chosen = plan(settings, network=network, plugin_id=plugin_id)
+    except WorkerError as exc:
+        audit.error("plugin.worker.sandbox.failed", plugin_id=plugin_id, reason=exc.message)
+        raise
+    if chosen.fallback_reason is not None:
+        audit.warning(
+            "plugin.worker.sandbox.fallback",
+            plugin_id=plugin_id,
+            containment=chosen.containment.value,
+            reason=chosen.fallback_reason,
+        )
+    return chosen

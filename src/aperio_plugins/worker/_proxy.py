@@ -61,7 +61,9 @@ class _Invoker:
         deadline = time.monotonic() + timeout
         process = lifecycle.acquire(deadline)
         scopes = sorted(getattr(context.credentials, "scopes", ()))
-        message = [protocol.INVOKE, None, kind, name, payload, timeout, str(context.invocation_id), scopes]
+        # What is left after waiting for a restart, so that the plugin's deadline is the caller's.
+        left = max(0.0, deadline - time.monotonic())
+        message = [protocol.INVOKE, None, kind, name, payload, left, str(context.invocation_id), scopes]
         try:
             answer = process.call(message, context=context, label=label, deadline=deadline)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -177,6 +179,7 @@ class WorkerPlugin:
         audit_logger: Any = None,
         logger: Any = None,
         on_failure: FailureCallback | None = None,
+        network: bool = False,
     ) -> WorkerPlugin:
         """Start a worker for `plugin_id`, wait until it has loaded and described the plugin, and
         return the stand-in to register.
@@ -189,6 +192,11 @@ class WorkerPlugin:
         Raises `HandshakeError` when the worker does not come up (its `stage`
         says which pipeline stage refused the plugin inside the worker) and
         `WorkerBoundaryError` for a plugin that cannot run in a worker.
+
+        `network` keeps the host's network in the worker's sandbox (the host
+        passes what the plugin's manifest asks for); without it the worker has
+        none. `SandboxUnavailableError` when `settings` require a sandbox that
+        cannot be set up here.
         """
         entries = sys.path if search_path is None else search_path
         lifecycle = Lifecycle(
@@ -199,6 +207,7 @@ class WorkerPlugin:
             audit=audit_logger if audit_logger is not None else default_audit_logger(),
             logger=logger if logger is not None else default_plugin_logger(),
             on_failure=on_failure,
+            network=network,
         )
         description = lifecycle.start()
         try:

@@ -1,4 +1,5 @@
-"""How the host starts a worker: its command line, its scrubbed environment, its private directory.
+"""How the host starts a worker: its command line, its scrubbed environment, its private directory,
+and the process object that ends the worker's whole tree.
 
 `spawn` must run on the supervisor thread: the kernel ties a worker's
 parent-death signal to the thread that forked it.
@@ -6,23 +7,32 @@ parent-death signal to the thread that forked it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from .._receipt import host_public_key_path
 from .._settings import HostSettings
+from ._runtime import private_directory, record_group, remove_private_directory
+from ._sandbox import Containment, SandboxPlan, wrap
 from ._settings import WorkerSettings
+from ._tree import kill_descendants
 
 # Variables every worker gets from the host's environment when they are set:
 # what locates programs, and what decides text encoding and time zone.
 _PASSED = ("PATH", "LANG", "TZ")
 _PASSED_PREFIXES = ("LC_",)
+_POLL_INTERVAL = 0.005  # seconds between polls of a timed wait for a worker's exit
 
 
 def _inside(path: str, directory: Path) -> bool:
@@ -68,8 +78,11 @@ def worker_environment(
     env.update({name: value for name, value in source.items() if name.startswith(_PASSED_PREFIXES)})
     for name, value in settings.model_dump().items():
         # The worker keeps its state in its private directory, and never installs anything.
-        if name != "state_dir" and not name.startswith("registry_"):
+        if value is not None and name not in ("state_dir", "plugin_receipt_key") and not name.startswith("registry_"):
             env[f"APERIO_{name.upper()}"] = _setting_value(value)
+    # Only the public half of the host's receipt key: the worker checks install receipts, never writes one.
+    receipt_key = settings.plugin_receipt_key or host_public_key_path(settings.state_dir)
+    env["APERIO_PLUGIN_RECEIPT_KEY"] = str(receipt_key)
     path = import_path(settings.plugins_dir)
     if path:
         env["PYTHONPATH"] = os.pathsep.join(path)
@@ -77,7 +90,12 @@ def worker_environment(
     return env
 
 
-def worker_command(plugin_id: str, search_path: Iterable[str], options: WorkerSettings) -> list[str]:
+def worker_command(
+    plugin_id: str,
+    search_path: Iterable[str],
+    options: WorkerSettings,
+    containment: Containment = Containment.SUBREAPER,
+) -> list[str]:
     """Return the argument vector of `python -m aperio_plugins.worker` for one plugin."""
     # -P (3.11+) keeps the working directory off sys.path; the directory is private anyway.
     flags = ["-P"] if sys.version_info >= (3, 11) else []
@@ -98,26 +116,134 @@ def worker_command(plugin_id: str, search_path: Iterable[str], options: WorkerSe
         str(options.cpu_time_limit or 0),
         "--max-frame-bytes",
         str(options.max_frame_bytes),
+        "--containment",
+        containment.value,
     ]
 
 
-def private_directory(plugin_id: str) -> Path:
-    """Create the worker's working directory, readable by the host's user only."""
-    safe = "".join(char if char.isalnum() or char in "._-" else "_" for char in plugin_id)[:60]
-    return Path(tempfile.mkdtemp(prefix=f"aperio-worker-{safe}-"))
+def spawn(
+    command: Sequence[str], env: Mapping[str, str], plugin_id: str, sandbox: SandboxPlan
+) -> subprocess.Popen[bytes]:
+    """Start the worker contained as `sandbox` says, in a new private directory of its own: pipes
+    on stdin, stdout and stderr, its own session (a terminal's Ctrl-C is for the host, which stops
+    its workers itself), no inherited descriptors. Raises `OSError`.
+
+    bwrap itself gets the scrubbed environment too: as the sandbox's pid 1 it
+    stays visible to the worker, and so would its environment, at /proc/1/environ.
+    """
+    directory = private_directory(plugin_id)
+    # The filesystem is read-only in the sandbox: a plugin's temporary files go to its directory.
+    environment = {**env, "TMPDIR": str(directory)}
+    try:
+        popen = ContainedPopen(
+            wrap(sandbox, command, directory),
+            sandbox.containment,
+            directory,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+            cwd=directory,
+            close_fds=True,
+            start_new_session=True,
+            bufsize=0,
+        )
+        if sandbox.containment is Containment.SUBREAPER:
+            record_group(directory, popen.pid)  # for the next host, should this one be SIGKILLed
+        return popen
+    except BaseException:
+        remove_private_directory(directory)
+        raise
 
 
-def spawn(command: Sequence[str], env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """Start the worker: pipes on stdin, stdout and stderr, its own session (a terminal's Ctrl-C
-    is for the host, which stops its workers itself), no inherited descriptors."""
-    return subprocess.Popen(
-        list(command),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        close_fds=True,
-        start_new_session=True,
-        bufsize=0,
-    )
+class ContainedPopen(subprocess.Popen[bytes]):
+    """A worker's process, which ends its whole tree, and removes the worker's directory once reaped.
+
+    Under bubblewrap the process is bwrap: signalling it ends the sandbox, and
+    the kernel ends everything inside. bwrap reports a worker killed by signal N
+    as status 128+N; `returncode` turns that back into -N, as for any process
+    (a worker that exits with status 129 or more by itself is reported as
+    signalled too). Under the subreaper fallback, `terminate()` and `kill()`
+    first hold the worker still and SIGKILL its descendants, and its process
+    group is killed once it has exited and before it is reaped (while its pid
+    still names the group).
+    """
+
+    def __init__(self, args: Sequence[str], containment: Containment, directory: Path, **options: Any) -> None:
+        self.containment = containment
+        # The tree walk needs /proc and waitid(WNOWAIT): Linux. Elsewhere only the directory is looked after.
+        self._subreaper = containment is Containment.SUBREAPER and sys.platform.startswith("linux")
+        self.directory = directory
+        self._cleanup_lock = threading.Lock()
+        self._cleaned = False
+        self._group_killed = False
+        self._status: int | None = None
+        super().__init__(list(args), **options)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._status
+
+    @returncode.setter
+    def returncode(self, value: int | None) -> None:
+        if self.containment is Containment.BWRAP and value is not None and value > 128:
+            with contextlib.suppress(ValueError):
+                value = -signal.Signals(value - 128).value
+        self._status = value
+
+    def send_signal(self, sig: int) -> None:
+        if self._subreaper and sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.poll() is not None:
+                return
+            # Held still, the worker can neither fork nor reap; its orphans stay its children.
+            os.kill(self.pid, signal.SIGSTOP)
+            try:
+                kill_descendants(self.pid, reap=False)
+                super().send_signal(sig)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGCONT)
+            return
+        super().send_signal(sig)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._subreaper:
+            self._kill_group_if_exited(block=False)
+        status = super().poll()
+        if status is not None:
+            self._cleanup()
+        return status
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and self._subreaper:
+            if timeout is None:
+                self._kill_group_if_exited(block=True)
+            else:
+                # Through poll(), which kills the group before reaping; Popen's own timed wait polls too.
+                deadline = time.monotonic() + timeout
+                while self.poll() is None:
+                    if time.monotonic() >= deadline:
+                        raise subprocess.TimeoutExpired(self.args, timeout)
+                    time.sleep(_POLL_INTERVAL)
+        status = super().wait(timeout)
+        self._cleanup()
+        return status
+
+    def _kill_group_if_exited(self, *, block: bool) -> None:
+        # WNOWAIT leaves the exited worker a zombie: its pid, and so its group id, cannot be reused yet.
+        try:
+            exited = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG))
+        except ChildProcessError:
+            return  # reaped already
+        if exited is None or self._group_killed:
+            return
+        self._group_killed = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def _cleanup(self) -> None:
+        with self._cleanup_lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+        remove_private_directory(self.directory)

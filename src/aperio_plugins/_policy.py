@@ -1,0 +1,59 @@
+"""The trust-mode decision: the one place where strict, warn and disabled turn a signature status into
+accept, accept with a warning, or refuse. Loading (`_admit`) and installing (`registry/_artifact`) both
+call it, so an install refuses exactly what a load would, in the same words. Verification only reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._model import SignatureStatus, TrustMode, Verification
+
+
+@dataclass(frozen=True)
+class TrustDecision:
+    """`refusal` is why the plugin is refused (None: accepted); `warning` is said when it is accepted anyway."""
+
+    refusal: str | None = None
+    warning: str | None = None
+
+
+def decide_trust(verification: Verification, mode: TrustMode) -> TrustDecision:
+    """Return what the trust mode makes of `verification`. Pure: no I/O, never raises."""
+    status, detail = verification.status, verification.detail
+    if status is SignatureStatus.VERIFIED:
+        return TrustDecision()
+    if status is SignatureStatus.SKIPPED or mode is TrustMode.DISABLED:
+        return TrustDecision(warning="accepted without any signature check because trust mode is disabled")
+    if status is SignatureStatus.INVALID:
+        if mode is TrustMode.STRICT:
+            return TrustDecision(refusal=f"invalid signature: {detail}")
+        return TrustDecision(warning=f"accepted with an invalid signature because trust mode is warn: {detail}")
+    if mode is TrustMode.STRICT:
+        return TrustDecision(
+            refusal=f"unsigned plugin refused in strict trust mode ({detail});"
+            " set APERIO_PLUGIN_TRUST_MODE=warn to accept unsigned plugins"
+        )
+    return TrustDecision(warning=f"accepted unsigned because trust mode is warn: {detail}")
+
+
+def verdict(verification: Verification) -> str:
+    """Return the signature verdict as it leads every later refusal: 'signature verified (signed by …)'."""
+    status = verification.status
+    if status is SignatureStatus.VERIFIED:
+        return f"signature verified ({verification.detail})"
+    if status is SignatureStatus.INVALID:
+        return f"signature invalid ({verification.detail})"
+    if status is SignatureStatus.UNSIGNED:
+        return f"unsigned ({verification.detail})"
+    return f"signature not checked ({verification.detail})"
+
+
+def verdict_fields(verification: Verification) -> dict[str, str | None]:
+    """Return the verdict as the fields `--json` output and audit events carry."""
+    return {
+        "status": verification.status.value,
+        "detail": verification.detail,
+        "signer": verification.signer,
+        "verdict": verdict(verification),
+    }
