@@ -1,5 +1,5 @@
 """What a worker does to itself before it loads any plugin code: tie its life to the host,
-lower its resource limits, take the protocol off stdin and stdout, and log to stderr only.
+lower its resource limits, and take the protocol off stdin and stdout (its logging is `_log.py`).
 
 These run in the worker because no thread-safe `Popen` option can do them
 (`preexec_fn` is unsafe in a threaded host).
