@@ -1,27 +1,34 @@
 """Benchmark of a plugin call through a worker process, as ratios to in-process and raw transports.
 
-    python benchmarks/bench_worker.py [--quick] [--calls N] [--json OUT]
+    python benchmarks/bench_worker.py [--quick] [--calls N] [--cpu N] [--json OUT]
 
-Measures, in one run, interleaved in rounds so that the drift of a shared
-machine hits every column alike:
+Measures, in one run, twice: first with this process, the worker and every
+echo process pinned to one CPU (`os.sched_setaffinity`, every thread), then
+unpinned. Within each, the variants are interleaved in rounds so that the
+drift of a shared machine hits every column alike:
 
-1. a connector's `sync` in process (the plugin's object, the host's context)
+1. a trivial isolated call: a hook call through the worker that carries a
+   `Finding` and returns nothing;
+2. a connector's `sync` in process (the plugin's object, the host's context)
    and through a worker (`WorkerPlugin`'s proxy), with a realistic request and
-   result of a few hundred bytes each, and a broadcast hook call through the worker;
-2. echoes of the same request: raw bytes over a pipe (no codec: the floor),
+   result of a few hundred bytes each;
+3. echoes of the same requests: raw bytes over a pipe (no codec: the floor),
    `multiprocessing.Pipe` (the envelope pickled, and its dict), gRPC unary over
    a Unix socket (go-plugin's design; skipped with a note without grpcio);
-3. the codec choice: a round trip that carries the envelope and re-validates it
+4. the codec choice: a round trip that carries the envelope and re-validates it
    on both ends, as msgpack frames (this protocol) and as JSON lines;
-4. worker start time (spawn to ready), against a bare interpreter and `import aperio_plugins`.
+5. worker start time (spawn to ready), against a bare interpreter, one that
+   imports `aperio_hookspecs` and the plugin, and `import aperio_plugins`.
 
-Figures are reported against the goals of issue #4, never asserted.
+Figures are reported against the goals of issue #10, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import glob
 import json
 import multiprocessing
 import os
@@ -39,13 +46,15 @@ from typing import Any
 import structlog
 
 from aperio_hookspecs import Finding, Resource, SyncRequest
-from aperio_plugins import HostSettings, PluginHost, TrustMode
+from aperio_plugins import HostSettings, PluginHost, SandboxMode, TrustMode
 from aperio_plugins._context import new_context
 from aperio_plugins._state import SQLiteStateStore
 from aperio_plugins.testing import PluginWheel, install_wheels
 from aperio_plugins.worker import WorkerPlugin, WorkerSettings
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker._codec import envelope
+from aperio_plugins.worker._sandbox import Containment
+from aperio_plugins.worker._sandbox import plan as sandbox_plan
 
 PLUGIN_ID = "bench.worker"
 
@@ -171,6 +180,32 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return data
 
 
+def descendants(root: int) -> list[int]:
+    """Return `root` and the pids of all its descendants (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:
+            continue  # exited meanwhile
+        parent = int(text.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(stat.split("/")[2]))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def pin(cpus: set[int]) -> None:
+    """Set the CPU affinity of every thread of this process and of all its descendants."""
+    for pid in descendants(os.getpid()):
+        for task in glob.glob(f"/proc/{pid}/task/*"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(task.rsplit("/", 1)[1]), cpus)
+
+
 def _pipe_echo(connection: Any) -> None:
     while True:
         try:
@@ -240,8 +275,8 @@ class Bench:
         registered: list[Any] = []
         plugin.aperio_register_connectors(registered.append)  # type: ignore[attr-defined]
         connector = registered[0]
-        self.variants["worker: sync"] = lambda: connector.sync(self.context, REQUEST)
-        self.variants["worker: hook"] = lambda: plugin.aperio_finding_raised(FINDING)  # type: ignore[attr-defined]
+        self.variants[WORKER] = lambda: connector.sync(self.context, REQUEST)
+        self.variants[TRIVIAL] = lambda: plugin.aperio_finding_raised(FINDING)  # type: ignore[attr-defined]
 
     # -- the references ------------------------------------------------------------------
 
@@ -263,6 +298,9 @@ class Bench:
         process.start()
         self.cleanups.append(process.kill)
         as_dict = REQUEST.model_dump(mode="json")
+        # The trivial call's request as the worker protocol sends it: kind, hook, arguments, timeout.
+        hook_request = ("hook", "aperio_finding_raised", {"finding": FINDING}, 30.0)
+        hook_as_dict = ("hook", "aperio_finding_raised", {"finding": FINDING.model_dump(mode="json")}, 30.0)
 
         def echo(value: Any) -> Any:
             parent.send(value)
@@ -270,6 +308,8 @@ class Bench:
 
         self.variants["mp.Pipe echo: envelope"] = lambda: echo(REQUEST)
         self.variants["mp.Pipe echo: dict"] = lambda: echo(as_dict)
+        self.variants["mp.Pipe echo: trivial request"] = lambda: echo(hook_request)
+        self.variants["mp.Pipe echo: trivial, as dict"] = lambda: echo(hook_as_dict)
 
     def codecs(self) -> None:
         packed = _child(MSGPACK_ECHO)
@@ -364,91 +404,155 @@ def paired_ratio(samples: dict[str, list[list[float]]], name: str, reference: st
 
 
 def start_times(settings: HostSettings, runs: int) -> dict[str, float]:
-    """Median seconds: a bare interpreter, `import aperio_plugins`, and a worker from spawn to ready."""
+    """Median seconds: bare interpreters, and a worker from spawn to ready (sandbox, if any, included)."""
+    plugins = str(settings.plugins_dir)
+    # The worker's interpreter flags: -P (3.11+) keeps the working directory off sys.path.
+    flags = ["-P"] if sys.version_info >= (3, 11) else []
 
     def interpreter(code: str) -> float:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
+        subprocess.run([sys.executable, *flags, "-c", code], check=True)
         return time.perf_counter() - start
 
-    def worker() -> float:
+    def worker(mode: SandboxMode) -> float:
         start = time.perf_counter()
         plugin = WorkerPlugin.start(
-            PLUGIN_ID, settings=settings, search_path=[], audit_logger=_silent_logger(), logger=_silent_logger()
+            PLUGIN_ID,
+            settings=settings.model_copy(update={"plugin_sandbox": mode}),
+            search_path=[],
+            audit_logger=_silent_logger(),
+            logger=_silent_logger(),
         )
         elapsed = time.perf_counter() - start
         plugin.stop()
         return elapsed
 
-    return {
-        "python -c pass": statistics.median(interpreter("pass") for _ in range(runs)),
-        "python -c 'import aperio_plugins'": statistics.median(
-            interpreter("import aperio_plugins") for _ in range(runs)
-        ),
-        "worker: spawn to ready": statistics.median(worker() for _ in range(runs)),
-    }
+    bare_sdk = f"import sys; sys.path.append({plugins!r}); import aperio_hookspecs, aperio_bench_plugin"
+    sandboxed = sandbox_plan(settings, network=False).containment is Containment.BWRAP
+    times: dict[str, list[float]] = {name: [] for name in (*START_REFERENCES, START)}
+    if sandboxed:
+        times[START_SANDBOXED] = []
+    for _ in range(runs):  # interleaved, like the calls
+        times["python -c pass"].append(interpreter("pass"))
+        times[BARE_SDK].append(interpreter(bare_sdk))
+        times["python -c 'import aperio_plugins'"].append(interpreter("import aperio_plugins"))
+        times[START].append(worker(SandboxMode.NONE))
+        if sandboxed:
+            times[START_SANDBOXED].append(worker(SandboxMode.BWRAP))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 # -- reporting ---------------------------------------------------------------------------
 
 WORKER = "worker: sync"
-REFERENCES = (
-    "in process: sync",
-    "raw bytes pipe echo",
-    "mp.Pipe echo: envelope",
-    "mp.Pipe echo: dict",
-    "gRPC unary echo (unix socket)",
+TRIVIAL = "worker: trivial call (hook)"
+IN_PROCESS = "in process: sync"
+RAW = "raw bytes pipe echo"
+START = "worker: spawn to ready, no sandbox"
+START_SANDBOXED = "worker: spawn to ready, bwrap sandbox"
+BARE_SDK = "python -c 'import aperio_hookspecs, <plugin>'"
+START_REFERENCES = ("python -c pass", BARE_SDK, "python -c 'import aperio_plugins'")
+# (call measured, reference) pairs reported as paired ratios.
+RATIOS = (
+    (TRIVIAL, "mp.Pipe echo: trivial request"),
+    (TRIVIAL, "mp.Pipe echo: trivial, as dict"),
+    (TRIVIAL, "mp.Pipe echo: envelope"),
+    (TRIVIAL, RAW),
+    (WORKER, IN_PROCESS),
+    (WORKER, "mp.Pipe echo: envelope"),
+    (WORKER, "mp.Pipe echo: dict"),
+    (WORKER, RAW),
+    (WORKER, "gRPC unary echo (unix socket)"),
 )
+Ratios = dict[tuple[str, str], float]
 
 
-def goals(figures: dict[str, dict[str, float]], ratios: dict[str, float]) -> list[tuple[str, float, str, bool]]:
-    """(goal, measured, target, met) for the four goals of the issue, where the reference was measured."""
+def goals(figures: dict[str, dict[str, float]], ratios: Ratios) -> list[tuple[str, float, str, bool]]:
+    """(goal, measured, target, met) for the goals of issue #10 on calls, where the reference was measured."""
     rows = []
-    if "mp.Pipe echo: envelope" in ratios:
-        value = ratios["mp.Pipe echo: envelope"]
-        rows.append(("median below the mp.Pipe echo of the envelope", value, "< 1.0x", value < 1.0))
-    if "mp.Pipe echo: dict" in ratios:
-        value = ratios["mp.Pipe echo: dict"]
-        rows.append(("median below the mp.Pipe echo of its dict (stricter)", value, "< 1.0x", value < 1.0))
-    value = ratios["raw bytes pipe echo"]
-    rows.append(("median at most 4x the raw-bytes floor", value, "<= 4.0x", value <= 4.0))
-    if "gRPC unary echo (unix socket)" in ratios:
-        value = 1 / ratios["gRPC unary echo (unix socket)"]
-        rows.append(("at least 10x faster than the gRPC echo", value, ">= 10x", value >= 10.0))
-    value = figures[WORKER]["p99_over_median"]
-    rows.append(("p99 at most 3x its own median", value, "<= 3.0x", value <= 3.0))
+    for reference, label in (
+        ("mp.Pipe echo: trivial request", "trivial call: median below the mp.Pipe echo of its request"),
+        ("mp.Pipe echo: trivial, as dict", "trivial call: median below the mp.Pipe echo of its dict (stricter)"),
+    ):
+        if (TRIVIAL, reference) in ratios:
+            value = ratios[(TRIVIAL, reference)]
+            rows.append((label, value, "< 1.0x", value < 1.0))
+    value = ratios[(TRIVIAL, RAW)]
+    rows.append(("trivial call: median at most 4x the raw-pipe ping-pong", value, "<= 4.0x", value <= 4.0))
+    value = figures[TRIVIAL]["p99_over_median"]
+    rows.append(("trivial call: p99 at most 3x its own median", value, "<= 3.0x", value <= 3.0))
+    value = ratios[(WORKER, IN_PROCESS)]
+    rows.append(("sync: at most 5x the same call in process", value, "<= 5.0x", value <= 5.0))
     return rows
 
 
-def report(
-    figures: dict[str, dict[str, float]], ratios: dict[str, float], starts: dict[str, float], notes: list[str]
-) -> str:
-    lines = [f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs", ""]
+def start_goals(starts: dict[str, float]) -> list[tuple[str, float, str, bool]]:
+    rows = []
+    for name, label in ((START, "no sandbox"), (START_SANDBOXED, "bwrap sandbox")):
+        if name in starts:
+            value = starts[name] / starts[BARE_SDK]
+            goal = f"start ({label}): at most 2x a bare interpreter importing the SDK and the plugin"
+            rows.append((goal, value, "<= 2.0x", value <= 2.0))
+    return rows
+
+
+def report_calls(mode: str, figures: dict[str, dict[str, float]], ratios: Ratios) -> list[str]:
     calls = next(iter(figures.values()))["calls"]
-    lines.append(
-        f"Round trips, {calls} calls each, interleaved rounds (request {len(REQUEST.model_dump_json())} B of JSON):"
-    )
-    lines.append(f"{'':34}{'median':>10}{'p99':>11}{'p99/median':>12}")
+    lines = [f"== {mode}: round trips, {calls} calls each, interleaved rounds =="]
+    lines.append(f"{'':40}{'median':>10}{'p99':>11}{'p99/median':>12}")
     for name, row in figures.items():
-        lines.append(f"{name:34}{row['median'] * 1e6:8.1f} µs{row['p99'] * 1e6:8.1f} µs{row['p99_over_median']:11.2f}x")
-    lines += ["", "worker: sync as a ratio of each (median of the per-round ratios of medians):"]
-    lines += [f"  {name:34}{ratio:8.2f}x" for name, ratio in ratios.items()]
-    lines += ["", "Goals (issue #4):"]
+        lines.append(f"{name:40}{row['median'] * 1e6:8.1f} µs{row['p99'] * 1e6:8.1f} µs{row['p99_over_median']:11.2f}x")
+    lines += ["", "Paired ratios (median of the per-round ratios of medians):"]
+    lines += [f"  {name} / {reference}: {ratio:.2f}x" for (name, reference), ratio in ratios.items()]
+    lines += ["", "Goals (issue #10):"]
     for goal, value, target, met in goals(figures, ratios):
-        lines.append(f"  {goal:55} {value:6.2f}x  target {target:8}  {'met' if met else 'MISSED'}")
-    lines += ["", "Start (median):"]
-    lines += [f"  {name:34}{seconds * 1000:8.0f} ms" for name, seconds in starts.items()]
+        lines.append(f"  {goal:70} {value:6.2f}x  target {target:8}  {'met' if met else 'MISSED'}")
+    return [*lines, ""]
+
+
+def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) -> str:
+    lines = [
+        f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs,"
+        f" load average {results['load']} at the start",
+        f"(sync request {len(REQUEST.model_dump_json())} B of JSON; trivial call: a {len(FINDING.model_dump_json())}"
+        " B Finding in, nothing out)",
+        "",
+    ]
+    for mode in ("pinned", "unpinned"):
+        lines += report_calls(f"{mode} ({results[mode]['cpus']})", results[mode]["figures"], results[mode]["ratios"])
+    lines += ["Start (median, interleaved, unpinned):"]
+    lines += [f"  {name:50}{seconds * 1000:8.0f} ms" for name, seconds in starts.items()]
+    for goal, value, target, met in start_goals(starts):
+        lines.append(f"  {goal:70} {value:6.2f}x  target {target:8}  {'met' if met else 'MISSED'}")
+    if START_SANDBOXED not in starts:
+        lines.append("  (no bwrap sandbox can be set up here: start measured without one only)")
     return "\n".join(lines + [f"Note: {note}" for note in notes])
+
+
+def run_calls(bench: Bench, calls: int, rounds: int, cpus: set[int]) -> dict[str, Any]:
+    pin(cpus)
+    samples = measure(bench.variants, calls, rounds)
+    figures = summarize(samples)
+    ratios = {
+        (name, reference): paired_ratio(samples, name, reference)
+        for name, reference in RATIOS
+        if name in samples and reference in samples
+    }
+    return {"cpus": "CPUs " + ",".join(map(str, sorted(cpus))), "figures": figures, "ratios": ratios}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=20_000, help="calls per variant (default 20,000)")
+    parser.add_argument("--calls", type=int, default=20_000, help="calls per variant and mode (default 20,000)")
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--cpu", type=int, default=0, help="the CPU to pin to (default 0)")
+    parser.add_argument("--starts", type=int, default=7, help="worker starts to take the median of (default 7)")
     parser.add_argument("--quick", action="store_true", help="2,000 calls per variant, 3 worker starts")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    calls, start_runs = (2_000, 3) if args.quick else (args.calls, 7)
+    calls, start_runs = (2_000, 3) if args.quick else (args.calls, args.starts)
+    everything = set(os.sched_getaffinity(0))
+    results: dict[str, Any] = {"load": " ".join(f"{value:.2f}" for value in os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="aperio-bench-worker-") as directory:
         bench = Bench(Path(directory))
         try:
@@ -462,17 +566,24 @@ def main(argv: list[str] | None = None) -> int:
                 bench.grpc_echo,
             ):
                 setup()
-            # (multiprocessing forks first: a fork after the worker machinery started threads would copy them)
-            samples = measure(bench.variants, calls, args.rounds)
-            figures = summarize(samples)
-            ratios = {name: paired_ratio(samples, WORKER, name) for name in REFERENCES if name in samples}
+            results["pinned"] = run_calls(bench, calls, args.rounds, {args.cpu})
+            results["unpinned"] = run_calls(bench, calls, args.rounds, everything)
             starts = start_times(bench.settings, start_runs)
         finally:
             bench.close()
-    print(report(figures, ratios, starts, bench.notes))
+    print(report(results, starts, bench.notes))
     if args.json is not None:
-        payload = {"figures": figures, "ratios": ratios, "starts": starts, "notes": bench.notes}
-        payload["goals"] = [{"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in goals(figures, ratios)]
+        payload: dict[str, Any] = {"load": results["load"], "starts": starts, "notes": bench.notes}
+        for mode in ("pinned", "unpinned"):
+            figures, ratios = results[mode]["figures"], results[mode]["ratios"]
+            payload[mode] = {
+                "figures": figures,
+                "ratios": {f"{name} / {reference}": value for (name, reference), value in ratios.items()},
+                "goals": [{"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in goals(figures, ratios)],
+            }
+        payload["start_goals"] = [
+            {"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in start_goals(starts)
+        ]
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import structlog
-
 AUDIT_LOGGER_NAME = "aperio.audit"
 PLUGIN_LOGGER_NAME = "aperio.plugin"
 
 
 def _stdlib_structlog(name: str) -> Any:
+    # Imported here, not at the top: a worker process imports this module but logs without
+    # structlog, whose import (its dev renderer pulls in rich) would slow every worker's start.
+    import structlog
+
     logger = logging.getLogger(name)
     # A library's loggers stay silent until the application configures
     # logging; without this, Python's last-resort handler would print warnings.

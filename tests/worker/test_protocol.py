@@ -280,3 +280,27 @@ def test_the_plugins_directory_never_reaches_the_workers_import_path(tmp_path):
     kept = import_path(plugins, [str(plugins), str(plugins / "nested"), "", "relative", str(library), str(library)])
 
     assert kept == [str(library)]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "undecodable frame"),
+        (b"\xc1", "undecodable frame"),
+        (msgpack.packb(["result", 1]) + b"\x00", "undecodable frame"),  # trailing bytes
+        (b"\x91" * 100_000 + b"\xc0", "undecodable frame"),  # nesting too deep
+        (msgpack.packb(["result", 1, msgpack.ExtType(9, b"x\ny")]), "unknown msgpack extension type 9"),
+        (msgpack.packb({"kind": "result"}), "a frame must be an array starting with its kind, got dict"),
+        (msgpack.packb([]), "a frame must be an array starting with its kind, got list"),
+    ],
+)
+def test_decode_message_refuses_a_bad_payload_with_a_protocol_error_only(payload, message):
+    with pytest.raises(protocol.ProtocolError, match=message):
+        protocol.decode_message(payload)
+
+
+def test_decode_message_returns_the_message_with_its_envelopes_kept_for_validation():
+    message = protocol.decode_message(protocol.pack(["result", 7, {1: [FINDING], b"raw": b"\x00"}]))
+
+    assert message[:2] == ["result", 7]
+    assert materialize(message[2]) == {1: [FINDING], b"raw": b"\x00"}

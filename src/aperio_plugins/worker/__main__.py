@@ -19,11 +19,11 @@ from ._bootstrap import LoadFailure, load
 from ._containment import (
     apply_limits,
     become_subreaper,
-    configure_logging,
     die_with_parent,
     ignore_terminal_signals,
     take_protocol_fds,
 )
+from ._log import configure_logging, configure_structlog_if_imported
 from ._server import EXIT_PROTOCOL_ERROR, Server, WorkerChannel
 
 EXIT_LOAD_FAILED = 3
@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit_logger = configure_logging()
     # 2. Inspect, verify, admit and load the plugin, all over again.
     loaded = load(args.plugin_id, [str(entry) for entry in json.loads(args.search_path)], audit_logger)
+    configure_structlog_if_imported()
     # 3. Handshake. The versions are read here, at run time, from the protocol module.
     channel = WorkerChannel(fd_in, fd_out, args.max_frame_bytes)
     channel.write_line(protocol.handshake_line(protocol.PROTOCOL_VERSIONS, os.getpid()))

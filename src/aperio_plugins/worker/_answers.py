@@ -14,7 +14,7 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 def _validated(value: Any, result: type[_M]) -> _M:
-    model = envelope(value) if isinstance(value, EnvelopeData) else value
+    model = envelope(value, result) if isinstance(value, EnvelopeData) else value
     if isinstance(model, dict):
         try:
             model = result.model_validate(model)

@@ -85,6 +85,7 @@ def load(plugin_id: str, search_path: Sequence[str], audit_logger: Any) -> tuple
             search_path=search_path,
             state_store=StatelessStore(plugin_id),
             audit_logger=audit_logger,
+            plugin_logger=audit_logger,  # unused here (a worker's calls log through the host), and not structlog
             guard_calls=False,  # the plugin's exceptions go to the parent, whose guard records them
             discovery_cache=False,
         )

@@ -68,6 +68,10 @@ class HostChannel:
         self._decoder = protocol.FrameDecoder(options.max_frame_bytes)
         self._poller = select.poll()
         self._poller.register(fd_read, select.POLLIN)
+        # Both of the host's ends are non-blocking: a read tries the pipe before it waits in poll()
+        # (on one CPU the answer is usually there already: one system call instead of two), and a
+        # full pipe waits in poll() with a deadline.
+        os.set_blocking(fd_read, False)
         os.set_blocking(fd_write, False)
         self._write_poller = select.poll()
         self._write_poller.register(fd_write, select.POLLOUT)
@@ -75,6 +79,7 @@ class HostChannel:
         self._write_lock = threading.Lock()
         self._state = threading.Lock()
         self._idle = threading.Condition(self._state)
+        self._idle_waiters = 0  # threads waiting on _idle: notifying nobody still costs a Python call per call
         self._ids = itertools.count(1)
         self._calls: dict[int, Call] = {}
         self._abandoned: dict[int, float] = {}  # cancelled call id -> end of its grace period
@@ -119,21 +124,26 @@ class HostChannel:
         deadline (it stopped reading), is killed: its end of file then fails the
         calls in flight. Writing never blocks a caller beyond its deadline.
         """
-        if deadline is None:
-            deadline = time.monotonic() + self.options.grace_period
         data = protocol.frame(payload)
         try:
             with self._write_lock:
-                written = self._write_until(data, deadline)
+                # The usual case, a frame that fits in the pipe, is one system call.
+                try:
+                    sent = os.write(self._fd_write, data)
+                except BlockingIOError:
+                    sent = 0
+                written = sent == len(data) or self._write_until(data, deadline, sent)
         except OSError as exc:
             self.kill(f"its stdin could not be written ({exc.strerror or exc})")
             return
         if not written:
             self.kill("its stdin stayed full: it stopped reading")
 
-    def _write_until(self, data: bytes, deadline: float) -> bool:
+    def _write_until(self, data: bytes, deadline: float | None, written: int = 0) -> bool:
         # The host's end of the pipe is non-blocking: a full pipe waits in poll(), with a deadline.
-        view = memoryview(data)
+        if deadline is None:
+            deadline = time.monotonic() + self.options.grace_period
+        view = memoryview(data)[written:]
         while view:
             try:
                 view = view[os.write(self._fd_write, view) :]
@@ -151,9 +161,15 @@ class HostChannel:
 
         The caller holds the lead. A malformed frame kills the worker.
         """
-        if not self._poller.poll(max(0, int(timeout * 1000) + (timeout > 0))):
-            return []
-        data = os.read(self._fd_read, 1 << 16)
+        try:
+            data = os.read(self._fd_read, 1 << 16)
+        except BlockingIOError:
+            if not self._poller.poll(max(0, int(timeout * 1000) + (timeout > 0))):
+                return []
+            try:
+                data = os.read(self._fd_read, 1 << 16)
+            except BlockingIOError:
+                return []
         if not data:
             return None
         if self._poisoned:
@@ -255,24 +271,54 @@ class HostChannel:
 
     # -- calls -----------------------------------------------------------------------
 
-    def request(self, payload_for: Callable[[int], bytes], *, context: Any, label: str, deadline: float) -> list[Any]:
-        """Send the frame `payload_for(call_id)` and return the call's answer (RESULT or ERROR).
+    def request(self, message: list[Any], *, context: Any, label: str, deadline: float) -> list[Any]:
+        """Send `message`, with the call's id written at index 1, and return the call's answer
+        (RESULT or ERROR).
 
-        Raises what `payload_for` raises, `time_out`'s error past `deadline`, and
-        the crash error when the worker dies first.
+        Raises TypeError, ValueError or OverflowError for a message that cannot be
+        encoded, `time_out`'s error past `deadline`, and the crash error when the
+        worker dies first.
         """
-        call_id = next(self._ids)
+        call_id = message[1] = next(self._ids)  # the caller's list, made for this call: no copy
         call = Call(call_id, context, label, deadline)
-        payload = payload_for(call_id)
+        payload = protocol.pack(message)
         with self._state:
             if self._dead:
                 raise self.crash_error()
             self._calls[call_id] = call
         try:
             self.write(payload, deadline)
-            return self._await(call)
-        finally:
+            if self._read_lock.acquire(blocking=False):
+                # The usual case: nobody else is reading, so this caller reads its own answer and,
+                # having it, gives up the lead and its registration under one lock.
+                try:
+                    answer = self._lead(call)
+                except BaseException:
+                    self._release_lead(call)
+                    raise
+                if answer is not None:
+                    self._finish_as_lead(call)
+                    return answer
+                self._release_lead(call)
+            answer = self._await(call)
+        except BaseException:
             self._unregister(call)
+            raise
+        self._unregister(call)
+        return answer
+
+    def _finish_as_lead(self, call: Call) -> None:
+        with self._state:
+            self._read_lock.release()
+            calls = self._calls
+            calls.pop(call.id, None)
+            if calls:
+                # Another call waits: it may read now. Any lead token queued to `call` is redundant.
+                for other in calls.values():
+                    other.queue.put(LEAD)
+                    break
+            elif self._idle_waiters:
+                self._idle.notify_all()
 
     def abandon(self, call: Call) -> list[Any] | None:
         """Stop waiting for `call`, unless its answer arrived meanwhile: then return that answer.
@@ -296,7 +342,7 @@ class HostChannel:
                     others.append(item)
             if answer is None and self._calls.pop(call.id, None) is not None:
                 self._abandoned[call.id] = time.monotonic() + self.options.grace_period
-                if not self._calls:
+                if not self._calls and self._idle_waiters:
                     self._idle.notify_all()
             if lead:
                 for other in self._calls.values():
@@ -316,7 +362,7 @@ class HostChannel:
         with self._state:
             self._calls.pop(call.id, None)
             self._pass_queued_lead(call)
-            if not self._calls:
+            if not self._calls and self._idle_waiters:
                 self._idle.notify_all()
 
     def _pass_queued_lead(self, call: Call) -> None:

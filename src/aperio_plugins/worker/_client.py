@@ -174,8 +174,12 @@ class WorkerProcess(HostChannel):
         """Let calls in flight finish (up to `drain_timeout`), close stdin, SIGTERM, then SIGKILL."""
         deadline = time.monotonic() + drain_timeout
         with self._idle:
-            while self._calls and (left := deadline - time.monotonic()) > 0:
-                self._idle.wait(left)
+            self._idle_waiters += 1
+            try:
+                while self._calls and (left := deadline - time.monotonic()) > 0:
+                    self._idle.wait(left)
+            finally:
+                self._idle_waiters -= 1
         with self._write_lock, contextlib.suppress(OSError):
             self.popen.stdin.close()  # type: ignore[union-attr]
         # A worker exits by itself at end of input; SIGTERM is for one that is busy.
@@ -274,16 +278,14 @@ class WorkerProcess(HostChannel):
     # -- calls -----------------------------------------------------------------------
 
     def call(self, message: list[Any], *, context: Any, label: str, deadline: float) -> list[Any]:
-        """Send `message` (the call id goes in at index 1) and return the RESULT or ERROR answer.
+        """Send `message`, whose index 1 is a placeholder for the call id, and return the RESULT or
+        ERROR answer.
 
         Raises TypeError, ValueError or OverflowError for a message that cannot be
         encoded, `WorkerTimeoutError` past `deadline`, `WorkerCrashedError` if the worker dies.
         """
 
-        def payload(call_id: int) -> bytes:
-            return protocol.pack([message[0], call_id, *message[1:]])
-
-        answer = self.request(payload, context=context, label=label, deadline=deadline)
+        answer = self.request(message, context=context, label=label, deadline=deadline)
         self.answered = True
         return answer
 

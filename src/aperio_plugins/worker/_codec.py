@@ -1,15 +1,16 @@
 """How values cross the boundary: JSON-able data as msgpack, SDK envelopes as a tagged extension.
 
 An envelope travels as msgpack extension type 1 holding `tag`, a newline, and
-the model's JSON. The receiving side validates it back into the model
-(`materialize`), so an envelope is checked wherever it arrives. Any other
-object is refused with a `TypeError` that names its type.
+the model's JSON. The host validates every envelope a worker sends back into
+its model (`materialize`, `envelope`); the worker rebuilds what the host sent
+without validating it again (`_rebuild.py`). Any other object is refused with
+a `TypeError` that names its type.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
@@ -28,8 +29,8 @@ def _tag(model: type[BaseModel]) -> str:
 
 
 _CROSSING: tuple[type[BaseModel], ...] = (*ENVELOPE_MODELS, Actor, Resource, RejectedEnvelope)
-_MODELS: Mapping[str, type[BaseModel]] = {_tag(model): model for model in _CROSSING}
-_TAGS: Mapping[type[BaseModel], bytes] = {model: tag.encode() + b"\n" for tag, model in _MODELS.items()}
+MODELS: Mapping[str, type[BaseModel]] = {_tag(model): model for model in _CROSSING}
+_TAGS: Mapping[type, bytes] = {model: tag.encode() + b"\n" for tag, model in MODELS.items()}
 
 
 class EnvelopeData:
@@ -49,34 +50,44 @@ class EnvelopeError(ValueError):
     """A received envelope is unknown or does not validate; the message says where."""
 
 
+_new_ext = tuple.__new__  # ExtType is a namedtuple whose Python __new__ only re-checks what is fixed here
+
+
 def pack_default(value: object) -> msgpack.ExtType:
     """msgpack's `default`: encode an SDK envelope; raise TypeError for anything else."""
-    if isinstance(value, BaseModel):
-        prefix = _TAGS.get(type(value))
-        if prefix is None:
-            raise TypeError(f"{type(value).__name__} is a pydantic model but not an SDK envelope")
+    cls = type(value)
+    prefix = _TAGS.get(cls)  # an exact type match: a subclass of an envelope is not one
+    if prefix is not None:
         # The model's own serializer: what model_dump_json() calls, without its per-call option handling.
-        return msgpack.ExtType(ENVELOPE_EXT, prefix + type(value).__pydantic_serializer__.to_json(value))
-    raise TypeError(f"{type(value).__name__} is neither JSON-able nor an SDK envelope")
+        data = prefix + cls.__pydantic_serializer__.to_json(value)  # type: ignore[attr-defined]
+        return _new_ext(msgpack.ExtType, (ENVELOPE_EXT, data))
+    if isinstance(value, BaseModel):
+        raise TypeError(f"{cls.__name__} is a pydantic model but not an SDK envelope")
+    raise TypeError(f"{cls.__name__} is neither JSON-able nor an SDK envelope")
 
 
-def ext_hook(code: int, data: bytes) -> EnvelopeData:
-    """msgpack's `ext_hook`: keep an envelope for validation by whoever consumes it.
+def ext_hook(code: int, data: bytes | memoryview) -> EnvelopeData:
+    """The decoder's `ext_hook`: keep an envelope for validation by whoever consumes it.
 
     Raises `EnvelopeError` for another extension type, which the frame decoder
     reports as a protocol violation.
     """
-    tag, sep, body = data.partition(b"\n")
+    tag, sep, body = bytes(data).partition(b"\n")
     if code != ENVELOPE_EXT or not sep:
         raise EnvelopeError(f"unknown msgpack extension type {code}")
     return EnvelopeData(tag.decode("ascii", "replace"), body)
 
 
-def envelope(value: EnvelopeData) -> BaseModel:
-    """Return the validated model; raise `EnvelopeError` naming the model and the first bad field."""
-    model = _MODELS.get(value.tag)
+def envelope(value: EnvelopeData, expected: type[BaseModel] | None = None) -> BaseModel:
+    """Return the validated model; raise `EnvelopeError` naming the model and the first bad field.
+
+    With `expected`, an envelope of another kind is refused before it is parsed.
+    """
+    model = MODELS.get(value.tag)
     if model is None:
         raise EnvelopeError(f"unknown envelope kind {value.tag!r}")
+    if expected is not None and model is not expected:
+        raise EnvelopeError(f"{model.__name__}, not a {expected.__name__}")
     try:
         return model.model_validate_json(value.data)
     except ValidationError as exc:
@@ -85,14 +96,15 @@ def envelope(value: EnvelopeData) -> BaseModel:
         raise EnvelopeError(f"malformed {model.__name__}: {location}: {first['msg']}") from None
 
 
-def materialize(value: Any) -> Any:
-    """Return `value` with every envelope in it validated into its model; raise `EnvelopeError`."""
+def materialize(value: Any, build: Callable[[EnvelopeData], BaseModel] | None = None) -> Any:
+    """Return `value` with every envelope in it made into its model by `build` (default: validated
+    by `envelope`); raise `EnvelopeError`."""
     if isinstance(value, EnvelopeData):
-        return envelope(value)
+        return envelope(value) if build is None else build(value)
     if isinstance(value, list):
-        return [materialize(item) for item in value]
+        return [materialize(item, build) for item in value]
     if isinstance(value, dict):
-        return {key: materialize(item) for key, item in value.items()}
+        return {key: materialize(item, build) for key, item in value.items()}
     return value
 
 

@@ -1,5 +1,5 @@
 """What a worker does to itself before it loads any plugin code: tie its life to the host,
-lower its resource limits, take the protocol off stdin and stdout, and log to stderr only.
+lower its resource limits, and take the protocol off stdin and stdout (its logging is `_log.py`).
 
 These run in the worker because no thread-safe `Popen` option can do them
 (`preexec_fn` is unsafe in a threaded host).
@@ -10,14 +10,10 @@ from __future__ import annotations
 import atexit
 import ctypes
 import io
-import logging
 import os
 import resource
 import signal
 import sys
-from typing import Any
-
-import structlog
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -104,15 +100,3 @@ def take_protocol_fds() -> tuple[int, int]:
 def ignore_terminal_signals() -> None:
     """A Ctrl-C meant for the host must not kill its workers; the host stops them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def configure_logging() -> Any:
-    """Send logging and structlog to stderr (never stdout, the protocol's pipe); return an audit logger."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    processors: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.JSONRenderer(sort_keys=True),
-    ]
-    structlog.configure(processors=processors, logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
-    return structlog.wrap_logger(structlog.PrintLogger(file=sys.stderr), processors=processors)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+import msgspec
 
 from ._codec import ext_hook, pack_default
 
@@ -141,12 +142,26 @@ def write_frame(fd: int, payload: bytes) -> None:
             rest = rest[os.write(fd, rest) :]
 
 
+def decode_message(payload: bytes | memoryview) -> list[Any]:
+    """Return the message in one frame's payload (the bytes after the length header).
+
+    Raises `ProtocolError`, and nothing else, for a payload that is not one
+    msgpack array starting with its kind: undecodable bytes, trailing bytes, an
+    unknown extension type, nesting too deep.
+    """
+    return _unpack(_DECODER.decode, payload)
+
+
+_DECODER = msgspec.msgpack.Decoder(ext_hook=ext_hook)  # holds no state between calls: safe to share
+
+
 class FrameDecoder:
     """Turns bytes read from a pipe into messages. Not thread-safe: one reader at a time."""
 
     def __init__(self, max_frame_bytes: int) -> None:
         self._buffer = bytearray()
         self._max = max_frame_bytes
+        self._decode = _DECODER.decode
 
     @property
     def buffered(self) -> int:
@@ -159,7 +174,7 @@ class FrameDecoder:
             (size,) = _HEADER.unpack_from(data)
             if 0 < size <= self._max and len(data) == HEADER_SIZE + size:
                 with memoryview(data) as view:
-                    return [_unpack(view[HEADER_SIZE:])]
+                    return [_unpack(self._decode, view[HEADER_SIZE:])]
         buffer = self._buffer
         buffer += data
         messages: list[list[Any]] = []
@@ -172,17 +187,17 @@ class FrameDecoder:
                 end = position + HEADER_SIZE + size
                 if end > available:
                     break
-                messages.append(_unpack(view[position + HEADER_SIZE : end]))
+                messages.append(_unpack(self._decode, view[position + HEADER_SIZE : end]))
                 position = end
         if position:
             del buffer[:position]
         return messages
 
 
-def _unpack(payload: memoryview) -> list[Any]:
+def _unpack(decode: Callable[[Any], Any], payload: bytes | memoryview) -> list[Any]:
     try:
-        message = msgpack.unpackb(payload, raw=False, ext_hook=ext_hook, strict_map_key=False)
-    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for bad input
+        message = decode(payload)
+    except Exception as exc:  # noqa: BLE001 - the decoder raises several unrelated types for bad input
         raise ProtocolError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
     if not isinstance(message, list) or not message or not isinstance(message[0], str):
         raise ProtocolError(f"a frame must be an array starting with its kind, got {type(message).__name__}")

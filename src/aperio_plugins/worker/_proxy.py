@@ -63,7 +63,7 @@ class _Invoker:
         scopes = sorted(getattr(context.credentials, "scopes", ()))
         # What is left after waiting for a restart, so that the plugin's deadline is the caller's.
         left = max(0.0, deadline - time.monotonic())
-        message = [protocol.INVOKE, kind, name, payload, left, str(context.invocation_id), scopes]
+        message = [protocol.INVOKE, None, kind, name, payload, left, str(context.invocation_id), scopes]
         try:
             answer = process.call(message, context=context, label=label, deadline=deadline)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -234,7 +234,7 @@ class WorkerPlugin:
         def send(arguments: dict[str, Any]) -> Any:
             deadline = time.monotonic() + lifecycle.options.call_timeout
             process = lifecycle.acquire(deadline)
-            message = [protocol.HOOK, hook.hook, arguments, max(0.0, deadline - time.monotonic())]
+            message = [protocol.HOOK, None, hook.hook, arguments, max(0.0, deadline - time.monotonic())]
             try:
                 answer = process.call(message, context=None, label=label, deadline=deadline)
             except (TypeError, ValueError, OverflowError):

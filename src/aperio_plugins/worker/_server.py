@@ -10,7 +10,6 @@ never asks the host anything is supervised by its deadline on the host side.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import select
@@ -25,7 +24,8 @@ from typing import Any, NoReturn
 from aperio_hookspecs import DeliveryBatch, PluginAPIError, RemediationRequest, SyncRequest
 
 from . import _protocol as protocol
-from ._codec import EnvelopeData, EnvelopeError, envelope, materialize
+from ._codec import EnvelopeData, EnvelopeError, materialize
+from ._rebuild import rebuild
 from ._remote import RemoteContext, remote_exception
 
 MAX_TRACEBACK_CHARS = 16_000
@@ -91,6 +91,17 @@ class Plugin:
     registrations: Mapping[tuple[str, str], Any]
 
 
+class _Running:
+    """A hook call in progress: what a cancel marks. (An invoke's `RemoteContext` plays this part.)"""
+
+    __slots__ = ("call_id", "cancelled", "closed")
+
+    def __init__(self, call_id: object) -> None:
+        self.call_id = call_id
+        self.cancelled = False
+        self.closed = False
+
+
 class Server:
     """Serves one plugin over one channel until the host closes it."""
 
@@ -98,22 +109,26 @@ class Server:
         self._channel = channel
         self._plugin = plugin
         self._queued: deque[list[Any]] = deque()
-        self._current: RemoteContext | None = None
+        self._current: RemoteContext | _Running | None = None
         self._context_lock = threading.Lock()
         self._request_ids = itertools.count(1)
 
     def run(self) -> int:
         """Serve until the host closes the channel; return the process exit status."""
+        channel, queued = self._channel, self._queued
+        read_lock, receive = channel.read_lock, channel.receive
         while True:
-            if self._queued:
-                message: list[Any] | None = self._queued.popleft()
+            if queued:
+                message: list[Any] | None = queued.popleft()
             else:
-                with self._channel.read_lock:
-                    message = self._channel.receive()
+                with read_lock:
+                    message = receive()
             if message is None:
                 return 0
             kind = message[0]
-            if kind in (protocol.HOOK, protocol.INVOKE):
+            if kind == protocol.HOOK:
+                self._hook(message)
+            elif kind == protocol.INVOKE:
                 self._execute(message)
             else:
                 self._handle_control(message)
@@ -142,16 +157,39 @@ class Server:
 
     # -- calls ---------------------------------------------------------------
 
-    def _execute(self, message: list[Any]) -> None:
-        call_id = message[1]
+    def _hook(self, message: list[Any]) -> None:
+        """Run a hookimpl. A hookimpl sees no context: the call is only recorded as running, for cancels."""
+        call_id = message[1] if len(message) > 1 else None
         try:
-            context, run = self._prepare(message)
+            _, call_id, hook, arguments, _timeout = message
+            function = self._plugin.hooks.get(hook)
+            if function is None:
+                raise KeyError(f"plugin {self._plugin.plugin_id!r} does not implement hook {hook!r}")
+            kwargs = materialize(arguments, rebuild)  # the host validated them: no second validation
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            self._send_error(call_id, exc, boundary=isinstance(exc, EnvelopeError))
+            return
+        running = self._current = _Running(call_id)
+        try:
+            value = function(**kwargs)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's failure is reported; the worker serves on
+            self._send_error(call_id, exc, boundary=False)
+        else:
+            self._send_result(call_id, value)
+        finally:
+            running.closed = True
+            self._current = None
+
+    def _execute(self, message: list[Any]) -> None:
+        call_id = message[1] if len(message) > 1 else None
+        try:
+            context, bound, request = self._prepare(message)
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             self._send_error(call_id, exc, boundary=isinstance(exc, EnvelopeError))
             return
         self._current = context
         try:
-            value = run()
+            value = bound(context, request)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's failure is reported; the worker serves on
             self._send_error(call_id, exc, boundary=False)
         else:
@@ -160,28 +198,22 @@ class Server:
             context.closed = True
             self._current = None
 
-    def _prepare(self, message: list[Any]) -> tuple[RemoteContext, Callable[[], Any]]:
-        """Return the call's context and a function that runs it; raise for a call the plugin cannot take."""
-        if message[0] == protocol.HOOK:
-            _, call_id, hook, arguments, timeout = message
-            function = self._plugin.hooks.get(hook)
-            if function is None:
-                raise KeyError(f"plugin {self._plugin.plugin_id!r} does not implement hook {hook!r}")
-            kwargs = materialize(arguments)
-            # A hookimpl sees no context; this one only records the call as running, for cancels.
-            context = self._context(call_id, timeout, "", ())
-            return context, functools.partial(function, **kwargs)
+    def _prepare(self, message: list[Any]) -> tuple[RemoteContext, Callable[..., Any], Any]:
+        """Return the call's context, the bound method to run and its request; raise for a call the plugin cannot take.
+
+        The request is rebuilt from the JSON the host serialized from a model it already holds,
+        without validating it again (`_rebuild`).
+        """
         _, call_id, kind, name, payload, timeout, invocation_id, scopes = message
         implementation = self._plugin.registrations.get((kind, name))
         if implementation is None:
             raise KeyError(f"plugin {self._plugin.plugin_id!r} registered no {kind} {name!r}")
         method, expected = OPERATIONS[kind]
-        request = envelope(payload) if isinstance(payload, EnvelopeData) else payload
+        request = rebuild(payload) if isinstance(payload, EnvelopeData) else payload
         if not isinstance(request, expected):
             raise TypeError(f"a {kind} takes a {expected.__name__}, got {type(request).__name__}")
         context = self._context(call_id, timeout, invocation_id, scopes)
-        bound = getattr(implementation, method)
-        return context, lambda: bound(context, request)
+        return context, getattr(implementation, method), request
 
     def _context(self, call_id: int, timeout: float, invocation_id: str, scopes: Any) -> RemoteContext:
         return RemoteContext(
@@ -194,13 +226,13 @@ class Server:
             send_log=self._send_log,
         )
 
-    def _send_result(self, call_id: int, value: Any) -> None:
+    def _send_result(self, call_id: Any, value: Any) -> None:
         try:
             self._channel.send([protocol.RESULT, call_id, value])
         except (TypeError, ValueError, OverflowError) as exc:
             self._send_error(call_id, exc, boundary=True)
 
-    def _send_error(self, call_id: int, exc: BaseException, *, boundary: bool) -> None:
+    def _send_error(self, call_id: Any, exc: BaseException, *, boundary: bool) -> None:
         try:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-MAX_TRACEBACK_CHARS:]
         except MemoryError:  # formatting needs memory; the plugin may just have used it all
