@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..errors import AperioError
+from ._author import check, init
 from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
 from ._plugin import plugin_group
 from ._registry import registry_group
@@ -38,7 +39,18 @@ def cli(verbose: int) -> None:
     _configure_logging(verbose)
 
 
-for command in (keygen, sign, verify, install_plugin, remove_plugin, search_plugins, plugin_versions, lock_plugins):
+for command in (
+    init,
+    check,
+    keygen,
+    sign,
+    verify,
+    install_plugin,
+    remove_plugin,
+    search_plugins,
+    plugin_versions,
+    lock_plugins,
+):
     plugin_group.add_command(command)
 cli.add_command(plugin_group)
 cli.add_command(registry_group)
