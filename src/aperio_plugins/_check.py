@@ -9,11 +9,15 @@ pluggy validates a hookimpl against its hookspec only when it registers the obje
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,7 +122,8 @@ def check_wheel(
     plugins = plugins if isinstance(plugins, dict) else {}
     if plugins:
         _problem(problems, "layout", lambda: _check_layout(wheel))
-        reason = collision(import_names(wheel.members), wheel.distribution, host=HostModules(None))
+        names = import_names(wheel.members) - _own_editable_names(wheel)
+        reason = collision(names, wheel.distribution, host=HostModules(None))
         if reason is not None:
             problems.append(CheckProblem("collision", reason))
         problems.extend(_manifest_problems(wheel, plugins))
@@ -128,6 +133,29 @@ def check_wheel(
     if plugins and import_hooks and not problems:
         hooks = _hookimpl_problems(wheel, plugins, python, problems)
     return CheckReport(path, wheel.distribution, wheel.version, plugins, hooks, signature, tuple(problems))
+
+
+def _own_editable_names(wheel: Wheel) -> frozenset[str]:
+    """The wheel's top-level names that this environment imports from the same project's editable
+    install (`pip install -e .`, the author's setup): an operator's host never has that copy, so it is
+    no collision. Found with the path finder, which locates without importing."""
+    try:
+        direct_url = importlib.metadata.distribution(wheel.distribution).read_text("direct_url.json")
+        document = json.loads(direct_url or "{}")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return frozenset()
+    url = document.get("url", "") if isinstance(document, dict) else ""
+    editable = isinstance(document, dict) and document.get("dir_info", {}).get("editable") is True
+    if not editable or not url.startswith("file://"):
+        return frozenset()
+    root = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)).resolve()
+    own = set()
+    for name in import_names(wheel.members):
+        spec = importlib.machinery.PathFinder.find_spec(name)
+        origin = spec.origin if spec is not None and spec.origin not in (None, "namespace") else None
+        if origin is not None and Path(origin).resolve().is_relative_to(root):
+            own.add(name)
+    return frozenset(own)
 
 
 def _manifest_problems(wheel: Wheel, plugins: dict[str, str]) -> list[CheckProblem]:
