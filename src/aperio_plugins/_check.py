@@ -320,7 +320,12 @@ def build_project(project: Path, out: Path, *, python: str = sys.executable) -> 
     command = [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check", "-w", str(out)]
     try:
         completed = subprocess.run(
-            [*command, str(project)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False
+            # An absolute path: pip reads a bare `acme-hello` as a requirement and fetches it from the index.
+            [*command, str(project.resolve())],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise PluginCheckError(f"{project}: building the wheel took over {BUILD_TIMEOUT:.0f} s") from None

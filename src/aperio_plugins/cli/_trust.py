@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .._check import check_wheel
+from .._check import build_project, check_wheel
 from .._host import PluginHost
 from .._keys import generate_keypair, key_id, load_private_key
 from .._model import FileStatus, SignatureStatus, Verification
@@ -39,18 +39,21 @@ def keygen(name: str, directory: Path) -> None:
 
 
 @click.command("sign")
-@click.argument("wheel", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("wheel", type=click.Path(path_type=Path))
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 private key (PEM).")
 @click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign with Sigstore and the ambient OIDC identity (CI).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of in place.")
 def sign(wheel: Path, key_path: Path | None, use_sigstore: bool, out: Path | None) -> None:
     """Sign WHEEL: embed a signature over every file in its .dist-info/ (in place unless --out).
 
-    Runs `aperio plugin check` first and signs nothing a strict host would refuse.
+    WHEEL may be a plugin project folder: it is built first with its own build backend into
+    FOLDER/dist/. Runs the checks of `aperio plugin check` and signs nothing a strict host would refuse.
     """
     if (key_path is None) == (not use_sigstore):
         raise ConfigurationError("give exactly one of --key PEM or --sigstore")
-    # The same checks as `aperio plugin check`: a wheel a strict host would refuse is never signed.
+    if wheel.is_dir():
+        wheel = build_project(wheel, wheel / "dist")
+        click.echo(f"built {wheel}")
     report = check_wheel(wheel)
     if not report.ok:
         found = "; ".join(f"{problem.check}: {problem.message}" for problem in report.errors())
