@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from aperio_hookspecs import API_VERSION
+
 from ..errors import AperioError
 from ._author import check, init
 from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
@@ -33,7 +35,7 @@ def _configure_logging(verbose: int) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Show audit events on stderr as JSON lines (-v: info, -vv: debug).")
-@click.version_option(package_name="aperio-plugins")
+@click.version_option(package_name="aperio-plugins", message=f"%(prog)s %(version)s (plugin API {API_VERSION})")
 def cli(verbose: int) -> None:
     """Manage the plugins of an aperio host."""
     _configure_logging(verbose)
