@@ -84,7 +84,9 @@ def test_list_table_is_readable(aperio, installed):
         assert column in header
     assert any("acme.conn" in line and "enabled" in line for line in result.stdout.splitlines())
     # Errors are on their own line below the table, not in a column that makes it wider.
-    assert any(line.startswith("acme.broken: ") and "not_installed_anywhere" in line for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("acme.broken: ") and "not_installed_anywhere" in line for line in result.stdout.splitlines()
+    )
 
 
 def test_info_says_why_a_plugin_failed(aperio, installed):
