@@ -125,3 +125,16 @@ def test_init_refuses_bad_names_and_writes_nothing(name, plugin_id, message, tmp
     with pytest.raises(PluginCheckError, match=message):
         init_project(name, ScaffoldKind.CONNECTOR, tmp_path / "out", plugin_id=plugin_id)
     assert not (tmp_path / "out").exists()
+
+
+def test_project_host_builds_signs_and_loads_the_project_verified(tmp_path):
+    from aperio_plugins._scaffold import ScaffoldKind, init_project
+    from aperio_plugins.testing import project_host
+
+    init_project("acme-hello", ScaffoldKind.DESTINATION, tmp_path / "acme-hello")
+
+    with project_host(tmp_path / "acme-hello", tmp_path / "work") as host:
+        info = host.get("acme.hello")
+        assert (info.state, info.signature_status) == (PluginState.ENABLED, SignatureStatus.VERIFIED), info.error
+        assert host.settings.plugin_trust_mode.value == "strict"
+        assert sorted(host.destinations) == ["acme-hello"]
