@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 from aperio_hookspecs import API_VERSION
 
 from ._compat import incompatibility
+from ._dev import DEV_MARKER
 from ._manifest import MANIFEST_NAME, manifest_sections
 from ._model import SignatureStatus
 from ._ownership import HostModules, collision, import_names
@@ -128,6 +129,8 @@ def check_wheel(
             problems.append(CheckProblem("collision", reason))
         problems.extend(_manifest_problems(wheel, plugins))
     problems.extend(_api_problems(wheel, requires_dist(wheel), host_api_version))
+    if f"{wheel.dist_info}/{DEV_MARKER}" in wheel.members:
+        problems.append(CheckProblem("wheel", f"{DEV_MARKER}: a development build (aperio plugin dev) is never signed"))
     signature = _signature(wheel, problems)
     hooks: dict[str, list[str]] = {}
     if plugins and import_hooks and not problems:

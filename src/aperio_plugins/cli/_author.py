@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from .._check import CheckReport, check_path
+from .._dev import Watcher, install_development_build
+from .._host import PluginHost
+from .._model import PluginInfo, TrustMode
 from .._scaffold import ScaffoldKind, init_project
+from .._settings import HostSettings
+from ..errors import AperioError, ConfigurationError, UnknownPluginError
 from ._output import print_json
 
 
@@ -63,3 +68,69 @@ def check(target: Path, as_json: bool, no_import: bool) -> None:
         _print_report(report)
     if not report.ok:
         sys.exit(1)
+
+
+def _describe(info: PluginInfo, verb: str) -> str:
+    signature = info.signature_status.value if info.signature_status else "not checked"
+    dev = ", dev" if info.development_build else ""
+    line = f"{info.id}: {verb}, {info.state.value} ({signature}{dev})"
+    return line if not info.error else f"{line}: {info.error}"
+
+
+def _bring_up(host: PluginHost, plugin_ids: tuple[str, ...], verb: str) -> list[PluginInfo]:
+    infos = []
+    for plugin_id in plugin_ids:
+        try:
+            info = host.reload(plugin_id) if verb == "reloaded" else host.get(plugin_id)
+        except UnknownPluginError:
+            host.load()
+            info = host.get(plugin_id)
+        except AperioError as exc:
+            # A reload that fails keeps the version that was loaded running: say so and keep watching.
+            click.echo(f"{plugin_id}: reload failed: {exc.message}", err=True)
+            continue
+        infos.append(info)
+        click.echo(_describe(info, verb))
+    return infos
+
+
+@click.command("dev")
+@click.argument("project", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."))
+@click.option("--once", is_flag=True, help="Build, install and load once, then exit (1 unless it comes up).")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="Seconds between polls."
+)
+def dev(project: Path, once: bool, interval: float) -> None:
+    """Load the plugin project PROJECT into a development host, then rebuild and reload it whenever
+    its files change (Ctrl-C to stop).
+
+    Only with APERIO_ENVIRONMENT=development and trust mode warn or disabled: a development build is
+    unsigned, listed as `dev`, and refused by any host outside development.
+    """
+    settings = HostSettings.from_environment()
+    if not settings.is_development:
+        raise ConfigurationError(
+            "aperio plugin dev runs only with APERIO_ENVIRONMENT=development: a development build is unsigned,"
+            " and a host outside development refuses it"
+        )
+    if settings.plugin_trust_mode is TrustMode.STRICT:
+        raise ConfigurationError(
+            "a development build is unsigned and strict trust mode refuses it:"
+            " set APERIO_PLUGIN_TRUST_MODE=warn (or disabled) for development"
+        )
+    plugin_ids = install_development_build(project, settings.plugins_dir)
+    with PluginHost(settings) as host:
+        host.load()
+        infos = _bring_up(host, plugin_ids, "loaded")
+        if once:
+            if any(info.state.value != "enabled" for info in infos) or len(infos) != len(plugin_ids):
+                sys.exit(1)
+            return
+        click.echo(f"watching {project} for changes (Ctrl-C to stop)")
+        for _ in Watcher(project, interval).changes():
+            try:
+                plugin_ids = install_development_build(project, settings.plugins_dir)
+            except AperioError as exc:
+                click.echo(f"build failed, the loaded version keeps running: {exc.message}", err=True)
+                continue
+            _bring_up(host, plugin_ids, "reloaded")

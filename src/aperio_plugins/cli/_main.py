@@ -11,7 +11,7 @@ import click
 from aperio_hookspecs import API_VERSION
 
 from ..errors import AperioError
-from ._author import check, init
+from ._author import check, dev, init
 from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
 from ._plugin import plugin_group
 from ._registry import registry_group
@@ -44,6 +44,7 @@ def cli(verbose: int) -> None:
 for command in (
     init,
     check,
+    dev,
     keygen,
     sign,
     verify,

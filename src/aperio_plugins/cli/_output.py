@@ -58,6 +58,8 @@ def _runs(info: PluginInfo) -> str:
 
 
 def _signature(info: PluginInfo) -> str:
+    if info.development_build:
+        return f"{info.signature_status.value if info.signature_status else ''} (dev)".strip()
     if info.signature_status is None:
         return ""
     if info.signature_via == "install receipt":
