@@ -16,7 +16,7 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
-.venv/bin/python -m pip install "${pip_quiet[@]}" -e ./hookspecs -e '.[dev]'
+.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev]'
 
 step 2 "checking for docker-registry and bubblewrap (used by some tests)"
 # The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.

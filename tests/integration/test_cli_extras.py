@@ -74,3 +74,41 @@ def test_install_of_a_path_that_is_no_wheel_says_so(run, tmp_path, make, message
     assert result.stderr.startswith(f"error: {message}")
     assert "no plugin index configured" not in result.stderr
     assert not (tmp_path / "plugins").exists()
+
+
+# Rendered in a child process: importing click into the test process would change what later
+# in-process tests see (a plugin's `import click` would be served from sys.modules).
+_RENDER = """
+import io, json, sys
+from rich.console import Console
+from aperio_plugins import PluginState, SignatureStatus
+from aperio_plugins._model import Isolation, PluginInfo, PluginKind
+from aperio_plugins.cli._output import plugin_errors, plugin_table
+
+error = "invalid signature: signature 1 (ed25519): no trusted key verifies the signature " * 2
+plugins = [
+    PluginInfo(id="aperio.box-remediation", state=PluginState.ENABLED, signature_status=SignatureStatus.VERIFIED,
+               version="1.0.0", kinds=(PluginKind.REMEDIATION,), isolation=Isolation.INPROCESS),
+    PluginInfo(id="acme.a-rather-long-plugin-id-for-a-connector", state=PluginState.FAILED,
+               signature_status=SignatureStatus.INVALID, version="10.20.30",
+               kinds=(PluginKind.CONNECTOR, PluginKind.DESTINATION), error=error),
+]
+out = io.StringIO()
+Console(width=80, file=out, color_system=None).print(plugin_table(plugins))
+json.dump({"table": out.getvalue(), "errors": plugin_errors(plugins), "error": error}, sys.stdout)
+"""
+
+
+def test_the_list_table_fits_80_columns_never_splits_an_id_and_puts_errors_below():
+    import json
+
+    rendered = json.loads(
+        subprocess.run([sys.executable, "-c", _RENDER], capture_output=True, text=True, check=True).stdout
+    )
+    lines = rendered["table"].splitlines()
+
+    assert max(len(line) for line in lines) <= 80, rendered["table"]
+    for plugin_id in ("aperio.box-remediation", "acme.a-rather-long-plugin-id-for-a-connector"):
+        assert any(line.startswith(plugin_id + " ") for line in lines), rendered["table"]
+    assert "no trusted key" not in rendered["table"]
+    assert rendered["errors"] == [f"acme.a-rather-long-plugin-id-for-a-connector: {rendered['error']}"]

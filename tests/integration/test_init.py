@@ -92,20 +92,16 @@ def test_init_builds_tests_checks_signs_and_loads_verified(kind, venv_bin, tmp_p
         assert host.run("acme.hello", payload).model_dump()["kind"] == result_kind
 
 
-def test_init_refuses_a_folder_that_holds_files(tmp_path):
-    from click.testing import CliRunner
-
-    from aperio_plugins.cli._main import cli
-
+def test_init_refuses_a_folder_that_holds_files(venv_bin, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
 
-    result = CliRunner().invoke(
-        cli, ["plugin", "init", "acme-hello", "--kind", "connector", "--dir", str(tmp_path / "taken")]
+    result = _run(
+        venv_bin, "aperio", "plugin", "init", "acme-hello", "--kind", "connector", "--dir", "taken", cwd=tmp_path
     )
 
-    assert result.exit_code == 1
-    assert f"{tmp_path / 'taken'} already exists and is not empty: nothing was written" in str(result.exception)
+    assert result.returncode == 1
+    assert result.stderr == "error: taken already exists and is not empty: nothing was written\n"
     assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["keep.txt"]
 
 
