@@ -106,7 +106,8 @@ def check_wheel(
     path: Path, *, host_api_version: str = API_VERSION, import_hooks: bool = True, python: str = sys.executable
 ) -> CheckReport:
     """Return every refusal a strict host running plugin API `host_api_version` would make about the wheel
-    at `path`, except that it is unsigned. With `import_hooks`, the plugin objects are imported by `python`
+    at `path`, except that it is unsigned. With `import_hooks`, and once every other check passed (a wheel
+    whose layout or names are refused is not worth importing), the plugin objects are imported by `python`
     in a child process and registered against the hookspecs. Never raises for a problem of the wheel."""
     # Imported here: the registry package imports the host's install machinery, which a plain
     # `aperio plugin check` of a project does not otherwise need.
