@@ -24,7 +24,7 @@ if shutil.which("pyenv") and "PYENV_VERSION" not in os.environ:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    session.install("-e", "./hookspecs", "-e", ".[dev]", *EXAMPLES)
+    session.install("-e", "./hookspecs[http]", "-e", ".[dev]", *EXAMPLES)
     session.run("pytest", *session.posargs)
 
 
@@ -37,20 +37,20 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", "./hookspecs", "-e", ".", "mypy")
+    session.install("-e", "./hookspecs[http]", "-e", ".", "mypy")
     session.run("mypy")
 
 
 @nox.session(python="3.11")
 def compat(session: nox.Session) -> None:
-    """A plugin built against plugin API 1.0 loads on a host whose API is a newer 1.x minor;
+    """A plugin built against plugin API 1.1 loads on a host whose API is a newer 1.x minor;
     a plugin that needs 2.x is refused."""
     work = Path(session.create_tmp())
-    newer = work / "hookspecs-1.1"
+    newer = work / "hookspecs-1.2"
     shutil.rmtree(newer, ignore_errors=True)
     shutil.copytree("hookspecs", newer, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     version_file = newer / "src" / "aperio_hookspecs" / "_version.py"
-    version_file.write_text(version_file.read_text().replace('__version__ = "1.0.0"', '__version__ = "1.1.0"'))
-    session.install(str(newer))
+    version_file.write_text(version_file.read_text().replace('__version__ = "1.1.0"', '__version__ = "1.2.0"'))
+    session.install(f"{newer}[http]")
     session.install("-e", ".")
-    session.run("python", "scripts/compat_check.py", "--expect-api", "1.1.0", str(work / "check"))
+    session.run("python", "scripts/compat_check.py", "--expect-api", "1.2.0", str(work / "check"))

@@ -1,6 +1,6 @@
 """Check plugin API skew on the host in this environment (used by `nox -s compat`).
 
-Builds the box connector example (which requires aperio-hookspecs>=1.0,<2) with
+Builds the box connector example (which requires aperio-hookspecs[http]>=1.1,<2) with
 its real build backend, and a synthetic plugin that requires 2.x, installs both
 into a plugins directory with pip, loads them, and exits non-zero unless the
 first is enabled and the second refused for its major version.

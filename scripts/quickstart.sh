@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Install the host, the plugin API and the three example plugins into ./.venv,
 # sign the example plugins with a key made here, trust that key, and list the
-# plugins under the default `strict` trust mode. Safe to run again.
+# plugins under the default `strict` trust mode. Safe to run again. Everything it writes
+# stays in this checkout (.venv and .demo); nothing goes to ~/.aperio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+started=$SECONDS
+step() { printf '==> [%s/6] %s (%ss)\n' "$1" "$2" "$((SECONDS - started))"; }
+
 python="${PYTHON:-python3}"
 pip_quiet=(--quiet --disable-pip-version-check)
+step 1 "creating .venv and installing the host, the plugin API and their dependencies (about 30 s)"
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
-.venv/bin/python -m pip install "${pip_quiet[@]}" -e ./hookspecs -e '.[dev]'
+.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev]'
 
+step 2 "checking for docker-registry and bubblewrap (used by some tests)"
 # The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.
 if ! command -v docker-registry >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -37,6 +43,7 @@ fi
 # The demo's own signing key and trust store, kept inside the checkout so that
 # nothing in ~/.aperio changes. An operator would drop the author's public key
 # into APERIO_PLUGIN_TRUSTED_KEYS_DIR instead.
+step 3 "making a demo signing key and trust store in .demo/"
 demo=.demo
 mkdir -p "$demo/keys" "$demo/dist"
 mkdir -p -m 0700 "$demo/trusted-keys"
@@ -47,9 +54,11 @@ cp "$demo/keys/demo-author.pub.pem" "$demo/trusted-keys/"
 
 # Build each example plugin into a wheel with its own build backend, sign it,
 # and install it like any published plugin.
+step 4 "building the three example plugins with their own build backend"
 rm -f "$demo"/dist/*.whl
 .venv/bin/python -m pip wheel "${pip_quiet[@]}" --no-deps -w "$demo/dist" \
     ./example_plugins/box-connector ./example_plugins/box-remediation ./example_plugins/splunk-hec
+step 5 "checking and signing them, installing them like published plugins"
 for wheel in "$demo"/dist/*.whl; do
     .venv/bin/aperio plugin sign "$wheel" --key "$demo/keys/demo-author.pem"
 done
@@ -57,7 +66,12 @@ done
 
 export APERIO_PLUGIN_TRUST_MODE=strict
 export APERIO_PLUGIN_TRUSTED_KEYS_DIR="$PWD/$demo/trusted-keys"
+# The host's state (enable flags, KV, discovery cache) and plugins directory stay in .demo too.
+export APERIO_STATE_DIR="$PWD/$demo/state"
+export APERIO_PLUGINS_DIR="$PWD/$demo/plugins"
+step 6 "listing the plugins under the strict trust mode"
 .venv/bin/aperio plugin list
 echo
-echo "To use this trust store in your shell:"
+echo "done in $((SECONDS - started)) s. To use this demo host in your shell:"
 echo "  export APERIO_PLUGIN_TRUSTED_KEYS_DIR=$APERIO_PLUGIN_TRUSTED_KEYS_DIR"
+echo "  export APERIO_STATE_DIR=$APERIO_STATE_DIR APERIO_PLUGINS_DIR=$APERIO_PLUGINS_DIR"

@@ -54,12 +54,21 @@ def admit(
     host_api_version: str,
     enabled_flag: bool,
     collision: str | None = None,
+    development_build: bool = False,
+    development: bool = False,
 ) -> Admission:
-    """Decide whether `inspected` may be imported: trust, then compatibility, then top-level name
-    collisions (`collision`: why its names are taken, from `_ownership.collision`), then the operator's flag.
+    """Decide whether `inspected` may be imported: a development build (`aperio plugin dev`) only on a
+    `development` host, then trust, then compatibility, then top-level name collisions (`collision`:
+    why its names are taken, from `_ownership.collision`), then the operator's flag.
 
     The signature verdict leads any later refusal, so that it is never hidden behind another reason.
     """
+    if development_build and not development:
+        refused = (
+            f"{verdict(verification)} — refused: a development build (installed by aperio plugin dev) loads only"
+            " with APERIO_ENVIRONMENT=development; install a signed release instead"
+        )
+        return Admission(Decision.REFUSE, Refusal(FailureStage.ADMIT, refused, event="plugin.development_build"))
     trust = decide_trust(verification, trust_mode)
     if trust.refusal is not None:
         return Admission(Decision.REFUSE, Refusal(FailureStage.VERIFY, trust.refusal))

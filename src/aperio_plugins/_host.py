@@ -30,6 +30,7 @@ from ._breaker import BreakerState, CircuitBreaker, Permit, incident_of
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider, new_context
+from ._dev import is_development_build
 from ._discover import Discovery, SearchRoot, discover, search_roots
 from ._guard import ErrorRecorder
 from ._loader import forget_modules, import_plugin, restore_on_failure
@@ -361,10 +362,13 @@ class PluginHost:
             host_api_version=self.api_version,
             enabled_flag=enabled_flag,
             collision=self._collision(inspected, verification),
+            development_build=is_development_build(candidate.metadata_dir),
+            development=self.settings.is_development,
         )
         if admission.warning is not None:
             self._audit.warning("plugin.trust.warning", plugin_id=candidate.plugin_id, reason=admission.warning)
         info = _inspected_info(inspected, verification, enabled_flag)
+        info = dataclasses.replace(info, development_build=is_development_build(candidate.metadata_dir))
         if admission.refusal is not None:
             return _Outcome(self._refuse(info, admission.refusal), inspected, Decision.REFUSE, verification)
         return _Outcome(info, inspected, admission.decision, verification)

@@ -194,6 +194,8 @@ class PluginInfo:
     worker_containment_gaps: tuple[str, ...] = ()
     signature_detail: str | None = None
     signer: str | None = None
+    # Installed by `aperio plugin dev` from a source folder: never signed, admitted only in development.
+    development_build: bool = False
 
     @property
     def signature_via(self) -> str | None:
@@ -235,6 +237,7 @@ class PluginInfo:
             "last_call_error": self.last_call_error,
             "failure_stage": self.failure_stage.value if self.failure_stage else None,
             "error": self.error,
+            "development_build": self.development_build,
         }
 
 

@@ -252,3 +252,8 @@ class ArtifactRejectedError(RegistryError):
 
 class InstallError(RegistryError):
     """Installing or removing a plugin failed; the plugins directory was left as it was."""
+
+
+class PluginCheckError(AperioError):
+    """A plugin project or wheel fails a check a strict host would make (`aperio plugin check`, `sign`),
+    or cannot be built or scaffolded."""

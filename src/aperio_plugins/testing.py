@@ -1,9 +1,20 @@
-"""A public test kit: build spec-valid plugin wheels and install them with real pip.
+"""A public test kit: build plugin wheels, sign them, install them with real pip, load them in a host.
+
+For a plugin author, the author's own project in a strict host (what the `aperio_host`
+fixture of `aperio_plugins.pytest_plugin` does for the project pytest runs in):
+
+    from aperio_plugins.testing import project_host
+
+    with project_host(Path("."), tmp_path) as host:      # build, sign, install, load
+        assert host.get("acme.hello").signature_status is SignatureStatus.VERIFIED
+
+For the host's own tests, synthetic wheels:
 
     from aperio_plugins.testing import PluginWheel, install_wheels
 
+    source = "from aperio_hookspecs import hookimpl\n\n@hookimpl\ndef aperio_host_shutdown():\n    pass\n"
     wheel = PluginWheel("acme-hello", plugins={"acme.hello": "acme_hello"},
-                        files={"acme_hello/__init__.py": HOOKIMPL_SOURCE}).build(tmp_path)
+                        files={"acme_hello/__init__.py": source}).build(tmp_path)
     install_wheels([wheel], target=tmp_path / "plugins")
 
 The wheels carry METADATA, WHEEL, entry_points.txt and a RECORD with sha256
@@ -26,8 +37,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from ._check import build_project
 from ._keys import generate_keypair
 from ._manifest import MANIFEST_NAME
+from ._project_host import project_host, strict_host
 from ._signing import Ed25519Signature, SigstoreSignature, ed25519_signer, sign_wheel
 from ._testing_sigstore import PrivateSigstore
 from .errors import AperioError
@@ -37,6 +50,9 @@ DEFAULT_API_REQUIREMENT = "aperio-hookspecs>=1.0,<2"
 
 __all__ = [
     "PluginWheel",
+    "build_project_wheel",
+    "project_host",
+    "strict_host",
     "PrivateSigstore",
     "WheelInstallError",
     "generate_signing_key",
@@ -214,3 +230,9 @@ def sign_wheel_file_with_sigstore(wheel: Path, instance: PrivateSigstore, *, ide
     path = wheel.with_name(wheel.name + ".sigstore.json")
     path.write_bytes(bundle)
     return path
+
+
+def build_project_wheel(project: Path, out: Path) -> Path:
+    """Build the plugin project at `project` into a wheel in `out` with pip and the project's own build
+    backend, as `pip wheel --no-deps -w out project` does; return the wheel. Raises `PluginCheckError`."""
+    return build_project(project, out)

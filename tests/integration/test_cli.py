@@ -80,9 +80,13 @@ def test_list_table_is_readable(aperio, installed):
     result = aperio("plugin", "list")
     assert result.returncode == 0
     header = result.stdout.splitlines()[0]
-    for column in ("ID", "VERSION", "KINDS", "STATE", "SIGNATURE", "ERROR"):
+    for column in ("ID", "VERSION", "KINDS", "STATE", "SIGNATURE", "RUNS"):
         assert column in header
     assert any("acme.conn" in line and "enabled" in line for line in result.stdout.splitlines())
+    # Errors are on their own line below the table, not in a column that makes it wider.
+    assert any(
+        line.startswith("acme.broken: ") and "not_installed_anywhere" in line for line in result.stdout.splitlines()
+    )
 
 
 def test_info_says_why_a_plugin_failed(aperio, installed):

@@ -164,9 +164,13 @@ def test_unowned_dependency_dist_is_importable_and_reported_in_warn(
 
 
 def test_a_dependency_dist_named_like_a_host_module_never_replaces_it(
-    make_host, install, sign, wheel_dir, marker, audit
+    make_host, install, sign, wheel_dir, marker, audit, monkeypatch
 ):
     """In warn a non-plugin distribution called `click` is still not what `import click` gets."""
+    # The audit event below fires when the plugin's `import click` reaches the finders. An earlier test
+    # in this process may have imported click already (importing httpx does), which would skip them.
+    for name in [name for name in sys.modules if name == "click" or name.startswith("click.")]:
+        monkeypatch.delitem(sys.modules, name)
     impostor = PluginWheel(
         "click-impostor",
         plugins={},

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from plugin_builders import MARKER_PREFIX, connector_wheel, imported_ids
 
+from aperio_hookspecs import API_VERSION
 from aperio_plugins import FailureStage, PluginState
 from aperio_plugins.testing import PluginWheel, install_wheels, manifest_toml
 
@@ -125,11 +126,11 @@ CASES = {
     "api_unbounded": (FailureStage.ADMIT, "has no version bound"),
     "api_major_ahead": (
         FailureStage.ADMIT,
-        "built for plugin API 2.x (requires aperio-hookspecs<3,>=2.0) but this host provides plugin API 1.0.0",
+        f"built for plugin API 2.x (requires aperio-hookspecs<3,>=2.0) but this host provides plugin API {API_VERSION}",
     ),
     "api_minor_ahead": (
         FailureStage.ADMIT,
-        "requires aperio-hookspecs<2,>=1.5 but this host provides plugin API 1.0.0",
+        f"requires aperio-hookspecs<2,>=1.5 but this host provides plugin API {API_VERSION}",
     ),
 }
 NOT_IMPORTED = [name for name, (stage, _) in CASES.items() if stage in (FailureStage.INSPECT, FailureStage.ADMIT)]

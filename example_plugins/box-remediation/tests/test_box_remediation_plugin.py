@@ -8,6 +8,7 @@ import importlib.resources
 import pluggy
 import pytest
 from aperio_box_remediation import WRITE_SCOPE, RemoveSharedLink
+from packaging.requirements import Requirement
 
 from aperio_hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, specs
 
@@ -26,7 +27,9 @@ def test_entry_point_names_the_hookimpl_module_and_depends_only_on_the_sdk():
     assert found.dist is not None
     assert (found.dist.name, found.dist.version) == ("aperio-box-remediation", "1.0.0")
     requirements = found.dist.requires or []
-    assert [requirement.split("<")[0].split(">")[0] for requirement in requirements] == ["aperio-hookspecs"]
+    # The SDK and its HTTP helper's extra, nothing else: the host's environment provides both.
+    parsed = [Requirement(requirement) for requirement in requirements]
+    assert [(requirement.name, requirement.extras) for requirement in parsed] == [("aperio-hookspecs", {"http"})]
 
 
 def test_the_hookimpl_registers_the_remove_shared_link_handler():

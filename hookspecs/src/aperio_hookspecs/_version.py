@@ -1,3 +1,4 @@
 # The plugin API version. Bumping the minor keeps every 1.x plugin loadable;
 # bumping the major refuses them at load.
-__version__ = "1.0.0"
+# 1.1: the SDK test kit (a pytest plugin with context fixtures, envelope factories).
+__version__ = "1.1.0"

@@ -8,6 +8,16 @@
 
 It behaves like the host's context where a plugin can tell: credentials outside
 the declared scopes are refused, and the deadline is real.
+
+The envelope factories (`make_event`, `make_finding`, `make_sync_request`,
+`make_remediation_request`, `make_delivery_batch`) fill every required field
+with a plausible value, so that a test states only what it is about:
+
+    batch = make_delivery_batch("acme-siem", [make_event(type="user.login")])
+
+Installed with the SDK, a pytest plugin (`aperio_hookspecs.pytest_plugin`)
+offers these as fixtures: `aperio_context`, `aperio_kv`, `aperio_logs`,
+`make_aperio_context` and `aperio_envelopes`.
 """
 
 from __future__ import annotations
@@ -16,11 +26,21 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import JsonValue, SecretStr
 
 from ._context import Credential
+from ._envelopes import (
+    DeliveryBatch,
+    Event,
+    Finding,
+    RemediationRequest,
+    Resource,
+    Severity,
+    SyncRequest,
+)
 from ._errors import CredentialNotGrantedError, DeadlineExceededError
 
 
@@ -128,4 +148,59 @@ def make_context(
         deadline=time.monotonic() + timeout,
         kv=kv if kv is not None else MemoryKeyValueStore(),
         credentials=StaticCredentials(plugin_id, dict(credentials or {})),
+    )
+
+
+# A fixed instant: tests that compare envelopes should not depend on the clock.
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def make_resource(**fields: Any) -> Resource:
+    """Return a `Resource` (type `file`, id `resource-1` unless given)."""
+    return Resource.model_validate({"type": "file", "id": "resource-1", **fields})
+
+
+def make_event(**fields: Any) -> Event:
+    """Return an `Event` with every required field filled; `fields` override them."""
+    defaults: dict[str, Any] = {
+        "id": f"event-{uuid.uuid4().hex[:12]}",
+        "provider": "example",
+        "type": "example.event",
+        "occurred_at": EPOCH,
+    }
+    return Event.model_validate({**defaults, **fields})
+
+
+def make_finding(**fields: Any) -> Finding:
+    """Return a `Finding` (severity medium, on `make_resource()`) with `fields` overriding the defaults."""
+    defaults: dict[str, Any] = {
+        "id": f"finding-{uuid.uuid4().hex[:12]}",
+        "provider": "example",
+        "title": "Example finding",
+        "severity": Severity.MEDIUM,
+        "resource": make_resource(),
+        "detected_at": EPOCH,
+    }
+    return Finding.model_validate({**defaults, **fields})
+
+
+def make_sync_request(connector: str, **fields: Any) -> SyncRequest:
+    """Return a `SyncRequest` for `connector`."""
+    return SyncRequest.model_validate({"connector": connector, **fields})
+
+
+def make_remediation_request(action: str, **fields: Any) -> RemediationRequest:
+    """Return a `RemediationRequest` for `action` on `make_resource()` unless a resource is given."""
+    defaults: dict[str, Any] = {"id": f"request-{uuid.uuid4().hex[:12]}", "resource": make_resource()}
+    return RemediationRequest.model_validate({**defaults, "action": action, **fields})
+
+
+def make_delivery_batch(
+    destination: str, envelopes: list[Event | Finding] | None = None, config: dict[str, JsonValue] | None = None
+) -> DeliveryBatch:
+    """Return a `DeliveryBatch` for `destination` (one `make_event()` unless `envelopes` are given)."""
+    return DeliveryBatch(
+        destination=destination,
+        envelopes=tuple(envelopes if envelopes is not None else [make_event()]),
+        config=dict(config or {}),
     )

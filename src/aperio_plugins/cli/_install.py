@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..errors import ArtifactRejectedError, RegistryError, ResolutionError
+from ..errors import ArtifactRejectedError, InstallError, RegistryError, ResolutionError
 from ..registry._client import InstallResult, RegistryClient
 from ..registry._lockfile import DEFAULT_LOCK_FILE, read_lock_file, write_lock_file
 from ..registry._progress import terminal_progress
@@ -61,6 +61,8 @@ def install_plugin(
     """
     if not specs and not locked:
         raise click.UsageError("name a plugin to install, or use --locked")
+    for spec in specs:
+        _refuse_local_non_wheel(spec)
     results: list[InstallResult] = []
     try:
         with _client() as client:
@@ -83,6 +85,17 @@ def install_plugin(
     elif locked:
         for result in results:
             _report(result)
+
+
+def _refuse_local_non_wheel(spec: str) -> None:
+    """A path that exists but is no wheel is a mistake to name, not an id to look up in an index."""
+    path = Path(spec)
+    if spec.endswith(".whl") or spec.startswith(("file:", "oci://")) or not path.exists():
+        return
+    if path.is_dir():
+        hint = " (a plugin project? build it first: python -m pip wheel --no-deps -w dist PATH)"
+        raise InstallError(f"{spec} is a folder, not a wheel{hint}")
+    raise InstallError(f"{spec} is a file but not a wheel: install a .whl file, a plugin id from an index, or oci://…")
 
 
 @click.command("remove")

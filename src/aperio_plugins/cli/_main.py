@@ -8,7 +8,10 @@ from typing import Any
 
 import click
 
+from aperio_hookspecs import API_VERSION
+
 from ..errors import AperioError
+from ._author import check, dev, init
 from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
 from ._plugin import plugin_group
 from ._registry import registry_group
@@ -32,13 +35,25 @@ def _configure_logging(verbose: int) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Show audit events on stderr as JSON lines (-v: info, -vv: debug).")
-@click.version_option(package_name="aperio-plugins")
+@click.version_option(package_name="aperio-plugins", message=f"%(prog)s %(version)s (plugin API {API_VERSION})")
 def cli(verbose: int) -> None:
     """Manage the plugins of an aperio host."""
     _configure_logging(verbose)
 
 
-for command in (keygen, sign, verify, install_plugin, remove_plugin, search_plugins, plugin_versions, lock_plugins):
+for command in (
+    init,
+    check,
+    dev,
+    keygen,
+    sign,
+    verify,
+    install_plugin,
+    remove_plugin,
+    search_plugins,
+    plugin_versions,
+    lock_plugins,
+):
     plugin_group.add_command(command)
 cli.add_command(plugin_group)
 cli.add_command(registry_group)

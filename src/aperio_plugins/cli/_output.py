@@ -25,8 +25,11 @@ def print_json(data: object) -> None:
 
 
 def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("ID", "VERSION", "KINDS", "STATE", "SIGNATURE", "ISOLATION", "BREAKER", "ERROR"):
+    """One row per plugin, narrow enough for an 80-column terminal: ids are never split (their column is
+    as wide as the longest), and errors are not in the table (see `plugin_errors`)."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True, min_width=max((len(info.id) for info in plugins), default=2))
+    for column in ("VERSION", "KINDS", "STATE", "SIGNATURE", "RUNS"):
         table.add_column(column, overflow="fold")
     for info in plugins:
         style = _STATE_STYLES.get(info.state, "")
@@ -36,14 +39,27 @@ def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
             ",".join(kind.value for kind in info.kinds),
             f"[{style}]{info.state.value}[/]" if style else info.state.value,
             _signature(info),
-            _isolation(info),
-            info.breaker_state if info.state is PluginState.ENABLED else "",
-            info.error or "",
+            _runs(info),
         )
     return table
 
 
+def plugin_errors(plugins: Sequence[PluginInfo]) -> list[str]:
+    """Each failed plugin's error on its own line, below the table, where a long message may wrap."""
+    return [f"{info.id}: {info.error}" for info in plugins if info.error]
+
+
+def _runs(info: PluginInfo) -> str:
+    # How it runs, and the breaker only when it is not the ordinary closed.
+    where = _isolation(info)
+    if info.state is PluginState.ENABLED and info.breaker_state != "closed":
+        return f"{where}, breaker {info.breaker_state}" if where else f"breaker {info.breaker_state}"
+    return where
+
+
 def _signature(info: PluginInfo) -> str:
+    if info.development_build:
+        return f"{info.signature_status.value if info.signature_status else ''} (dev)".strip()
     if info.signature_status is None:
         return ""
     if info.signature_via == "install receipt":
@@ -73,6 +89,11 @@ def print_table(plugins: Sequence[PluginInfo]) -> None:
         console.print("no plugins installed")
         return
     console.print(plugin_table(plugins))
+    errors = plugin_errors(plugins)
+    if errors:
+        console.print()
+        for line in errors:
+            console.print(line, markup=False, highlight=False)
 
 
 def print_info(info: PluginInfo) -> None:

@@ -7,6 +7,7 @@ import click
 from .._host import PluginHost
 from .._model import Isolation, PluginInfo, PluginKind, PluginState
 from ..errors import AperioError
+from ._complete import complete_plugin_ids
 from ._output import print_info, print_json, print_table
 
 _KINDS = [kind.value for kind in PluginKind]
@@ -38,7 +39,7 @@ def list_plugins(as_json: bool, kind: str | None) -> None:
 
 
 @plugin_group.command("info")
-@click.argument("plugin_id")
+@click.argument("plugin_id", shell_complete=complete_plugin_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print the plugin as one JSON object.")
 def plugin_info(plugin_id: str, as_json: bool) -> None:
     """Show everything known about one plugin, including why it failed."""
@@ -60,7 +61,7 @@ def _require_state(info: PluginInfo, expected: PluginState) -> None:
 
 
 @plugin_group.command("enable")
-@click.argument("plugin_id")
+@click.argument("plugin_id", shell_complete=complete_plugin_ids)
 def enable_plugin(plugin_id: str) -> None:
     """Enable a plugin (persisted) and load it to show that it comes up."""
     with PluginHost() as host:
@@ -72,7 +73,7 @@ def enable_plugin(plugin_id: str) -> None:
 
 
 @plugin_group.command("isolate")
-@click.argument("plugin_id")
+@click.argument("plugin_id", shell_complete=complete_plugin_ids)
 @click.argument("isolation", type=click.Choice(["process", "inprocess", "default"]))
 def isolate_plugin(plugin_id: str, isolation: str) -> None:
     """Run a plugin in a worker process or in the host (persisted; `default` follows
@@ -83,7 +84,7 @@ def isolate_plugin(plugin_id: str, isolation: str) -> None:
 
 
 @plugin_group.command("disable")
-@click.argument("plugin_id")
+@click.argument("plugin_id", shell_complete=complete_plugin_ids)
 def disable_plugin(plugin_id: str) -> None:
     """Disable a plugin (persisted); it is not imported at the next start. Imports nothing."""
     with PluginHost() as host:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .._check import build_project, check_wheel
 from .._host import PluginHost
 from .._keys import generate_keypair, key_id, load_private_key
 from .._model import FileStatus, SignatureStatus, Verification
@@ -19,7 +20,7 @@ from .._trust import Severity, load_trust_store
 from .._verify import verify_wheel
 from .._wheel import read_wheel
 from .._wheel_signatures import signatures_beside
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, PluginCheckError
 from ..worker._sandbox import describe as describe_sandbox
 from ._output import print_json
 
@@ -38,14 +39,25 @@ def keygen(name: str, directory: Path) -> None:
 
 
 @click.command("sign")
-@click.argument("wheel", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("wheel", type=click.Path(path_type=Path))
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 private key (PEM).")
 @click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign with Sigstore and the ambient OIDC identity (CI).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of in place.")
 def sign(wheel: Path, key_path: Path | None, use_sigstore: bool, out: Path | None) -> None:
-    """Sign WHEEL: embed a signature over every file in its .dist-info/ (in place unless --out)."""
+    """Sign WHEEL: embed a signature over every file in its .dist-info/ (in place unless --out).
+
+    WHEEL may be a plugin project folder: it is built first with its own build backend into
+    FOLDER/dist/. Runs the checks of `aperio plugin check` and signs nothing a strict host would refuse.
+    """
     if (key_path is None) == (not use_sigstore):
         raise ConfigurationError("give exactly one of --key PEM or --sigstore")
+    if wheel.is_dir():
+        wheel = build_project(wheel, wheel / "dist")
+        click.echo(f"built {wheel}")
+    report = check_wheel(wheel)
+    if not report.ok:
+        found = "; ".join(f"{problem.check}: {problem.message}" for problem in report.errors())
+        raise PluginCheckError(f"{wheel.name}: not signed, a strict host would refuse it: {found}")
     signer = ed25519_signer(key_path) if key_path is not None else sigstore_signer()
     signed = sign_wheel(wheel, out, signer)
     click.echo(f"signed {signed.path} with {signed.signer} ({signed.signatures} signature(s) in the wheel)")

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aperio_hookspecs import ProviderError
-
-from ._http import HttpTransport, Response
+from aperio_hookspecs.http import HttpTransport, Response
 
 PROVIDER = "box"
 # `role` is not among the fields GET /users returns by default; without it no

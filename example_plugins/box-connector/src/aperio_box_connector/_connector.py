@@ -18,11 +18,11 @@ from aperio_hookspecs import (
     SyncRequest,
     SyncResult,
 )
+from aperio_hookspecs.http import HttpTransport, Sleep
 
 from ._client import PROVIDER, BoxClient, JsonObject
 from ._config import parse_config
 from ._findings import inactive_admin, open_shared_link
-from ._http import HttpTransport, Sleep
 from ._normalize import normalize_event, text
 
 READ_SCOPE = "box:read"

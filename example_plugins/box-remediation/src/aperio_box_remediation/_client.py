@@ -8,8 +8,7 @@ import re
 from typing import Any
 
 from aperio_hookspecs import ProviderError
-
-from ._http import HttpTransport, Response
+from aperio_hookspecs.http import HttpTransport, Response
 
 PROVIDER = "box"
 # Box's collection names, by resource type; nothing else reaches a URL path.

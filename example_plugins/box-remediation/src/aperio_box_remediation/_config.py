@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from aperio_hookspecs import PluginConfigurationError
-
-from ._http import RetryPolicy, normalize_base_url
+from aperio_hookspecs.http import RetryPolicy, normalize_base_url
 
 DEFAULT_BASE_URL = "https://api.box.com"
 

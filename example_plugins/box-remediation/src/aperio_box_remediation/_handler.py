@@ -14,10 +14,10 @@ from aperio_hookspecs import (
     RemediationResult,
     RemediationStatus,
 )
+from aperio_hookspecs.http import HttpTransport, Sleep
 
 from ._client import COLLECTIONS, PROVIDER, BoxItems, ItemUnavailable
 from ._config import check_parameters, parse_config
-from ._http import HttpTransport, Sleep
 
 # The dry run uses the write scope too: Box reports `shared_link: null` to a
 # read-only token, so a read token would call every item NOT_NEEDED, and a

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from aperio_hookspecs import PluginConfigurationError
-
-from ._http import RetryPolicy, normalize_base_url
+from aperio_hookspecs.http import RetryPolicy, normalize_base_url
 
 DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
 DEFAULT_SOURCE = "aperio"

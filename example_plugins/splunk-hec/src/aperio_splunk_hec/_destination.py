@@ -14,11 +14,11 @@ from aperio_hookspecs import (
     ProviderError,
     RejectedEnvelope,
 )
+from aperio_hookspecs.http import HttpTransport, Sleep
 
 from ._config import parse_config
 from ._format import Encoded, encode, pack
 from ._hec import AUTH_STATUSES, PROVIDER, HecAnswer, HecClient
-from ._http import HttpTransport, Sleep
 
 HEC_SCOPE = "splunk:hec"
 

@@ -7,8 +7,7 @@ import json
 from dataclasses import dataclass
 
 from aperio_hookspecs import ProviderError
-
-from ._http import HttpTransport, Response
+from aperio_hookspecs.http import HttpTransport, Response
 
 PROVIDER = "splunk"
 EVENT_PATH = "/services/collector/event"
