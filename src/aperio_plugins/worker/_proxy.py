@@ -34,6 +34,7 @@ from aperio_hookspecs import (
 
 from .._audit import default_audit_logger, default_plugin_logger
 from .._catalog import REGISTRATION_HOOKS
+from .._invoke import HostValidatedResults
 from .._settings import HostSettings
 from ..errors import WorkerBoundaryError
 from . import _protocol as protocol
@@ -75,8 +76,8 @@ class _Invoker:
         return checked
 
 
-class WorkerConnector(Connector):
-    """A connector whose `sync` runs in its plugin's worker process."""
+class WorkerConnector(Connector, HostValidatedResults):
+    """A connector whose `sync` runs in its plugin's worker process (its results validated by the host)."""
 
     def __init__(self, invoker: _Invoker) -> None:
         self._aperio_invoker = invoker
@@ -86,7 +87,7 @@ class WorkerConnector(Connector):
         return self._aperio_invoker.invoke("connector", self.name, self._aperio_label, context, request, SyncResult)
 
 
-class WorkerRemediationHandler(RemediationHandler):
+class WorkerRemediationHandler(RemediationHandler, HostValidatedResults):
     """A remediation handler whose `remediate` runs in its plugin's worker process."""
 
     def __init__(self, invoker: _Invoker) -> None:
@@ -98,7 +99,7 @@ class WorkerRemediationHandler(RemediationHandler):
         return self._aperio_invoker.invoke("remediation", name, label, context, request, RemediationResult)
 
 
-class WorkerDestination(Destination):
+class WorkerDestination(Destination, HostValidatedResults):
     """A destination whose `deliver` runs in its plugin's worker process."""
 
     def __init__(self, invoker: _Invoker) -> None:
