@@ -29,6 +29,12 @@ class InvalidResultError(Exception):
     """What a plugin returned does not match the envelope its operation promises."""
 
 
+class HostValidatedResults:
+    """Base of implementations whose results the host has itself just validated: a worker's
+    proxies build each result with `model_validate_json` from the bytes the worker sent. `invoke`
+    does not validate such a result a second time; it still checks that it answers the payload."""
+
+
 @dataclass(frozen=True)
 class Operation:
     kind: PluginKind
@@ -74,9 +80,10 @@ def invoke(entry: CatalogEntry, operation: Operation, payload: Payload, context:
     Raises `PluginCallError` (with the plugin's exception as its cause) when the
     plugin raises or returns something that does not answer `payload`.
     """
+    implementation = entry.implementation
     try:
-        raw = getattr(entry.implementation, operation.method)(context, payload)
-        return check_result(payload, operation, raw)
+        raw = getattr(implementation, operation.method)(context, payload)
+        return check_result(payload, operation, raw, validated=isinstance(implementation, HostValidatedResults))
     except (WorkerTimeoutError, WorkerCrashedError):
         raise  # the worker, not the plugin's code, failed: callers handle these by type
     except (Exception, SystemExit) as exc:
@@ -111,9 +118,16 @@ def _revalidate(result: object, result_type: type[BaseModel]) -> BaseModel:
         raise InvalidResultError(f"returned a malformed {result_type.__name__}: {first_problem(exc)}") from None
 
 
-def check_result(payload: Payload, operation: Operation, result: object) -> BaseModel:
-    """Return the validated result; raise `InvalidResultError` when it does not answer `payload`."""
-    checked = _revalidate(result, operation.result_type)
+def check_result(payload: Payload, operation: Operation, result: object, *, validated: bool = False) -> BaseModel:
+    """Return the validated result; raise `InvalidResultError` when it does not answer `payload`.
+
+    `validated` says the host built `result` by validation itself; it is then not validated again
+    if it is exactly the operation's result type.
+    """
+    if validated and type(result) is operation.result_type:
+        checked: BaseModel = result
+    else:
+        checked = _revalidate(result, operation.result_type)
     if isinstance(checked, SyncResult) and checked.connector != operation.target:
         raise InvalidResultError(f"returned a SyncResult for connector {checked.connector!r}, not {operation.target!r}")
     if (

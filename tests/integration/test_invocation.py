@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aperio_hookspecs import Credential, SyncRequest
-from aperio_plugins import HookError, LifecycleError, PluginCallError
+from aperio_plugins import HookError, LifecycleError, PluginCallError, _invoke
 from aperio_plugins.testing import PluginWheel
 
 SOURCE = """
@@ -167,3 +167,49 @@ def test_a_disabled_plugin_receives_no_calls(host):
     host.disable("acme.probe")
     with pytest.raises(LifecycleError, match="is disabled: it receives no calls"):
         sync(host)
+
+
+@pytest.fixture
+def isolated_host(make_host, install, wheel_dir):
+    wheel = PluginWheel(
+        "acme-probe",
+        plugins={"acme.probe": "acme_probe"},
+        files={"acme_probe/__init__.py": SOURCE},
+        credential_scopes=("probe:read",),
+    )
+    install(wheel.build(wheel_dir))
+    host = make_host(settings={"plugin_isolation": "process"})
+    host.load()
+    return host
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("malformed", r"returned malformed SyncResult: events\.0\..*Field required"),
+        ("wrong_type", "returned str, not a SyncResult"),
+        ("other_connector", "returned a SyncResult for connector 'someone-else', not 'probe'"),
+    ],
+)
+def test_a_worker_result_is_refused_by_the_host_at_the_boundary(isolated_host, mode, message):
+    with pytest.raises(PluginCallError, match=message):
+        sync(isolated_host, mode=mode)
+    assert isolated_host.get("acme.probe").call_failures == 1
+    assert sync(isolated_host).next_cursor == "acme.probe:True"
+
+
+def test_a_worker_result_is_validated_once_and_an_in_process_result_once(isolated_host, host, monkeypatch):
+    # The worker's JSON is validated by the host as it arrives (the proxy's unwrap); `run` does not
+    # dump and validate that model again. An in-process plugin's object is validated by `run`.
+    revalidated: list[object] = []
+    original = _invoke._revalidate
+
+    def spy(result: object, result_type: type) -> object:
+        revalidated.append(result)
+        return original(result, result_type)
+
+    monkeypatch.setattr(_invoke, "_revalidate", spy)
+    assert sync(isolated_host).next_cursor == "acme.probe:True"
+    assert revalidated == []
+    assert sync(host).next_cursor == "acme.probe:True"
+    assert len(revalidated) == 1

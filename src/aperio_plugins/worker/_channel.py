@@ -271,9 +271,17 @@ class HostChannel:
 
     # -- calls -----------------------------------------------------------------------
 
-    def request(self, message: list[Any], *, context: Any, label: str, deadline: float) -> list[Any]:
+    def request(
+        self,
+        message: list[Any],
+        *,
+        context: Any,
+        label: str,
+        deadline: float,
+        encode: Callable[[list[Any]], bytes] = protocol.pack,
+    ) -> list[Any]:
         """Send `message`, with the call's id written at index 1, and return the call's answer
-        (RESULT or ERROR).
+        (RESULT or ERROR). `encode` is `protocol.pack_plain` for a message built of plain values only.
 
         Raises TypeError, ValueError or OverflowError for a message that cannot be
         encoded, `time_out`'s error past `deadline`, and the crash error when the
@@ -281,7 +289,7 @@ class HostChannel:
         """
         call_id = message[1] = next(self._ids)  # the caller's list, made for this call: no copy
         call = Call(call_id, context, label, deadline)
-        payload = protocol.pack(message)
+        payload = encode(message)
         with self._state:
             if self._dead:
                 raise self.crash_error()

@@ -277,7 +277,15 @@ class WorkerProcess(HostChannel):
 
     # -- calls -----------------------------------------------------------------------
 
-    def call(self, message: list[Any], *, context: Any, label: str, deadline: float) -> list[Any]:
+    def call(
+        self,
+        message: list[Any],
+        *,
+        context: Any,
+        label: str,
+        deadline: float,
+        encode: Callable[[list[Any]], bytes] = protocol.pack,
+    ) -> list[Any]:
         """Send `message`, whose index 1 is a placeholder for the call id, and return the RESULT or
         ERROR answer.
 
@@ -285,7 +293,7 @@ class WorkerProcess(HostChannel):
         encoded, `WorkerTimeoutError` past `deadline`, `WorkerCrashedError` if the worker dies.
         """
 
-        answer = self.request(message, context=context, label=label, deadline=deadline)
+        answer = self.request(message, context=context, label=label, deadline=deadline, encode=encode)
         self.answered = True
         return answer
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+import msgspec
 from pydantic import BaseModel, ValidationError
 
 from aperio_hookspecs import ENVELOPE_MODELS, Actor, RejectedEnvelope, Resource
@@ -64,6 +65,19 @@ def pack_default(value: object) -> msgpack.ExtType:
     if isinstance(value, BaseModel):
         raise TypeError(f"{cls.__name__} is a pydantic model but not an SDK envelope")
     raise TypeError(f"{cls.__name__} is neither JSON-able nor an SDK envelope")
+
+
+def envelope_ext(value: object) -> msgspec.msgpack.Ext | None:
+    """Return `value` as the extension that carries it if it is exactly an SDK envelope, else None.
+
+    For messages encoded with `_protocol.pack_plain`: the same bytes as `pack_default` makes, without
+    the encoder's round trip through a Python callback and a namedtuple.
+    """
+    cls = type(value)
+    prefix = _TAGS.get(cls)
+    if prefix is None:
+        return None
+    return msgspec.msgpack.Ext(ENVELOPE_EXT, prefix + cls.__pydantic_serializer__.to_json(value))  # type: ignore[attr-defined]
 
 
 def ext_hook(code: int, data: bytes | memoryview) -> EnvelopeData:

@@ -126,6 +126,19 @@ def pack(message: Sequence[Any]) -> bytes:
     return payload
 
 
+_PLAIN_ENCODER = msgspec.msgpack.Encoder()  # holds no state between calls: safe to share
+
+
+def pack_plain(message: Sequence[Any]) -> bytes:
+    """Return `message` as msgpack, for a message its caller built only from str, int, float,
+    bool, None, lists and str-keyed dicts of those, and `envelope_ext` extensions.
+
+    No check is made: msgspec would encode sets, datetimes or dataclasses that the protocol refuses,
+    so anything that comes from a plugin or a caller goes through `pack` instead.
+    """
+    return _PLAIN_ENCODER.encode(message)
+
+
 def frame(payload: bytes) -> bytes:
     """Return `payload` with its length header."""
     return _HEADER.pack(len(payload)) + payload

@@ -34,11 +34,12 @@ from aperio_hookspecs import (
 
 from .._audit import default_audit_logger, default_plugin_logger
 from .._catalog import REGISTRATION_HOOKS
+from .._invoke import HostValidatedResults
 from .._settings import HostSettings
 from ..errors import WorkerBoundaryError
 from . import _protocol as protocol
 from ._answers import unwrap
-from ._codec import find_unpackable
+from ._codec import envelope_ext, find_unpackable
 from ._description import Description, HookDescription, RegistrationDescription
 from ._lifecycle import FailureCallback, Lifecycle, WorkerStatus
 from ._settings import WorkerSettings
@@ -60,12 +61,15 @@ class _Invoker:
         timeout = float(remaining()) if callable(remaining) else lifecycle.options.call_timeout
         deadline = time.monotonic() + timeout
         process = lifecycle.acquire(deadline)
-        scopes = sorted(getattr(context.credentials, "scopes", ()))
+        scopes = sorted(map(str, getattr(context.credentials, "scopes", ())))
         # What is left after waiting for a restart, so that the plugin's deadline is the caller's.
         left = max(0.0, deadline - time.monotonic())
-        message = [protocol.INVOKE, None, kind, name, payload, left, str(context.invocation_id), scopes]
         try:
-            answer = process.call(message, context=context, label=label, deadline=deadline)
+            ext = envelope_ext(payload)
+            # Every other item is a str, a float or a list of str made here: encoded without checks.
+            item, encode = (payload, protocol.pack) if ext is None else (ext, protocol.pack_plain)
+            message = [protocol.INVOKE, None, kind, name, item, left, str(context.invocation_id), scopes]
+            answer = process.call(message, context=context, label=label, deadline=deadline, encode=encode)
         except (TypeError, ValueError, OverflowError) as exc:
             raise WorkerBoundaryError(
                 f"plugin {lifecycle.plugin_id!r}: the request to {label} cannot cross the process boundary: {exc}",
@@ -75,8 +79,8 @@ class _Invoker:
         return checked
 
 
-class WorkerConnector(Connector):
-    """A connector whose `sync` runs in its plugin's worker process."""
+class WorkerConnector(Connector, HostValidatedResults):
+    """A connector whose `sync` runs in its plugin's worker process (its results validated by the host)."""
 
     def __init__(self, invoker: _Invoker) -> None:
         self._aperio_invoker = invoker
@@ -86,7 +90,7 @@ class WorkerConnector(Connector):
         return self._aperio_invoker.invoke("connector", self.name, self._aperio_label, context, request, SyncResult)
 
 
-class WorkerRemediationHandler(RemediationHandler):
+class WorkerRemediationHandler(RemediationHandler, HostValidatedResults):
     """A remediation handler whose `remediate` runs in its plugin's worker process."""
 
     def __init__(self, invoker: _Invoker) -> None:
@@ -98,7 +102,7 @@ class WorkerRemediationHandler(RemediationHandler):
         return self._aperio_invoker.invoke("remediation", name, label, context, request, RemediationResult)
 
 
-class WorkerDestination(Destination):
+class WorkerDestination(Destination, HostValidatedResults):
     """A destination whose `deliver` runs in its plugin's worker process."""
 
     def __init__(self, invoker: _Invoker) -> None:
@@ -234,9 +238,15 @@ class WorkerPlugin:
         def send(arguments: dict[str, Any]) -> Any:
             deadline = time.monotonic() + lifecycle.options.call_timeout
             process = lifecycle.acquire(deadline)
-            message = [protocol.HOOK, None, hook.hook, arguments, max(0.0, deadline - time.monotonic())]
             try:
-                answer = process.call(message, context=None, label=label, deadline=deadline)
+                # Arguments that are all SDK envelopes (the usual case) are encoded without checks;
+                # anything else goes through the checking encoder, which refuses what cannot cross.
+                exts = {name: envelope_ext(value) for name, value in arguments.items()}
+                plain = None not in exts.values()
+                left = max(0.0, deadline - time.monotonic())
+                message = [protocol.HOOK, None, hook.hook, exts if plain else arguments, left]
+                encode = protocol.pack_plain if plain else protocol.pack
+                answer = process.call(message, context=None, label=label, deadline=deadline, encode=encode)
             except (TypeError, ValueError, OverflowError):
                 raise _argument_error(lifecycle.plugin_id, hook.hook, arguments) from None
             return unwrap(lifecycle.plugin_id, label, answer, None)

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from aperio_hookspecs import DeliveryBatch, PluginAPIError, RemediationRequest, SyncRequest
 
 from . import _protocol as protocol
-from ._codec import EnvelopeData, EnvelopeError, materialize
+from ._codec import EnvelopeData, EnvelopeError, envelope_ext, materialize
 from ._rebuild import rebuild
 from ._remote import RemoteContext, remote_exception
 
@@ -55,6 +55,11 @@ class WorkerChannel:
     def send(self, message: list[Any]) -> None:
         """Send one message; raise TypeError, ValueError or OverflowError if it cannot be encoded."""
         payload = protocol.pack(message)
+        with self._write_lock:
+            protocol.write_frame(self.fd_out, payload)
+
+    def send_packed(self, payload: bytes) -> None:
+        """Send one message already encoded."""
         with self._write_lock:
             protocol.write_frame(self.fd_out, payload)
 
@@ -228,7 +233,12 @@ class Server:
 
     def _send_result(self, call_id: Any, value: Any) -> None:
         try:
-            self._channel.send([protocol.RESULT, call_id, value])
+            ext = None if value is None else envelope_ext(value)
+            if (ext is not None or value is None) and type(call_id) is int:
+                # An envelope or nothing, the usual answers: encoded without the checking encoder.
+                self._channel.send_packed(protocol.pack_plain([protocol.RESULT, call_id, ext]))
+            else:
+                self._channel.send([protocol.RESULT, call_id, value])
         except (TypeError, ValueError, OverflowError) as exc:
             self._send_error(call_id, exc, boundary=True)
 
