@@ -44,17 +44,6 @@ def _installed_library(module: object) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _subreaper_containment_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers run without bubblewrap unless a test asks for it (tests/worker/test_containment.py does).
-
-    Most worker tests tell workers apart by the pid their plugin reports, and a
-    worker in its own PID namespace sees itself as pid 2; the sandbox itself is
-    tested on its own. The variable reaches the hosts that tests start in subprocesses too.
-    """
-    monkeypatch.setenv("APERIO_PLUGIN_SANDBOX", "none")
-
-
-@pytest.fixture(autouse=True)
 def _isolated_imports() -> Iterator[None]:
     """Plugins imported by one test must not leak into the next through sys.modules, sys.path or
     sys.meta_path. Libraries a test imported for the first time (sigstore, say) stay: re-importing

@@ -21,6 +21,8 @@ from aperio_plugins import FailureStage, PluginState, SignatureStatus
 from aperio_plugins.testing import PluginWheel, generate_signing_key, sign_wheel_with_key
 from aperio_plugins.worker import WorkerSettings
 
+# Under bubblewrap a planted module that ran in a worker could not write the marker: its import would
+# fail with "Read-only file system" instead of being refused, which the tests' error checks would catch.
 PLANTED_SOURCE = "import pathlib\npathlib.Path({marker!r}).open('a').write('{name}\\n')\nVALUE = 1\n"
 
 

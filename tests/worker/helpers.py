@@ -7,10 +7,11 @@ that misbehave at import time get wheels of their own.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from worker_processes import alive, identity, token, worker_pids  # noqa: F401 - re-exported for the worker tests
 
 from aperio_hookspecs import SyncRequest
 from aperio_plugins import HostSettings, TrustMode
@@ -27,8 +28,12 @@ from aperio_hookspecs import (
 )
 
 
+# Which process answered, in words the host can check from outside the sandbox (tests/worker_processes.py).
+_WHO = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()[19].decode()
+
+
 def _ok(context, request, cursor=None):
-    return SyncResult(connector="probe", next_cursor=cursor if cursor is not None else str(os.getpid()))
+    return SyncResult(connector="probe", next_cursor=cursor if cursor is not None else _WHO)
 
 
 def _protocol_pipes():
@@ -114,7 +119,7 @@ class Quarantine(RemediationHandler):
     )
 
     def remediate(self, context, request):
-        return RemediationResult(request_id=request.id, action=request.action, status="succeeded", detail=str(os.getpid()))
+        return RemediationResult(request_id=request.id, action=request.action, status="succeeded", detail=_WHO)
 
 
 class Sink(Destination):
@@ -204,41 +209,3 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
-
-
-def identity(pid: int) -> tuple[int, str] | None:
-    """(pid, start time): names one process even after its pid is reused; None if there is none."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return pid, fields[19]
-
-
-def alive(process: int | tuple[int, str] | None) -> bool:
-    """Whether a process (by pid, or by `identity()`) is running; a zombie waiting to be reaped is not."""
-    if process is None:
-        return False
-    pid = process if isinstance(process, int) else process[0]
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    if not isinstance(process, int) and fields[19] != process[1]:
-        return False  # the pid now belongs to another process
-    return fields[0] not in ("Z", "X")
-
-
-def worker_pids(marker: str) -> list[int]:
-    """Live `aperio_plugins.worker` processes whose command line contains `marker`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if "aperio_plugins.worker" in command and marker in command and alive(int(entry)):
-            found.append(int(entry))
-    return found

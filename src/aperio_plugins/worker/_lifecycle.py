@@ -95,12 +95,19 @@ class Lifecycle:
         self._next_start = 0.0
         self._timer: Timer | None = None
         self._last_error: WorkerError | None = None
+        # A worker's exit is recorded (reaped, audited, its crash handled) by its watcher thread after
+        # `exited` is set; `stop` waits for the watchers it finds, and for launches under way (which
+        # it cannot see yet), so that a stopped worker has its exit recorded and leaves no process.
+        self._watchers: set[threading.Thread] = set()
+        self._launching = 0
         self._supervisor.track(self)
 
     # -- public --------------------------------------------------------------------
 
     def start(self) -> Description:
         """Start the first worker and wait until it has described its plugin. Raises `HandshakeError`."""
+        with self._condition:
+            self._launching += 1
         self._launch(attempt=0, delay=0.0)
         # The watcher settles the start within start_timeout (it kills a silent worker); the bound
         # here only guards against a watcher that died.
@@ -212,19 +219,35 @@ class Lifecycle:
             self._schedule_restart(None)
 
     def stop(self, drain_timeout: float | None = None, kill_timeout: float | None = None) -> None:
-        """Drain calls in flight, then end the worker (stdin closed, SIGTERM, SIGKILL). Idempotent."""
+        """Drain calls in flight, then end the worker (stdin closed, SIGTERM, SIGKILL). Idempotent.
+
+        When it returns the worker has been reaped, its private directory
+        removed and its `plugin.worker.exited` event emitted, and its status has no pid.
+        """
+        kill = self.options.kill_timeout if kill_timeout is None else kill_timeout
         with self._condition:
             if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
                 self._condition.wait_for(lambda: self.state is WorkerState.STOPPED, timeout=60.0)
                 return
             self.state = WorkerState.STOPPING
-            process = self._process
             if self._timer is not None:
                 self._timer.cancel()
             self._condition.notify_all()
+            # A restart that already left BACKOFF is spawning a worker this method could not see yet;
+            # once STOPPING is set no new launch begins, and this one ends promptly (see `_launch`).
+            self._condition.wait_for(lambda: self._launching == 0, timeout=self.options.start_timeout + kill)
+            process = self._process
+            watchers = set(self._watchers)
         if process is not None:
             drain = self.options.stop_timeout if drain_timeout is None else drain_timeout
-            process.shutdown(drain, self.options.kill_timeout if kill_timeout is None else kill_timeout)
+            process.shutdown(drain, kill)
+        # `exited` is set as soon as the process is reaped; its watcher records the exit just after.
+        # After the exit a watcher waits at most a grace period for the pipe's last bytes, and a watcher
+        # whose handshake failed at most a grace period and a kill timeout: that bounds the join.
+        bound = 2 * self.options.grace_period + kill + 1.0
+        for watcher in watchers:
+            if watcher is not threading.current_thread():  # stop() called back from a watcher (on_failure)
+                watcher.join(bound)
         with self._condition:
             self.state = WorkerState.STOPPED
             self._condition.notify_all()
@@ -236,6 +259,15 @@ class Lifecycle:
     # -- starting --------------------------------------------------------------------
 
     def _launch(self, *, attempt: int, delay: float) -> None:
+        """Spawn a worker and its watcher. The caller counted this launch in `_launching`, under the lock."""
+        try:
+            self._spawn_and_watch(attempt=attempt, delay=delay)
+        finally:
+            with self._condition:
+                self._launching -= 1
+                self._condition.notify_all()
+
+    def _spawn_and_watch(self, *, attempt: int, delay: float) -> None:
         with self._condition:
             self._generation += 1
             generation = self._generation
@@ -256,8 +288,13 @@ class Lifecycle:
         )
         assert popen.stderr is not None
         StderrPump(popen.stderr.fileno(), self._logger.bind(pid=popen.pid), self.options).start()
+        name = f"aperio-worker-watch-{process.pid}"
+        watcher = threading.Thread(target=self._watch, args=(process,), name=name, daemon=True)
         with self._condition:
             self._process = process
+            self._watchers.add(watcher)
+            # stop() began while this worker was spawning: it waits for this launch, then ends this worker.
+            unwanted = self.state in (WorkerState.STOPPING, WorkerState.STOPPED)
         if attempt:
             cap = self.options.backoff_cap(attempt)
             self._audit.warning(
@@ -268,10 +305,19 @@ class Lifecycle:
                 delay=round(delay, 3),
                 backoff_cap=cap,
             )
-        name = f"aperio-worker-watch-{process.pid}"
-        threading.Thread(target=self._watch, args=(process,), name=name, daemon=True).start()
+        watcher.start()
+        if unwanted:
+            process.kill("the host is stopping the plugin's worker")
 
     def _watch(self, process: WorkerProcess) -> None:
+        try:
+            self._watch_process(process)
+        finally:
+            with self._condition:
+                self._watchers.discard(threading.current_thread())
+                self._condition.notify_all()
+
+    def _watch_process(self, process: WorkerProcess) -> None:
         try:
             description = process.handshake()
         except (HandshakeError, OSError) as raised:
@@ -425,6 +471,7 @@ class Lifecycle:
                 return
             self.state = WorkerState.STARTING
             self._restarts += 1
+            self._launching += 1  # from here stop() waits for this launch
         self._launch(attempt=attempt, delay=delay)
 
 

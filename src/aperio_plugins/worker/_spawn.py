@@ -11,6 +11,7 @@ import contextlib
 import enum
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -33,6 +34,10 @@ from ._tree import kill_descendants
 _PASSED = ("PATH", "LANG", "TZ")
 _PASSED_PREFIXES = ("LC_",)
 _POLL_INTERVAL = 0.005  # seconds between polls of a timed wait for a worker's exit
+# bwrap reports the sandbox's pid 1 on --info-fd right after creating it: milliseconds, or it failed.
+_INFO_TIMEOUT = 5.0
+# The sandbox's pid 1 exits just after telling bwrap the worker's status; past this bound it is killed.
+_INIT_EXIT_BOUND = 1.0
 
 
 def _inside(path: str, directory: Path) -> bool:
@@ -178,7 +183,36 @@ class ContainedPopen(subprocess.Popen[bytes]):
         self._cleaned = False
         self._group_killed = False
         self._status: int | None = None
-        super().__init__(list(args), **options)
+        self._init_pidfd: int | None = None
+        command = list(args)
+        info: tuple[int, int] | None = None
+        if containment is Containment.BWRAP and hasattr(os, "pidfd_open"):
+            info = os.pipe()
+            command[1:1] = ["--info-fd", str(info[1])]
+            options["pass_fds"] = (*options.get("pass_fds", ()), info[1])
+        try:
+            super().__init__(command, **options)
+        finally:
+            if info is not None:
+                os.close(info[1])
+        if info is not None:
+            self._init_pidfd = _sandbox_init(info[0])
+
+    # bwrap's own process returns the worker's status as soon as the worker has died, without
+    # waiting for the sandbox's pid 1, its child, which the kernel then hands to the system's init.
+    # Held by a pidfd from the start, that process is waited for (not reaped: it is no longer ours)
+    # before the worker counts as gone, so that nothing of a stopped worker is still running.
+    def _wait_for_sandbox_init(self) -> None:
+        pidfd, self._init_pidfd = self._init_pidfd, None
+        if pidfd is None:
+            return
+        try:
+            if not select.select([pidfd], [], [], _INIT_EXIT_BOUND)[0]:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [], _INIT_EXIT_BOUND)
+        finally:
+            os.close(pidfd)
 
     @property
     def returncode(self) -> int | None:
@@ -246,4 +280,28 @@ class ContainedPopen(subprocess.Popen[bytes]):
             if self._cleaned:
                 return
             self._cleaned = True
+        self._wait_for_sandbox_init()
         remove_private_directory(self.directory)
+
+
+def _sandbox_init(info_fd: int) -> int | None:
+    """Read bwrap's `{"child-pid": N}` from its info pipe and return a pidfd of that process (the
+    sandbox's pid 1), or None when bwrap said nothing in time (it failed before making the sandbox)."""
+    data = b""
+    deadline = time.monotonic() + _INFO_TIMEOUT
+    try:
+        # Not read to the end: the sandbox may keep the pipe open; one JSON object is all there is.
+        while b"}" not in data and (left := deadline - time.monotonic()) > 0:
+            if not select.select([info_fd], [], [], left)[0]:
+                break
+            chunk = os.read(info_fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(info_fd)
+    try:
+        pid = json.loads(data)["child-pid"]
+        return os.pidfd_open(pid) if isinstance(pid, int) and pid > 1 else None
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
