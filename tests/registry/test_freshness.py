@@ -49,7 +49,8 @@ def test_the_same_index_again_is_accepted(store):
     first = store.seen_index(SOURCE)
     accept(store, content)  # raises StaleIndexError if the same bytes were taken for a change or a rollback
     seen = store.seen_index(SOURCE)
-    assert first is not None and seen == first
+    assert first is not None
+    assert seen == first
     assert seen.updated_at == NOW - timedelta(days=1)
 
 
