@@ -46,7 +46,8 @@ def installed(install, wheel_dir, marker):
 
 
 def _mine(rows):
-    return {row["id"]: row for row in rows if row["id"].startswith("acme.")}
+    # The test's own plugins directory: whatever the environment running the suite has installed is not ours.
+    return {row["id"]: row for row in rows if row["origin"] == "plugins_dir"}
 
 
 def test_list_json_has_one_object_per_plugin_with_the_promised_fields(aperio, installed):
