@@ -28,7 +28,8 @@ from packaging.utils import canonicalize_name
 
 from ._keys import generate_keypair
 from ._manifest import MANIFEST_NAME
-from ._signing import Ed25519Signature, SigstoreSignature, ed25519_signer, sign_wheel
+from ._signature_file import Ed25519Signature, SigstoreSignature
+from ._signing import ed25519_signer, sign_wheel
 from ._testing_sigstore import PrivateSigstore
 from .errors import AperioError
 

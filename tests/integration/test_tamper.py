@@ -12,7 +12,7 @@ from plugin_builders import CONNECTOR_SOURCE, MARKER_PREFIX, connector_wheel, im
 
 from aperio_plugins import FailureStage, PluginState, SignatureStatus
 from aperio_plugins._keys import load_private_key, sign_envelope
-from aperio_plugins._signing import SIGNATURE_FORMAT
+from aperio_plugins._signature_file import SIGNATURE_FORMAT
 from aperio_plugins._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, build_statement
 from aperio_plugins.testing import generate_signing_key, sign_wheel_with_key
 
