@@ -26,3 +26,24 @@ def imported_after(statement: str) -> set[str]:
 def test_a_lower_layer_does_not_import_a_higher_one(statement, forbidden):
     loaded = imported_after(statement)
     assert not {name for name in loaded if name == forbidden or name.startswith(forbidden + ".")}
+
+
+def test_the_cli_imports_only_the_registrys_public_api():
+    import ast
+    from pathlib import Path
+
+    import aperio_plugins.cli
+
+    private = []
+    for source in sorted(Path(aperio_plugins.cli.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("registry._"):
+                private.append(f"{source.name}:{node.lineno} {node.module}")
+    assert private == []
+
+
+def test_every_name_of_the_registrys_public_api_resolves():
+    import aperio_plugins.registry as registry
+
+    missing = [name for name in registry.__all__ if getattr(registry, name, None) is None]
+    assert missing == []
