@@ -7,7 +7,6 @@ import inspect
 import pytest
 
 from aperio_plugins import errors
-from aperio_plugins.cli._main import _verbosity
 from aperio_plugins.errors import AperioError, HookError, RemotePluginError, WorkerCrashedError, WorkerError
 
 
@@ -63,4 +62,8 @@ def test_diagnostics_name_the_plugin_and_distribution_and_the_remote_traceback_o
     ],
 )
 def test_the_cli_reads_its_verbosity_from_the_groups_options(args, count):
+    # Imported here, not at collection: importing the CLI imports click into the test process, and
+    # tests/integration/test_import_boundary.py needs a `click` the host has not imported yet.
+    from aperio_plugins.cli._main import _verbosity
+
     assert _verbosity(args) == count
