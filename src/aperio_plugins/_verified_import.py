@@ -33,6 +33,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import IO, TYPE_CHECKING, Literal, overload
 
+from ._atomic import write_atomically
 from .errors import TamperedFileError, VerificationError
 
 if sys.version_info >= (3, 11):
@@ -395,13 +396,10 @@ class _CodeCache:
     def store(self, digest: str, filename: str, code: CodeType) -> None:
         if not self._usable():
             return
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")  # 0600; replaced atomically
         try:
-            with open(fd, "wb") as handle:
-                handle.write(marshal.dumps(code))
-            os.replace(tmp, self._file(digest, filename))
+            write_atomically(self._file(digest, filename), marshal.dumps(code))  # 0600, like every cache file
         except OSError:
-            Path(tmp).unlink(missing_ok=True)
+            return  # a cache that cannot be written only costs the next import its speed-up
 
 
 class VerifiedImporter(importlib.abc.MetaPathFinder):
