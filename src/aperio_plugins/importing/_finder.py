@@ -33,8 +33,8 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import IO, TYPE_CHECKING, Literal, overload
 
-from ._atomic import write_atomically
-from .errors import TamperedFileError, VerificationError
+from .._atomic import write_atomically
+from ..errors import TamperedFileError, VerificationError
 
 if sys.version_info >= (3, 11):
     from importlib.resources.abc import Traversable, TraversableResources
