@@ -148,7 +148,7 @@ def test_imports_package_submodules_subpackages_and_relative_imports(plugin, ins
     assert pkg.__path__ == [str(plugin.path("PKG"))]
     assert pkg.sub.__path__ == [str(plugin.path("PKG/sub"))]
     assert not hasattr(deep, "__path__")
-    assert type(deep.__spec__.loader).__module__ == "aperio_plugins.importing._finder"
+    assert type(deep.__spec__.loader).__module__ == "aperio_plugins.importing._loaders"
     assert importer.stats.compiled == 4
 
 
