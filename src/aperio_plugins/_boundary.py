@@ -19,13 +19,13 @@ from types import ModuleType
 
 from ._model import TrustMode
 from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, module_stem
-from ._verified_import import VerifiedImporter, VerifiedTree, _LoaderBase
 from .errors import VerificationError
+from .importing import VerifiedImporter, VerifiedLoader, VerifiedTree
 
 
 def is_plugin_finder(finder: object) -> bool:
     """True for the finders and loaders that serve plugins-directory files (not the host's environment)."""
-    return isinstance(finder, (VerifiedImporter, _LoaderBase, PluginsDirBoundary, DependencyFinder))
+    return isinstance(finder, (VerifiedImporter, VerifiedLoader, PluginsDirBoundary, DependencyFinder))
 
 
 def record_tree(distribution: OwnedDistribution, root: Path, label: str) -> VerifiedTree:

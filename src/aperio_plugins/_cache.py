@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ._atomic import write_atomically
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 
 CACHE_FILE_NAME = "discovery-cache.json"
@@ -129,10 +129,7 @@ class DiscoveryCache:
         }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".discovery-", suffix=".json")
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(document, stream, separators=(",", ":"))
-            os.replace(temporary, self.path)
+            write_atomically(self.path, json.dumps(document, separators=(",", ":")).encode())
         except OSError:
             return  # a cache that cannot be written only costs the next start its speed-up
         self._dirty = False

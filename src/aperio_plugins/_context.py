@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from aperio_hookspecs import Credential, CredentialNotGrantedError, DeadlineExceededError
 
-from ._state import StateStore
+from ._state import PluginKV
 
 CredentialProvider = Callable[[str, str], "Credential | str"]
 """Called as `provider(plugin_id, scope)`; returns a credential (or a bare secret) minted for one invocation."""
@@ -22,7 +22,7 @@ CredentialProvider = Callable[[str, str], "Credential | str"]
 class PluginKeyValueStore:
     """The `KeyValueStore` of one plugin: every key lives in that plugin's namespace."""
 
-    store: StateStore
+    store: PluginKV
     plugin_id: str
 
     def get(self, key: str) -> str | None:
@@ -90,7 +90,7 @@ def new_context(
     *,
     plugin_id: str,
     scopes: tuple[str, ...],
-    store: StateStore,
+    store: PluginKV,
     provider: CredentialProvider | None,
     base_logger: Any,
     timeout: float,

@@ -54,7 +54,6 @@ from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collis
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
 from ._trust import Severity, TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
-from ._verified_import import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
 from ._verify import verify_installed
 from .errors import (
     AperioWarning,
@@ -71,6 +70,7 @@ from .errors import (
     WorkerError,
     WorkerTimeoutError,
 )
+from .importing import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
 from .worker import WorkerPlugin, WorkerSettings
 
 _SIGNATURE_EVENTS = {

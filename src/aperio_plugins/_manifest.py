@@ -15,13 +15,13 @@ point names. One file serves every plugin id of a distribution:
 
 from __future__ import annotations
 
-import email
 import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import packaging.metadata
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -180,10 +180,11 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
     except OSError as exc:
         raise _fail(candidate, f"{path}: cannot read: {exc.strerror}") from None
     # Only the headers matter here; the body is the long description, often most of the file.
-    headers = data.split(b"\n\n", 1)[0]
-    metadata = email.message_from_string(headers.decode("utf-8", errors="replace"))
-    name = metadata["Name"]
-    version = metadata["Version"]
+    # `parse_email` is lenient: what it cannot parse lands in its second result, which the
+    # checks below do not need (a missing name, version or requirement is refused by name).
+    raw, _ = packaging.metadata.parse_email(data.split(b"\n\n", 1)[0])
+    name = raw.get("name")
+    version = raw.get("version")
     if not name or not version:
         raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: missing Name or Version")
     try:
@@ -193,7 +194,7 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
             candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version"
         ) from None
     try:
-        requirement = api_requirement(metadata.get_all("Requires-Dist") or [])
+        requirement = api_requirement(raw.get("requires_dist") or [])
     except ManifestError as exc:
         raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: {exc.message}") from None
     return name, version, requirement, hashlib.sha256(data).hexdigest()

@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
 from ._cache import DiscoveryCache, file_key
-from .registry._transaction import CONTROL_DIR_NAME
+from ._preflight import CONTROL_DIR_NAME
 
 _MODULE_SUFFIXES = tuple(
     sorted(

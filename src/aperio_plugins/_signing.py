@@ -1,11 +1,4 @@
-"""Signing a plugin wheel, and the signature file it carries in its `.dist-info/`.
-
-The signature file (`aperio-signature.json`) holds one or more signatures over
-the same canonical statement:
-
-    {"format": 1, "signatures": [
-        {"kind": "ed25519", "envelope": <DSSE envelope>},
-        {"kind": "sigstore", "bundle": <Sigstore bundle with a DSSE envelope>}]}
+"""Signing a plugin wheel: the author's side of the signature file (its format: `_signature_file`).
 
 Signing again with another key adds a signature; the statement is unchanged
 because it excludes the signature file.
@@ -17,55 +10,31 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._keys import load_private_key, sign_envelope
-from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, build_statement, is_signed_path
-from ._validation import first_problem
+from ._signature_file import (
+    SIGNATURE_FORMAT,
+    Ed25519Signature,
+    SignatureFile,
+    SigstoreSignature,
+    parse_signature_file,
+    wheel_statement,
+)
+from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME
 from ._wheel import Wheel, read_wheel, write_wheel
-from .errors import VerificationError
 
-SIGNATURE_FORMAT = 1
-MAX_SIGNATURE_FILE_BYTES = 1024 * 1024
-
-
-class Ed25519Signature(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: Literal["ed25519"]
-    envelope: dict[str, Any]
-
-
-class SigstoreSignature(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: Literal["sigstore"]
-    bundle: dict[str, Any]
-
-
-class SignatureFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    format: Literal[1]
-    signatures: list[Ed25519Signature | SigstoreSignature]
-
-
-def parse_signature_file(data: bytes) -> SignatureFile:
-    """Return the parsed signature file; raise `VerificationError` if it is truncated or malformed."""
-    if len(data) > MAX_SIGNATURE_FILE_BYTES:
-        raise VerificationError(f"malformed signature file: larger than {MAX_SIGNATURE_FILE_BYTES} bytes")
-    try:
-        document = SignatureFile.model_validate_json(data)
-    except ValidationError as exc:
-        raise VerificationError(f"malformed signature file: {first_problem(exc)}") from None
-    if not document.signatures:
-        raise VerificationError("malformed signature file: it holds no signatures")
-    return document
-
-
-def wheel_statement(wheel: Wheel) -> bytes:
-    """Return the canonical statement over every signed member of `wheel`."""
-    digests = {name: digest for name, digest in wheel.digests().items() if is_signed_path(name)}
-    return build_statement(wheel.distribution, wheel.version, digests)
+# The format's names, for callers that sign (the reading side imports `_signature_file`).
+__all__ = [
+    "SIGNATURE_FORMAT",
+    "Ed25519Signature",
+    "SignedWheel",
+    "SigstoreSignature",
+    "ed25519_signer",
+    "parse_signature_file",
+    "sigstore_signer",
+    "sign_wheel",
+    "wheel_statement",
+]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The host's state store: operator decisions and plugin key-value data that outlive a process.
 
-`StateStore` is the interface; `SQLiteStateStore` the embedded default. The SQL
+`StateStore` is the interface, made of the three small ones its users need
+(`OperatorDecisions`, `PluginKV`, `RegistryMarks`); `SQLiteStateStore` the embedded default. The SQL
 is kept portable (no SQLite-only syntax) so that a shared PostgreSQL store can
 implement the same interface for a fleet of hosts.
 """
@@ -55,20 +56,38 @@ class SeenIndex:
     content_sha256: str
 
 
-class StateStore(Protocol):
-    """What the host persists. Implementations must be safe to share between threads."""
+class OperatorDecisions(Protocol):
+    """The operator's decisions per plugin: enable flags and isolation choices (the host, the CLI, the API)."""
 
     def enabled_flags(self) -> dict[str, bool]: ...
     def set_enabled(self, plugin_id: str, enabled: bool) -> None: ...
     def isolation_overrides(self) -> dict[str, Isolation]: ...
     def set_isolation(self, plugin_id: str, isolation: Isolation | None) -> None: ...
     def forget_plugin(self, plugin_id: str, *, purge_data: bool = True) -> None: ...
+
+
+class PluginKV(Protocol):
+    """The key-value data each plugin keeps, namespaced by plugin id (an invocation context's `kv`)."""
+
     def kv_get(self, plugin_id: str, key: str) -> str | None: ...
     def kv_set(self, plugin_id: str, key: str, value: str) -> None: ...
     def kv_delete(self, plugin_id: str, key: str) -> None: ...
     def kv_keys(self, plugin_id: str, prefix: str = "") -> list[str]: ...
+
+
+class RegistryMarks(Protocol):
+    """The newest state of each plugin index this host accepted (the registry client's rollback check)."""
+
     def seen_index(self, source: str) -> SeenIndex | None: ...
     def record_index(self, source: str, seen: SeenIndex) -> None: ...
+
+
+class StateStore(OperatorDecisions, PluginKV, RegistryMarks, Protocol):
+    """Everything the host persists, in one store. Implementations must be safe to share between threads.
+
+    Each user asks only for the part it needs: `OperatorDecisions`, `PluginKV` or `RegistryMarks`.
+    """
+
     def close(self) -> None: ...
 
 

@@ -9,19 +9,17 @@ and used.
 from __future__ import annotations
 
 import enum
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._keys import Keyring, load_keyring
 from ._model import TrustMode
 from ._ownership import PluginsDirLayout
+from ._preflight import interrupted_change, writable_by_others
 from ._receipt import host_public_key_path
 from ._settings import HostSettings
 from ._sigstore import SigstoreTrust, load_trusted_identities
 from .errors import ConfigurationError
-from .registry._transaction import interrupted_change
 
 
 class Severity(str, enum.Enum):
@@ -61,19 +59,6 @@ class TrustStore:
         trusted += [pinned.describe() for pinned in self.sigstore.publishers]
         parts = publisher.split("; ")
         return all(any(part == name or part.endswith(f" by {name}") for name in trusted) for part in parts)
-
-
-def writable_by_others(path: Path) -> str | None:
-    """Return why users other than the owner could change `path`'s contents, or None."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"mode {stat.filemode(status.st_mode)} lets group or others write"
-    if status.st_uid not in (os.geteuid(), 0):
-        return f"owned by uid {status.st_uid}, not by this user ({os.geteuid()}) or root"
-    return None
 
 
 def load_trust_store(settings: HostSettings, *, layout: PluginsDirLayout | None = None) -> TrustStore:

@@ -21,7 +21,7 @@ from aperio_hookspecs import ENTRY_POINT_GROUP
 from ._keys import verify_envelope
 from ._model import FileCheck, FileStatus, Inspected, Origin, SignatureStatus, TrustMode, Verification
 from ._receipt import RECEIPT_FILE_NAME, verify_receipt
-from ._signing import Ed25519Signature, parse_signature_file
+from ._signature_file import Ed25519Signature, parse_signature_file
 from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, SignedStatement, is_signed_path, parse_statement
 from ._trust import TrustStore
 from ._wheel import Wheel

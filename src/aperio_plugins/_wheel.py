@@ -35,10 +35,8 @@ import email
 import hashlib
 import hmac
 import io
-import os
 import stat
 import struct
-import tempfile
 import time
 import zipfile
 import zlib
@@ -52,6 +50,7 @@ from packaging.version import InvalidVersion, Version
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
+from ._atomic import replaced_atomically
 from ._ids import plugin_id_problem
 from ._manifest import MANIFEST_NAME
 from ._zipscan import check_central_directory
@@ -428,29 +427,25 @@ def write_wheel(wheel: Wheel, extra: Mapping[str, bytes], destination: Path) -> 
     record_name = f"{wheel.dist_info}/RECORD"
     names = [name for name in wheel.members if name != record_name]
     names += [name for name in extra if name not in wheel.members and name != record_name]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     lines = []
-    try:
-        with os.fdopen(handle, "wb") as stream, zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as archive:
-            try:
-                with (
-                    open(wheel.path, "rb") as original,
-                    _open_archive(original, str(wheel.path), DEFAULT_LIMITS) as source,
-                ):
-                    for name in names:
-                        if name in extra:
-                            archive.writestr(_new_member(name), extra[name])
-                            digest = hashlib.sha256(extra[name]).digest()
-                            lines.append(_record_line(name, digest, len(extra[name])))
-                        else:
-                            lines.append(_copy_member(source, wheel, name, archive))
-            except (KeyError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                # The original was replaced by another archive since it was read.
-                raise InvalidWheelError(f"{wheel.path}: changed after the wheel was checked ({exc})") from None
-            # RECORD goes last, as the wheel spec recommends.
-            archive.writestr(_new_member(record_name), "\n".join([*lines, f"{record_name},,"]) + "\n")
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with (
+        replaced_atomically(destination) as stream,
+        zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
+        try:
+            with (
+                open(wheel.path, "rb") as original,
+                _open_archive(original, str(wheel.path), DEFAULT_LIMITS) as source,
+            ):
+                for name in names:
+                    if name in extra:
+                        archive.writestr(_new_member(name), extra[name])
+                        digest = hashlib.sha256(extra[name]).digest()
+                        lines.append(_record_line(name, digest, len(extra[name])))
+                    else:
+                        lines.append(_copy_member(source, wheel, name, archive))
+        except (KeyError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            # The original was replaced by another archive since it was read.
+            raise InvalidWheelError(f"{wheel.path}: changed after the wheel was checked ({exc})") from None
+        # RECORD goes last, as the wheel spec recommends.
+        archive.writestr(_new_member(record_name), "\n".join([*lines, f"{record_name},,"]) + "\n")

@@ -19,8 +19,11 @@ class AperioError(Exception):
         self.plugin_id = plugin_id
         self.distribution = distribution
 
-    def diagnostics(self) -> str:
-        """Return a readable explanation, naming the plugin and distribution when known."""
+    def diagnostics(self, *, remote_traceback: bool = True) -> str:
+        """Return a readable explanation, naming the plugin and distribution when known.
+
+        `remote_traceback` matters only for an error raised in a worker, which can append its traceback.
+        """
         lines = [self.message]
         if self.plugin_id is not None:
             lines.append(f"plugin: {self.plugin_id}")
@@ -99,15 +102,20 @@ class CircuitOpenError(HookError):
         self.retry_in = retry_in
 
 
-class WorkerError(HookError):
-    """A call could not be served by the plugin's worker process, or the worker could not be started."""
+class WorkerError(AperioError):
+    """A call could not be served by the plugin's worker process, or the worker could not be started.
+
+    Each kind of worker fault below is also a `HookError` (a call into a plugin failed), as it was
+    when this class sat under `HookError`; both are one level below the base, so the tree stays two
+    levels deep.
+    """
 
 
-class WorkerTimeoutError(WorkerError):
+class WorkerTimeoutError(WorkerError, HookError):
     """A call ran past its deadline; it was cancelled in the worker."""
 
 
-class WorkerCrashedError(WorkerError):
+class WorkerCrashedError(WorkerError, HookError):
     """The worker died (or was killed) while the call was in flight, or is down and not coming back.
 
     `returncode` is the worker's exit status (negative: the signal that ended it), when known.
@@ -130,7 +138,7 @@ class WorkerCrashedError(WorkerError):
         self.generation = generation
 
 
-class HandshakeError(WorkerError):
+class HandshakeError(WorkerError, HookError):
     """The worker did not come up: it said nothing in time, spoke no protocol version the host
     speaks, broke the protocol before it was ready, or could not load its plugin.
 
@@ -150,12 +158,12 @@ class HandshakeError(WorkerError):
         self.stage = stage
 
 
-class SandboxUnavailableError(WorkerError):
+class SandboxUnavailableError(WorkerError, HookError):
     """The operator requires the bubblewrap sandbox (`APERIO_PLUGIN_SANDBOX=bwrap`) and it cannot
     be set up here: the message names what is missing. The worker is not started; there is no fallback."""
 
 
-class WorkerBoundaryError(WorkerError):
+class WorkerBoundaryError(WorkerError, HookError):
     """A value cannot cross the process boundary: a hook argument or result that is neither
     JSON-able nor an SDK envelope, a malformed envelope, or a wrapper hookimpl."""
 
@@ -172,7 +180,7 @@ class RemoteTraceback(Exception):
         return self.text
 
 
-class RemotePluginError(WorkerError):
+class RemotePluginError(WorkerError, HookError):
     """The plugin raised inside its worker. The worker keeps serving.
 
     `remote_type` is the qualified name of the exception class, `remote_message`
@@ -193,8 +201,10 @@ class RemotePluginError(WorkerError):
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
 
-    def diagnostics(self) -> str:
-        return f"{super().diagnostics()}\n{self.remote_traceback.rstrip()}"
+    def diagnostics(self, *, remote_traceback: bool = True) -> str:
+        """Return the base diagnostics and, unless `remote_traceback` is False, the worker's traceback."""
+        summary = super().diagnostics()
+        return f"{summary}\n{self.remote_traceback.rstrip()}" if remote_traceback else summary
 
 
 class AperioWarning(UserWarning):

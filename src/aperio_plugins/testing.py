@@ -41,7 +41,8 @@ from ._check import build_project
 from ._keys import generate_keypair
 from ._manifest import MANIFEST_NAME
 from ._project_host import project_host, strict_host
-from ._signing import Ed25519Signature, SigstoreSignature, ed25519_signer, sign_wheel
+from ._signature_file import Ed25519Signature, SigstoreSignature
+from ._signing import ed25519_signer, sign_wheel
 from ._testing_sigstore import PrivateSigstore
 from .errors import AperioError
 

@@ -120,7 +120,7 @@ def test_an_unsigned_plugin_loads_through_its_record_in_warn_and_disabled(
     assert info.state is PluginState.ENABLED
     assert imported_ids(marker) == ["acme.unsigned"]
     module = sys.modules["acme_unsigned"]
-    assert type(module.__spec__.loader).__module__ == "aperio_plugins._verified_import"
+    assert type(module.__spec__.loader).__module__ == "aperio_plugins.importing._loaders"
     assert str(plugins_dir.resolve()) not in sys.path
 
 

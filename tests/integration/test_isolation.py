@@ -114,8 +114,9 @@ def test_a_worker_that_dies_mid_call_is_restarted(worker_host, audit):
     host = worker_host()
     first_pid = host.get("acme.probe").worker_pid
     first = token(first_pid)
-    with pytest.raises(WorkerCrashedError, match="7"):
+    with pytest.raises(WorkerCrashedError, match=r"\(pid \d+\) exited with status 7\b") as crashed:
         host.run("acme.probe", SyncRequest(connector="probe", config={"mode": "crash"}))
+    assert crashed.value.returncode == 7
     result = host.run("acme.probe", SyncRequest(connector="probe"))
     info = host.get("acme.probe")
     assert info.worker_pid != first_pid
@@ -216,3 +217,39 @@ def test_a_hundred_consecutive_crashes_open_the_breaker_and_cost_the_host_little
     assert host.get("acme.probe").breaker_state == "open"
     host_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert host_cpu < 5.0, f"the host spent {host_cpu:.2f} s of CPU on 100 failing calls"
+
+
+def test_a_restarted_worker_verifies_the_plugin_itself_in_strict(make_host, install, wheel_dir, tmp_path):
+    """The worker does not take the host's word: a file changed after the host verified the plugin is
+    refused by the worker that starts after a crash, and the changed code never runs."""
+    from aperio_plugins import SignatureStatus
+    from aperio_plugins.testing import generate_signing_key, sign_wheel_with_key
+
+    private, public = generate_signing_key(tmp_path / "author")
+    trusted = tmp_path / "keys"
+    trusted.mkdir(mode=0o700)
+    (trusted / public.name).write_bytes(public.read_bytes())
+    install(sign_wheel_with_key(probe_wheel(wheel_dir), private))
+    host = make_host(
+        "strict",
+        settings={"plugin_isolation": "process"},
+        worker_settings=WorkerSettings(restart_initial_delay=0.05, restart_max_delay=0.2),
+        credential_provider=lambda plugin_id, scope: "s3cret",
+    )
+    host.load()
+    info = host.get("acme.probe")
+    assert (info.state, info.signature_status) == (PluginState.ENABLED, SignatureStatus.VERIFIED)
+
+    ran = tmp_path / "tampered-ran.txt"
+    init = next(tmp_path.glob("plugins/acme_probe/__init__.py"))
+    init.write_text(init.read_text() + f"\nimport pathlib\npathlib.Path({str(ran)!r}).write_text('ran')\n")
+    with pytest.raises(WorkerCrashedError):
+        host.run("acme.probe", SyncRequest(connector="probe", config={"mode": "crash"}))
+
+    with pytest.raises(
+        WorkerCrashedError,
+        match=r"it could not load the plugin: invalid signature: files do not match the signed statement:"
+        r" acme_probe/__init__\.py modified",
+    ):
+        host.run("acme.probe", SyncRequest(connector="probe"))
+    assert not ran.exists()

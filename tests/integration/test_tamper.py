@@ -8,11 +8,11 @@ import shutil
 import sys
 
 import pytest
-from plugin_builders import connector_wheel, imported_ids
+from plugin_builders import CONNECTOR_SOURCE, MARKER_PREFIX, connector_wheel, imported_ids
 
 from aperio_plugins import FailureStage, PluginState, SignatureStatus
 from aperio_plugins._keys import load_private_key, sign_envelope
-from aperio_plugins._signing import SIGNATURE_FORMAT
+from aperio_plugins._signature_file import SIGNATURE_FORMAT
 from aperio_plugins._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, build_statement
 from aperio_plugins.testing import generate_signing_key, sign_wheel_with_key
 
@@ -302,3 +302,41 @@ def test_file_swapped_between_verification_and_import_is_caught(installed, make_
     monkeypatch.setattr(_host.PluginHost, "_activate", swap_then_activate)
     _, info = load(make_host)
     assert_refused(info, marker, "acme_signed/__init__.py")
+
+
+SWALLOWING_INIT = """
+import pathlib as _pathlib
+# Verified code rewrites a sibling after verification (as an attacker racing the import would), then
+# hides the refusal behind the fallback many libraries keep for optional accelerators.
+_pathlib.Path(__file__).with_name("fast.py").write_text({swapped!r})
+try:
+    from . import fast
+except ImportError:
+    fast = None
+"""
+
+
+def test_tamper_refusal_swallowed_by_the_plugin_still_fails_it(wheel_dir, keys, marker, install, make_host, tmp_path):
+    from aperio_plugins.testing import PluginWheel
+
+    swapped_ran = tmp_path / "swapped-ran.txt"
+    wheel = PluginWheel(
+        "acme-signed",
+        plugins={PLUGIN: "acme_signed"},
+        files={
+            "acme_signed/__init__.py": MARKER_PREFIX.format(marker=str(marker), plugin_id=PLUGIN)
+            + SWALLOWING_INIT.format(swapped=f"import pathlib\npathlib.Path({str(swapped_ran)!r}).write_text('ran')\n")
+            + CONNECTOR_SOURCE.format(cls="Swallower", name="swallower", version="1.0.0", plugin_id=PLUGIN),
+            "acme_signed/fast.py": "SPEED = 'signed'\n",
+        },
+    ).build(wheel_dir / "swallow")
+    install(sign_wheel_with_key(wheel, keys))
+
+    host, info = load(make_host)
+
+    assert imported_ids(marker) == [PLUGIN]  # the verified __init__ ran and caught the ImportError...
+    assert not swapped_ran.exists()  # ...the swapped module never ran...
+    assert info.state is PluginState.FAILED  # ...and the host refused the plugin all the same
+    assert info.failure_stage is FailureStage.VERIFY
+    assert "acme_signed/fast.py changed after verification" in info.error
+    assert list(host.connectors) == []

@@ -46,7 +46,12 @@ def test_a_newer_index_is_accepted_and_remembered(store):
 def test_the_same_index_again_is_accepted(store):
     content = stamped(NOW - timedelta(days=1))
     accept(store, content)
-    accept(store, content)
+    first = store.seen_index(SOURCE)
+    accept(store, content)  # raises StaleIndexError if the same bytes were taken for a change or a rollback
+    seen = store.seen_index(SOURCE)
+    assert first is not None
+    assert seen == first
+    assert seen.updated_at == NOW - timedelta(days=1)
 
 
 def test_an_index_rolled_back_is_refused_and_the_mark_stays(store):

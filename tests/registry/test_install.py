@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 from datetime import datetime, timedelta
@@ -131,7 +132,8 @@ def attack_slow_server(registry, **_):
 def attack_redirect_to_plain_http(registry, plain_http_server, **_):
     plain_http_server.serve(_wheel_route(registry), _wheel_bytes(registry))
     registry.server.redirect(_wheel_route(registry), plain_http_server.url(_wheel_route(registry)))
-    return DownloadError, r"http"
+    # The scheme check's own words: every download error names a URL, so "http" alone would match any.
+    return DownloadError, r"plain HTTP to 127\.0\.0\.1:\d+ is refused; list it in APERIO_REGISTRY_INSECURE_HOSTS"
 
 
 def attack_index_rolled_back(registry, client, **_):
@@ -284,6 +286,23 @@ def attack_console_script(registry, wheel_dir, sign, **_):
     )
 
 
+def attack_index_signature_over_other_contents(registry, wheel_dir, sign, **_):
+    """The index carries a valid signature by the trusted author over another build of the same
+    release; the wheel it serves (digest listed to match) is a different, unsigned build."""
+    registry.publish(sign(connector_wheel(wheel_dir / "x", "acme.alpha", distribution="acme-alpha", version="1.2.0")))
+    other = connector_wheel(
+        wheel_dir / "y", "acme.alpha", distribution="acme-alpha", version="1.2.0", extra_source="BACKDOOR = 1\n"
+    )
+    data = other.read_bytes()
+    registry.server.serve(f"/wheels/{other.name}", data)
+    registry.edit(_set("acme.alpha", "1.2.0", sha256=hashlib.sha256(data).hexdigest(), size=len(data)))
+    return (
+        ArtifactRejectedError,
+        r"acme.alpha 1.2.0: invalid signature: .*the published signature does not verify: it signs other file"
+        r" contents than this wheel's",
+    )
+
+
 ATTACKS = {name.removeprefix("attack_"): function for name, function in globals().items() if name.startswith("attack_")}
 
 
@@ -431,3 +450,13 @@ def test_a_refusal_at_resolution_is_audited_too(published, make_client, audit):
     refused = audit.fields_of("plugin.install.refused")
     assert [(r["plugin_id"], r["version"]) for r in refused] == [("acme.alpha", "1.0.0")]
     assert "yanked: leaks credentials" in refused[0]["reason"]
+
+
+def test_strict_refuses_to_install_into_a_plugins_directory_others_can_write(published, make_client, plugins_dir):
+    plugins_dir.chmod(0o777)
+    client = make_client()  # the trust store reads the directory's mode when it is loaded
+    with pytest.raises(
+        InstallError, match=r"^acme-alpha 1\.1\.0: not installed: plugins directory .* lets group or others write$"
+    ):
+        client.install("acme.alpha")
+    assert snapshot(plugins_dir) == {}

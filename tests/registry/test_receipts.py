@@ -10,7 +10,8 @@ from plugin_builders import connector_wheel, imported_ids
 from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY, preload_sigstore, write_identities
 
 from aperio_plugins import HostSettings, PluginHost, PluginState, SignatureStatus
-from aperio_plugins._receipt import RECEIPT_FILE_NAME, host_key, write_receipt
+from aperio_plugins._receipt import RECEIPT_FILE_NAME, host_key, host_public_key_path, write_receipt
+from aperio_plugins.errors import ArtifactRejectedError
 from aperio_plugins.testing import install_wheels, sign_wheel_file_with_sigstore
 
 
@@ -188,3 +189,24 @@ def test_the_host_key_is_created_once_and_private(tmp_path):
     assert (state / "host-key.pem").stat().st_mode & 0o777 == 0o600
     assert first.public_key().public_bytes_raw() == second.public_key().public_bytes_raw()
     assert (state / "host-key.pub.pem").is_file()
+
+
+def test_an_install_whose_receipt_this_host_could_not_verify_is_refused_as_staged(
+    instance, make_client, wheel_dir, plugins_dir, tmp_path, marker
+):
+    """The staged release is verified again after pip laid it out: here the receipt the install writes
+    is signed with the state directory's key while loads check receipts with another configured key."""
+    other_state = tmp_path / "other-host-state"
+    host_key(other_state)
+    client = make_client(plugin_receipt_key=host_public_key_path(other_state))
+    wheel = connector_wheel(wheel_dir / "kite", "acme.kite", distribution="acme-kite", marker=marker)
+    sign_wheel_file_with_sigstore(wheel, instance, identity=RELEASE_IDENTITY, issuer=GITHUB_ISSUER)
+
+    with pytest.raises(
+        ArtifactRejectedError,
+        match=r"^acme-kite 1\.0\.0: as installed, .*install receipt refused: it is not signed by this host's key",
+    ):
+        client.install(str(wheel))
+
+    assert not list(plugins_dir.glob("*.dist-info"))
+    assert not marker.exists()

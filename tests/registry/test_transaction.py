@@ -13,9 +13,10 @@ import pytest
 from tree_snapshot import run_killed_after_renames, snapshot
 
 from aperio_plugins import HostSettings
+from aperio_plugins._preflight import JOURNAL_NAME, control_dir
 from aperio_plugins._trust import Severity, load_trust_store
 from aperio_plugins.errors import InstallError
-from aperio_plugins.registry._transaction import JOURNAL_NAME, PluginsDirectoryLock, control_dir
+from aperio_plugins.registry._transaction import PluginsDirectoryLock
 
 
 @pytest.fixture

@@ -229,7 +229,11 @@ def test_the_cli_reports_the_verdict_and_the_receipt(rfc8785, instance, make_set
     assert installed.returncode == 0, installed.stderr
     assert "install receipt written" in installed.stdout
 
-    listed = json.loads(_cli(settings, "plugin", "list", "--json").stdout)
+    # Only the plugins directory's row: the environment running the suite may have plugins of its own.
+    listed = [
+        row for row in json.loads(_cli(settings, "plugin", "list", "--json").stdout) if row["origin"] == "plugins_dir"
+    ]
+    assert [row["id"] for row in listed] == ["acme.kite"]
     assert listed[0]["signature_status"] == "verified"
     assert listed[0]["signature_via"] == "install receipt"
     assert listed[0]["signer"] == f"sigstore identity {RELEASE_IDENTITY} (issuer {GITHUB_ISSUER})"

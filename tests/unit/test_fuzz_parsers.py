@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from index_builders import index_document
 
 from aperio_plugins._manifest import manifest_sections
-from aperio_plugins._signing import parse_signature_file
+from aperio_plugins._signature_file import parse_signature_file
 from aperio_plugins._sigstore import SigstoreTrust, TrustedIdentity, verify_artifact_bundle
 from aperio_plugins._statement import build_statement, parse_statement
 from aperio_plugins._wheel import read_wheel

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from aperio_plugins._verified_import import (
+from aperio_plugins.errors import AperioError, VerificationError
+from aperio_plugins.importing import (
     ImportStats,
     TamperedFileError,
     VerifiedImporter,
@@ -35,7 +36,6 @@ from aperio_plugins._verified_import import (
     install_importer,
     remove_importer,
 )
-from aperio_plugins.errors import AperioError, VerificationError
 
 EXT = importlib.machinery.EXTENSION_SUFFIXES[0]
 GOOD_DIGEST = hashlib.sha256(b"").hexdigest()
@@ -148,7 +148,7 @@ def test_imports_package_submodules_subpackages_and_relative_imports(plugin, ins
     assert pkg.__path__ == [str(plugin.path("PKG"))]
     assert pkg.sub.__path__ == [str(plugin.path("PKG/sub"))]
     assert not hasattr(deep, "__path__")
-    assert type(deep.__spec__.loader).__module__ == "aperio_plugins._verified_import"
+    assert type(deep.__spec__.loader).__module__ == "aperio_plugins.importing._loaders"
     assert importer.stats.compiled == 4
 
 
@@ -228,7 +228,7 @@ def test_planted_pyc_in_a_python_dash_b_interpreter(plugin):
     script = f"""
 import importlib, sys
 from pathlib import Path
-from aperio_plugins._verified_import import VerifiedTree, install_importer
+from aperio_plugins.importing import VerifiedTree, install_importer
 assert sys.flags.dont_write_bytecode
 sys.path.append({str(plugin.root)!r})
 install_importer(VerifiedTree("acme.test", Path({str(plugin.root)!r}), {dict(tree.digests)!r}, frozenset({{{plugin.name!r}}})))

@@ -9,10 +9,15 @@ import click
 from rich.table import Table
 
 from ..errors import ArtifactRejectedError, InstallError, RegistryError, ResolutionError
-from ..registry._client import InstallResult, RegistryClient
-from ..registry._lockfile import DEFAULT_LOCK_FILE, read_lock_file, write_lock_file
-from ..registry._progress import terminal_progress
-from ..registry._resolve import release_problem
+from ..registry import (
+    DEFAULT_LOCK_FILE,
+    InstallResult,
+    RegistryClient,
+    read_lock_file,
+    release_problem,
+    terminal_progress,
+    write_lock_file,
+)
 from ._output import print_json, print_rich_table
 
 _INDEX_OPTION = click.option(
@@ -22,7 +27,7 @@ _INDEX_OPTION = click.option(
 
 def _client() -> RegistryClient:
     # requests and oras load only for the commands that use them, not for every `aperio` call.
-    from ..registry._client import RegistryClient
+    from ..registry import RegistryClient
 
     return RegistryClient.from_settings(progress=terminal_progress())
 

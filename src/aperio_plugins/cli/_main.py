@@ -60,12 +60,30 @@ cli.add_command(registry_group)
 cli.add_command(doctor)
 
 
+def _verbosity(args: list[str]) -> int:
+    """Return how many `-v` the group's options (before the first command name) carry."""
+    count = 0
+    for arg in args:
+        if not arg.startswith("-"):
+            break
+        if arg == "--verbose":
+            count += 1
+        elif arg[1:] and set(arg[1:]) == {"v"}:
+            count += len(arg) - 1
+    return count
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Run the CLI; an `AperioError` prints `error: <message>` on stderr and exits 1."""
+    """Run the CLI; an `AperioError` prints `error: ` and its `diagnostics()` on stderr and exits 1.
+
+    The diagnostics name the plugin and the distribution when known; a plugin's traceback from
+    inside its worker is shown only with `-v`.
+    """
     try:
         return cli.main(args=argv, prog_name="aperio", standalone_mode=False)
     except AperioError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        verbose = _verbosity(sys.argv[1:] if argv is None else argv) > 0
+        click.echo(f"error: {exc.diagnostics(remote_traceback=verbose)}", err=True)
         sys.exit(EXIT_ERROR)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -6,7 +6,7 @@ import click
 
 from .._host import PluginHost
 from .._model import Isolation, PluginInfo, PluginKind, PluginState
-from ..errors import AperioError
+from ..errors import LifecycleError
 from ._complete import complete_plugin_ids
 from ._output import print_info, print_json, print_table
 
@@ -57,7 +57,11 @@ def plugin_info(plugin_id: str, as_json: bool) -> None:
 
 def _require_state(info: PluginInfo, expected: PluginState) -> None:
     if info.state is not expected:
-        raise AperioError(f"plugin {info.id!r} is {info.state.value}: {info.error or 'see aperio plugin info'}")
+        raise LifecycleError(
+            f"plugin {info.id!r} is {info.state.value}: {info.error or 'see aperio plugin info'}",
+            plugin_id=info.id,
+            distribution=f"{info.distribution} {info.version}" if info.distribution else None,
+        )
 
 
 @plugin_group.command("enable")

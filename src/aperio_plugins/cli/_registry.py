@@ -9,9 +9,7 @@ import click
 
 from .._settings import HostSettings
 from .._trust import load_trust_store
-from ..registry._index import Publisher
-from ..registry._publish import add_release
-from ..registry._transfer import TransferLimits
+from ..registry import Publisher, TransferLimits, add_release
 from ._output import print_json
 
 EXIT_INVALID = 1
@@ -32,8 +30,7 @@ def registry_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(index: str, check_downloads: bool, as_json: bool) -> None:
     """Check an index against the published schema (exit 1 on any problem)."""
-    from ..registry._progress import terminal_progress
-    from ..registry._validate import validate_index
+    from ..registry import terminal_progress, validate_index
 
     settings = HostSettings.from_environment()
     location = index if "://" in index or index.startswith("file:") else Path(index).resolve().as_uri()
@@ -90,7 +87,7 @@ def add(index: Path, wheel: Path, download_url: str, publisher: str, verified: b
 @click.argument("reference", metavar="oci://HOST/REPO:TAG")
 def push(wheel: Path, reference: str) -> None:
     """Push WHEEL (and its signature as a second layer) to an OCI registry."""
-    from ..registry._oci import OciReference, push_wheel
+    from ..registry import OciReference, push_wheel
 
     settings = HostSettings.from_environment()
     digest = push_wheel(wheel, OciReference.parse(reference), TransferLimits.from_settings(settings))

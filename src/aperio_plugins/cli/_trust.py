@@ -81,7 +81,7 @@ def _verify_wheel_file(path: Path) -> Verification:
     beside = signatures_beside(path)
     if not beside:
         return verify_wheel(wheel, trust)
-    from ..registry._artifact import signature_verdict
+    from ..registry import signature_verdict
 
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     verdict, _ = signature_verdict(path, sha256, wheel, None, beside, trust)

@@ -27,7 +27,7 @@ from .._manifest import api_requirement, inspect_candidate, runtime_requirements
 from .._model import SignatureStatus, TrustMode, Verification
 from .._ownership import HostModules, collision, import_names, scan_plugins_dir, wheel_layout_problem
 from .._policy import decide_trust, verdict, verdict_fields
-from .._signing import SIGNATURE_FORMAT
+from .._signature_file import SIGNATURE_FORMAT
 from .._statement import is_signed_path
 from .._trust import TrustStore
 from .._verify import check_signatures, verify_installed, verify_wheel

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from .._state import SeenIndex, StateStore
+from .._state import RegistryMarks, SeenIndex
 from ..errors import StaleIndexError
 from ._index import PluginIndex
 
@@ -70,7 +70,7 @@ def check_freshness(
 
 
 def accept_fresh_index(
-    index: PluginIndex, content: bytes, source: str, store: StateStore, *, now: datetime, max_age: timedelta
+    index: PluginIndex, content: bytes, source: str, store: RegistryMarks, *, now: datetime, max_age: timedelta
 ) -> None:
     """Check `index` against what `store` remembers for `source`, then remember it.
 

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import os
 import re
 import ssl
 import tempfile
@@ -44,6 +43,7 @@ import oras.provider  # type: ignore[import-untyped]
 import requests
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from .._atomic import replaced_atomically
 from .._statement import SIGNATURE_FILE_NAME
 from .._wheel import read_wheel
 from .._wheel_signatures import WheelSignature, WheelSignatureKind, signatures_beside
@@ -425,13 +425,6 @@ def _pull_blob(
 
 def _pull_wheel_file(remote: _Remote, layer: _Layer, target: Path, deadline: float, progress: Progress) -> Fetched:
     """Pull the wheel layer to `target` through a temporary file renamed once checked; return it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            _pull_blob(remote, layer, deadline, stream.write, progress)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(target) as stream:
+        _pull_blob(remote, layer, deadline, stream.write, progress)
     return Fetched(target, layer.digest.removeprefix("sha256:"), layer.size, str(remote.reference))

@@ -23,8 +23,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
 from .._ownership import record_paths
+from .._preflight import CONTROL_DIR_NAME, control_dir
 from ..errors import InstallError
-from ._transaction import CONTROL_DIR_NAME, PluginsDirectoryLock, Transaction, control_dir
+from ._transaction import PluginsDirectoryLock, Transaction
 
 RECORDS_DIR_NAME = "installed"
 

@@ -18,7 +18,7 @@ from packaging.version import Version
 
 from .._atomic import write_atomically
 from .._manifest import MANIFEST_NAME, PluginSection, api_requirement, manifest_sections
-from .._signing import Ed25519Signature, parse_signature_file
+from .._signature_file import Ed25519Signature, parse_signature_file
 from .._statement import SIGNATURE_FILE_NAME
 from .._wheel import Wheel, read_wheel
 from .._wheel_signatures import as_json_object, signatures_beside

@@ -22,22 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .._atomic import sync_directory, write_atomically
+from .._preflight import JOURNAL_NAME, control_dir
 from .._untrusted_json import loads_bounded
 from ..errors import InstallError
 
-CONTROL_DIR_NAME = ".aperio"
-JOURNAL_NAME = "journal.json"
 LOCK_NAME = "lock"
-
-
-def control_dir(plugins_dir: Path) -> Path:
-    return plugins_dir / CONTROL_DIR_NAME
-
-
-def interrupted_change(plugins_dir: Path) -> Path | None:
-    """Return the journal of a change to `plugins_dir` that was interrupted and not yet rolled back."""
-    journal = control_dir(plugins_dir) / JOURNAL_NAME
-    return journal if journal.exists() else None
 
 
 def _remove_tree(path: Path) -> None:
