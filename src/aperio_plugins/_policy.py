@@ -23,8 +23,14 @@ def decide_trust(verification: Verification, mode: TrustMode) -> TrustDecision:
     status, detail = verification.status, verification.detail
     if status is SignatureStatus.VERIFIED:
         return TrustDecision()
-    if status is SignatureStatus.SKIPPED or mode is TrustMode.DISABLED:
+    if mode is TrustMode.DISABLED:
         return TrustDecision(warning="accepted without any signature check because trust mode is disabled")
+    if status is SignatureStatus.SKIPPED:
+        # Only the disabled mode skips checks; a skipped verdict under any other mode is a fault, so fail closed.
+        reason = f"its signature was not checked ({detail}), which only trust mode disabled allows"
+        if mode is TrustMode.STRICT:
+            return TrustDecision(refusal=reason)
+        return TrustDecision(warning=f"accepted although {reason}")
     if status is SignatureStatus.INVALID:
         if mode is TrustMode.STRICT:
             return TrustDecision(refusal=f"invalid signature: {detail}")

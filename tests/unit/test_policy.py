@@ -36,6 +36,24 @@ UNSIGNED = (
             None,
             "accepted without any signature check because trust mode is disabled",
         ),
+        # A skipped check outside `disabled` is a fault upstream: strict refuses it, warn says so.
+        (
+            SignatureStatus.SKIPPED,
+            TrustMode.STRICT,
+            "its signature was not checked (why), which only trust mode disabled allows",
+            None,
+        ),
+        (
+            SignatureStatus.SKIPPED,
+            TrustMode.WARN,
+            None,
+            "accepted although its signature was not checked (why), which only trust mode disabled allows",
+        ),
+        *[
+            (status, TrustMode.DISABLED, None, "accepted without any signature check because trust mode is disabled")
+            for status in (SignatureStatus.INVALID, SignatureStatus.UNSIGNED)
+        ],
+        (SignatureStatus.VERIFIED, TrustMode.DISABLED, None, None),
     ],
 )
 def test_every_status_under_every_mode(status, mode, refusal, warning):
