@@ -61,17 +61,23 @@ def _record_rows(text: str) -> Iterable[str]:
             yield line.rsplit(",", 2)[0] if line.count(",") >= 2 else line.partition(",")[0]
 
 
+def record_rows(metadata_dir: Path | str) -> list[str]:
+    """Return the paths a distribution's RECORD lists, as written; [] without a readable UTF-8 RECORD.
+
+    RECORD is unsigned and rewritten by installers: whatever it holds, this never raises.
+    """
+    text = _read_text(os.path.join(metadata_dir, "RECORD"))
+    return [] if text is None else list(_record_rows(text))
+
+
 def record_paths(metadata_dir: Path | str) -> list[str]:
     """Return the normalized relative paths a distribution's RECORD lists; [] without a readable RECORD.
 
     Paths that leave the install root (`../../bin/x`, absolute paths) are left out: they
     are not in the directory the finder serves.
     """
-    text = _read_text(os.path.join(metadata_dir, "RECORD"))
-    if text is None:
-        return []
     paths = []
-    for row in _record_rows(text):
+    for row in record_rows(metadata_dir):
         path = row.replace("\\", "/").removeprefix("./")
         if path and not path.startswith("/") and not any(part in ("", ".", "..") for part in path.split("/")):
             paths.append(path)

@@ -6,11 +6,9 @@ file. Both return a `Verification` and never raise for a plugin's fault.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import hmac
-import io
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -20,6 +18,7 @@ from aperio_hookspecs import ENTRY_POINT_GROUP
 
 from ._keys import verify_envelope
 from ._model import FileCheck, FileStatus, Inspected, Origin, SignatureStatus, TrustMode, Verification
+from ._ownership import record_rows
 from ._receipt import RECEIPT_FILE_NAME, verify_receipt
 from ._signature_file import Ed25519Signature, parse_signature_file
 from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, SignedStatement, is_signed_path, parse_statement
@@ -109,14 +108,6 @@ def _outcome(statement: SignedStatement, signer: str, checks: list[FileCheck], p
     return Verification(SignatureStatus.VERIFIED, f"signed by {signer}", tuple(checks), signer, digests, packages)
 
 
-def _record_paths(metadata_dir: Path) -> list[str]:
-    try:
-        text = (metadata_dir / "RECORD").read_text(encoding="utf-8")
-    except OSError:
-        return []
-    return [row[0] for row in csv.reader(io.StringIO(text)) if row]
-
-
 def _installed_files(
     root: Path, statement: SignedStatement, metadata_dir: Path
 ) -> tuple[dict[str, str | None], set[str]]:
@@ -132,7 +123,7 @@ def _installed_files(
         for directory, _, names in os.walk(os.path.join(base, top)):
             relative_dir = directory[prefix:].replace(os.sep, "/")
             present.update(f"{relative_dir}/{name}" for name in names)
-    present.update(_record_paths(metadata_dir))
+    present.update(record_rows(metadata_dir))
     unexpected = {
         path
         for path in present

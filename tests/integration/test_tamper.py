@@ -340,3 +340,13 @@ def test_tamper_refusal_swallowed_by_the_plugin_still_fails_it(wheel_dir, keys, 
     assert info.failure_stage is FailureStage.VERIFY
     assert "acme_signed/fast.py changed after verification" in info.error
     assert list(host.connectors) == []
+
+
+def test_record_that_is_not_utf8(installed, make_host, marker):
+    # RECORD is not signed (pip rewrites it), so an attacker may write anything into it: it must make the
+    # plugin fail verification like any other tampering, never raise out of the verifier.
+    record = installed / DIST_INFO / "RECORD"
+    record.write_bytes(record.read_bytes() + b"acme_signed/\xff\xfe.py,,\n")
+    (installed / "acme_signed" / "planted.py").write_text("print('not signed')\n")
+    _, info = load(make_host)
+    assert_refused(info, marker, "acme_signed/planted.py unexpected")
