@@ -196,14 +196,12 @@ def _check_members(infos: list[zipfile.ZipInfo], where: str, limits: WheelLimits
 
 
 def _open_archive(stream: BinaryIO, where: str, limits: WheelLimits) -> zipfile.ZipFile:
-    count = check_central_directory(
+    # The member count is bounded here, before `zipfile` builds a ZipInfo for every record.
+    check_central_directory(
         stream, where, max_members=limits.max_members, max_directory_bytes=limits.max_central_directory_bytes
     )
     stream.seek(0)
-    archive = zipfile.ZipFile(stream)
-    if max(count, len(archive.infolist())) > limits.max_members:
-        raise InvalidWheelError(f"{where}: holds more than {limits.max_members} members, the limit for a wheel")
-    return archive
+    return zipfile.ZipFile(stream)
 
 
 def _stream(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, keep: int | None) -> tuple[str, int, bytes]:
