@@ -34,7 +34,7 @@ from aperio_plugins._model import PluginKind
 from aperio_plugins.errors import SandboxUnavailableError, WorkerCrashedError
 from aperio_plugins.testing import PluginWheel, install_wheels, manifest_toml
 from aperio_plugins.worker._runtime import runtime_root
-from aperio_plugins.worker._sandbox import plan
+from aperio_plugins.worker._sandbox import Containment, plan
 from worker.helpers import alive, connector_of, identity
 
 TREE_ID = "acme.tree"
@@ -588,3 +588,16 @@ def test_a_required_sandbox_that_cannot_be_set_up_names_why(make_host, plugins_d
         " containment"
     )
     assert audit.fields_of("plugin.worker.sandbox.failed")[0]["reason"] == host.get(TREE_ID).error
+
+
+@pytest.mark.parametrize(("mode", "refused"), [(SandboxMode.BWRAP, True), (SandboxMode.AUTO, False)])
+def test_bubblewrap_required_off_linux_is_refused_not_skipped(monkeypatch, mode, refused):
+    # bubblewrap is Linux only; elsewhere `bwrap` must refuse as loudly as a missing binary does.
+    monkeypatch.setattr(sys, "platform", "darwin")
+    if refused:
+        with pytest.raises(SandboxUnavailableError, match="APERIO_PLUGIN_SANDBOX=bwrap: bubblewrap needs Linux"):
+            plan(HostSettings(plugin_sandbox=mode), network=False)
+    else:
+        sandbox = plan(HostSettings(plugin_sandbox=mode), network=False)
+        assert sandbox.containment is Containment.SUBREAPER
+        assert sandbox.fallback_reason == "bubblewrap needs Linux, this is darwin"
