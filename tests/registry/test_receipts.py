@@ -8,11 +8,12 @@ import shutil
 import pytest
 from plugin_builders import connector_wheel, imported_ids
 from sigstore_helpers import GITHUB_ISSUER, RELEASE_IDENTITY, preload_sigstore, write_identities
+from tree_snapshot import snapshot
 
 from aperio_plugins import HostSettings, PluginHost, PluginState, SignatureStatus
 from aperio_plugins._receipt import RECEIPT_FILE_NAME, host_key, host_public_key_path, write_receipt
-from aperio_plugins.errors import ArtifactRejectedError
-from aperio_plugins.testing import install_wheels, sign_wheel_file_with_sigstore
+from aperio_plugins.errors import AperioError, ArtifactRejectedError
+from aperio_plugins.testing import PluginWheel, install_wheels, sign_wheel_file_with_sigstore
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -210,3 +211,24 @@ def test_an_install_whose_receipt_this_host_could_not_verify_is_refused_as_stage
 
     assert not list(plugins_dir.glob("*.dist-info"))
     assert not marker.exists()
+
+
+def test_a_wheel_that_brings_its_own_receipt_is_refused_and_nothing_is_installed(
+    instance, make_client, wheel_dir, plugins_dir
+):
+    """Only the host writes a receipt: one inside the wheel would otherwise sit where the host's goes."""
+    wheel = PluginWheel(
+        "acme-kite",
+        plugins={"acme.kite": "acme_kite"},
+        files={
+            "acme_kite/__init__.py": "x = 1\n",
+            f"acme_kite-1.0.0.dist-info/{RECEIPT_FILE_NAME}": '{"format": 1, "envelope": {}}\n',
+        },
+    ).build(wheel_dir)
+    sign_wheel_file_with_sigstore(wheel, instance, identity=RELEASE_IDENTITY, issuer=GITHUB_ISSUER)
+    before = snapshot(plugins_dir)
+
+    with pytest.raises(AperioError, match=f"the wheel carries {RECEIPT_FILE_NAME}; only the host writes one"):
+        make_client().install(str(wheel))
+
+    assert snapshot(plugins_dir) == before
