@@ -22,8 +22,7 @@ import aperio_hookspecs
 from aperio_hookspecs import PROJECT_NAME, PROPAGATE_ATTRIBUTE, Payload
 from aperio_hookspecs import specs as api_specs
 
-from . import _activation, _invoke
-from ._admit import Decision, admit, duplicate_refusal, split_duplicates
+from . import _invoke
 from ._audit import default_audit_logger, default_plugin_logger
 from ._boundary import Boundary, record_tree
 from ._breaker import BreakerState, CircuitBreaker, Permit, incident_of
@@ -31,10 +30,7 @@ from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider, new_context
 from ._dev import is_development_build
-from ._discover import Discovery, SearchRoot, discover, search_roots
 from ._guard import ErrorRecorder
-from ._loader import forget_modules, import_plugin, restore_on_failure
-from ._manifest import inspect_candidate
 from ._model import (
     Candidate,
     FailureStage,
@@ -71,6 +67,11 @@ from .errors import (
     WorkerTimeoutError,
 )
 from .importing import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
+from .pipeline import register as _activation
+from .pipeline.admit import Decision, admit, duplicate_refusal, split_duplicates
+from .pipeline.discover import Discovery, SearchRoot, discover, search_roots
+from .pipeline.inspect import inspect_candidate
+from .pipeline.load import forget_modules, import_plugin, restore_on_failure
 from .worker import WorkerPlugin, WorkerSettings
 
 _SIGNATURE_EVENTS = {

@@ -384,9 +384,9 @@ def test_the_stand_in_is_accepted_by_the_hosts_own_registration_pipeline(
     from aperio_hookspecs import PROJECT_NAME
     from aperio_hookspecs import specs as api_specs
     from aperio_plugins import PluginKind
-    from aperio_plugins._activation import prepare, register
     from aperio_plugins._catalog import Catalog
     from aperio_plugins._invoke import invoke, operation_for
+    from aperio_plugins.pipeline.register import prepare, register
 
     plugin = start_worker()
     inspected, _ = make_host(plugins_dir=probe_plugins_dir).verify(PROBE_ID)

@@ -3,7 +3,7 @@
 It carries one plain function per hookimpl of the real plugin, in its instance
 `__dict__` (where every pluggy version looks), generated with the real
 parameter names and carrying the real marker options as `aperio_impl`, so the
-host's pipeline (`_activation.prepare`, the guard, pluggy) treats it exactly
+host's pipeline (`pipeline.register.prepare`, the guard, pluggy) treats it exactly
 like an imported module. Each function forwards its call to the worker.
 Registration hooks are answered locally, with proxies for what the plugin
 registered in its worker.

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
-from ._cache import DiscoveryCache, file_key
-from ._model import Candidate, Origin
+from .._cache import DiscoveryCache, file_key
+from .._model import Candidate, Origin
 
 
 @dataclass(frozen=True)

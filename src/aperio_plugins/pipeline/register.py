@@ -12,10 +12,10 @@ from typing import Any
 
 import pluggy
 
-from ._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
-from ._guard import ErrorRecorder, Gate, Refuse, guard_implementation, positional_parameters
-from ._model import Inspected
-from .errors import PluginLoadError
+from .._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
+from .._guard import ErrorRecorder, Gate, Refuse, guard_implementation, positional_parameters
+from .._model import Inspected
+from ..errors import PluginLoadError
 
 
 class GuardedPlugin(types.ModuleType):

@@ -6,9 +6,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._compat import incompatibility
-from ._model import Candidate, FailureStage, Inspected, Refusal, SignatureStatus, TrustMode, Verification
-from ._policy import decide_trust, verdict
+from .._compat import incompatibility
+from .._model import Candidate, FailureStage, Inspected, Refusal, SignatureStatus, TrustMode, Verification
+from .._policy import decide_trust, verdict
 
 
 class Decision(str, enum.Enum):

@@ -15,8 +15,8 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._model import Candidate, Origin
-from .errors import PluginLoadError
+from .._model import Candidate, Origin
+from ..errors import PluginLoadError
 
 # The entry point value grammar of the packaging spec: "module.path:attr.path".
 _ENTRY_POINT_VALUE = re.compile(r"^(?P<module>[\w.]+)\s*(?::\s*(?P<attr>[\w.]+)\s*)?(?:\[[\w,\s-]*\])?$")
