@@ -11,7 +11,9 @@ from pathlib import Path
 from .._cache import DiscoveryCache, file_key
 from .._ids import plugin_id_problem
 from .._manifest import find_manifest, manifest_error, read_api_requirement, read_manifest
-from .._model import Candidate, Inspected
+from .._model import Candidate, FailureStage, Inspected, Refusal
+from ..errors import ManifestError
+from .environment import Environment, Refused
 
 
 def inspect_candidate(
@@ -49,3 +51,11 @@ def inspect_candidate(
     if cache is not None and cacheable:
         cache.remember_inspected(inspected, keys)
     return inspected
+
+
+def inspect(candidate: Candidate, env: Environment) -> Inspected:
+    """The inspect stage: return the inspected candidate; raise `Refused` (stage inspect) when it is unusable."""
+    try:
+        return inspect_candidate(candidate, env.roots, env.cache)
+    except ManifestError as exc:
+        raise Refused(Refusal(FailureStage.INSPECT, exc.message)) from exc

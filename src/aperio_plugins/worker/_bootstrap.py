@@ -1,8 +1,10 @@
-"""Bring up the one plugin a worker serves, through the host's own pipeline, and describe it.
+"""Bring up the one plugin a worker serves, through the same pipeline stages as the host, and describe it.
 
-The worker builds a `PluginHost` of its own and loads only its plugin id:
-inspect, verify (the verified importer), admit and load all run again here,
-on what is on disk now. The parent's word is never taken for any of it.
+The worker runs discover, inspect, verify (the verified importer), admit, load and
+register itself, on what is on disk now, with the stage functions of `pipeline/`; the
+parent's word is never taken for any of it. No `PluginHost` is built here: the worker
+keeps no state store (enable flags are the parent's decision, it started this worker;
+KV lives in the parent, which serves it over the channel).
 """
 
 from __future__ import annotations
@@ -14,60 +16,25 @@ from typing import Any
 
 import pluggy
 
-from .._host import PluginHost
+import aperio_hookspecs
+from aperio_hookspecs import PROJECT_NAME
+from aperio_hookspecs import specs as api_specs
+
+from .._boundary import Boundary
+from .._breaker import CircuitBreaker
+from .._catalog import Catalog
 from .._model import Isolation, PluginKind, PluginState
+from .._ownership import OwnedDistribution
 from .._settings import HostSettings
-from .._state import SeenIndex
-from ..errors import AperioError, StateStoreError
+from .._trust import load_trust_store
+from ..errors import AperioError
+from ..pipeline import walk
+from ..pipeline.admit import split_duplicates
+from ..pipeline.discover import survey
+from ..pipeline.environment import Environment
 from ._server import Plugin
 
-
-class StatelessStore:
-    """A `StateStore` for the worker's own host: every plugin enabled and in process, no KV.
-
-    Enable flags are the parent's decision (it started this worker), isolation is
-    this process itself, and KV lives in the parent, which serves it over the channel.
-    """
-
-    def __init__(self, plugin_id: str) -> None:
-        self._plugin_id = plugin_id
-
-    def enabled_flags(self) -> dict[str, bool]:
-        return {}
-
-    def isolation_overrides(self) -> dict[str, Isolation]:
-        # A worker runs its one plugin in process; anything else would start a worker of a worker.
-        return {self._plugin_id: Isolation.INPROCESS}
-
-    def set_isolation(self, plugin_id: str, isolation: Isolation | None) -> None:
-        return None
-
-    def set_enabled(self, plugin_id: str, enabled: bool) -> None:
-        return None
-
-    def forget_plugin(self, plugin_id: str, *, purge_data: bool = True) -> None:
-        return None
-
-    def seen_index(self, source: str) -> SeenIndex | None:
-        return None
-
-    def record_index(self, source: str, seen: SeenIndex) -> None:
-        return None
-
-    def kv_get(self, plugin_id: str, key: str) -> str | None:
-        raise StateStoreError("a worker keeps no KV; the host serves it")
-
-    def kv_set(self, plugin_id: str, key: str, value: str) -> None:
-        raise StateStoreError("a worker keeps no KV; the host serves it")
-
-    def kv_delete(self, plugin_id: str, key: str) -> None:
-        raise StateStoreError("a worker keeps no KV; the host serves it")
-
-    def kv_keys(self, plugin_id: str, prefix: str = "") -> list[str]:
-        raise StateStoreError("a worker keeps no KV; the host serves it")
-
-    def close(self) -> None:
-        return None
+CODE_CACHE_DIR = "code-cache"  # under the worker's own state directory, as under the host's
 
 
 @dataclass(frozen=True)
@@ -78,26 +45,20 @@ class LoadFailure:
 
 def load(plugin_id: str, search_path: Sequence[str], audit_logger: Any) -> tuple[Plugin, dict[str, Any]] | LoadFailure:
     """Load `plugin_id`; return what to serve and its description, or why it did not come up."""
+    manager = pluggy.PluginManager(PROJECT_NAME)
+    manager.add_hookspecs(api_specs)
+    catalog = Catalog()
     try:
-        settings = HostSettings.from_environment(state_dir=Path.cwd() / "state")
-        host = PluginHost(
-            settings,
-            search_path=search_path,
-            state_store=StatelessStore(plugin_id),
-            audit_logger=audit_logger,
-            plugin_logger=audit_logger,  # unused here (a worker's calls log through the host), and not structlog
-            guard_calls=False,  # the plugin's exceptions go to the parent, whose guard records them
-            discovery_cache=False,
-        )
-        host.load(only=[plugin_id])
-        info = host.get(plugin_id)
+        walked = _walk(plugin_id, search_path, audit_logger, manager, catalog)
     except AperioError as exc:
         return LoadFailure(exc.message, None)
-    if info.state is not PluginState.ENABLED:
+    info = walked.info
+    if walked.activated is None or info.state is not PluginState.ENABLED:
         stage = info.failure_stage.value if info.failure_stage else None
         return LoadFailure(info.error or f"plugin {plugin_id!r} is {info.state.value}", stage)
-    hooks, hook_rows = _hookimpls(host, plugin_id)
-    registrations, registration_rows = _registrations(host, plugin_id)
+    catalog.add(plugin_id, walked.activated.registrations)
+    hooks, hook_rows = _hookimpls(manager, plugin_id)
+    registrations, registration_rows = _registrations(catalog, plugin_id)
     description = {
         "plugin_id": plugin_id,
         "distribution": info.distribution,
@@ -108,11 +69,60 @@ def load(plugin_id: str, search_path: Sequence[str], audit_logger: Any) -> tuple
     return Plugin(plugin_id, hooks, registrations), description
 
 
-def _hookimpls(host: PluginHost, plugin_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _walk(
+    plugin_id: str, search_path: Sequence[str], audit: Any, manager: pluggy.PluginManager, catalog: Catalog
+) -> walk.Walked:
+    """Discover, then walk the one candidate that wins `plugin_id`. Raises `AperioError` for bad settings."""
+    settings = HostSettings.from_environment(state_dir=Path.cwd() / "state")
+    plugins_root = _resolved(settings.plugins_dir)
+    found = survey(search_path, settings.plugins_dir, plugins_root)
+
+    def report(distribution: OwnedDistribution, refused: str | None) -> None:
+        audit.warning("plugin.dependency.unsigned", distribution=distribution.describe(), reason=refused)
+
+    # The plugins directory's unsigned dependencies are served as in the host; the finders stay
+    # installed for the life of this process, which serves this one plugin.
+    Boundary(plugins_root, settings.plugin_trust_mode, report).update(found.layout, found.host_modules)
+    env = Environment(
+        trust=load_trust_store(settings),
+        trust_mode=settings.plugin_trust_mode,
+        api_version=aperio_hookspecs.API_VERSION,
+        audit=audit,
+        layout=found.layout,
+        host_modules=found.host_modules,
+        new_breaker=lambda _: CircuitBreaker(settings.breaker_policy),
+        recorder=lambda _: _unused_recorder,
+        development=settings.is_development,
+        start_worker=None,  # this process is the worker: never a worker of a worker
+        code_cache=settings.state_dir / CODE_CACHE_DIR,
+        guard_calls=False,  # the plugin's exceptions go to the parent, whose guard records them
+        roots=found.roots,
+    )
+    winners, _ = split_duplicates(found.discovery.candidates)
+    for candidate in winners:
+        if candidate.plugin_id == plugin_id:
+            # Enabled: the parent started this worker, so the operator's flag allowed it.
+            return walk.bring_up(candidate, env, True, Isolation.INPROCESS, manager, catalog)
+    raise AperioError(f"no installed plugin with id {plugin_id!r} on the worker's search path", plugin_id=plugin_id)
+
+
+def _unused_recorder(hook_name: str, exc: BaseException) -> None:
+    # Never called: the worker does not guard its plugin (guard_calls=False).
+    return None
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path
+
+
+def _hookimpls(manager: pluggy.PluginManager, plugin_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     functions: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    for name in sorted(dir(host.hook)):
-        caller = getattr(host.hook, name, None)
+    for name in sorted(dir(manager.hook)):
+        caller = getattr(manager.hook, name, None)
         if name.startswith("_") or not isinstance(caller, pluggy.HookCaller):
             continue
         for implementation in caller.get_hookimpls():
@@ -124,15 +134,11 @@ def _hookimpls(host: PluginHost, plugin_id: str) -> tuple[dict[str, Any], list[d
     return functions, rows
 
 
-def _registrations(host: PluginHost, plugin_id: str) -> tuple[dict[tuple[str, str], Any], list[dict[str, Any]]]:
-    catalog = {
-        PluginKind.CONNECTOR: host.connectors,
-        PluginKind.REMEDIATION: host.remediations,
-        PluginKind.DESTINATION: host.destinations,
-    }
+def _registrations(catalog: Catalog, plugin_id: str) -> tuple[dict[tuple[str, str], Any], list[dict[str, Any]]]:
     served: dict[tuple[str, str], Any] = {}
     rows: list[dict[str, Any]] = []
-    for kind, entries in catalog.items():
+    for kind in (PluginKind.CONNECTOR, PluginKind.REMEDIATION, PluginKind.DESTINATION):
+        entries = catalog.of_kind(kind)
         for name, entry in entries.items():
             if entry.plugin_id != plugin_id:
                 continue
