@@ -180,3 +180,11 @@ def survey(
     layout = scan_plugins_dir(plugins_root, cache=cache, plugins=plugins)
     # What the host provides may have changed since the last discovery.
     return Survey(discovery, tuple(root.path for root in roots), layout, HostModules(plugins_root))
+
+
+def resolved_path(path: Path) -> Path:
+    """`path` resolved, or as it is when it cannot be (a directory that does not exist yet)."""
+    try:
+        return path.resolve()
+    except OSError:
+        return path

@@ -6,9 +6,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import RemotePluginError, RemoteTraceback, WorkerBoundaryError
-from . import _protocol as protocol
-from ._codec import EnvelopeData, EnvelopeError, envelope, materialize
+from ...errors import RemotePluginError, RemoteTraceback, WorkerBoundaryError
+from .. import _protocol as protocol
+from .._codec import EnvelopeData, EnvelopeError, envelope, materialize
 
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -20,18 +20,18 @@ import aperio_hookspecs
 from aperio_hookspecs import PROJECT_NAME
 from aperio_hookspecs import specs as api_specs
 
-from .._boundary import Boundary
-from .._breaker import CircuitBreaker
-from .._catalog import Catalog
-from .._model import Isolation, PluginKind, PluginState
-from .._ownership import OwnedDistribution
-from .._settings import HostSettings
-from .._trust import load_trust_store
-from ..errors import AperioError
-from ..pipeline import walk
-from ..pipeline.admit import split_duplicates
-from ..pipeline.discover import survey
-from ..pipeline.environment import Environment
+from ..._boundary import Boundary
+from ..._breaker import CircuitBreaker
+from ..._catalog import Catalog
+from ..._model import Isolation, PluginKind, PluginState
+from ..._ownership import OwnedDistribution
+from ..._settings import HostSettings
+from ..._trust import load_trust_store
+from ...errors import AperioError
+from ...pipeline import walk
+from ...pipeline.admit import split_duplicates
+from ...pipeline.discover import resolved_path, survey
+from ...pipeline.environment import Environment
 from ._server import Plugin
 
 CODE_CACHE_DIR = "code-cache"  # under the worker's own state directory, as under the host's
@@ -74,7 +74,7 @@ def _walk(
 ) -> walk.Walked:
     """Discover, then walk the one candidate that wins `plugin_id`. Raises `AperioError` for bad settings."""
     settings = HostSettings.from_environment(state_dir=Path.cwd() / "state")
-    plugins_root = _resolved(settings.plugins_dir)
+    plugins_root = resolved_path(settings.plugins_dir)
     found = survey(search_path, settings.plugins_dir, plugins_root)
 
     def report(distribution: OwnedDistribution, refused: str | None) -> None:
@@ -109,13 +109,6 @@ def _walk(
 def _unused_recorder(hook_name: str, exc: BaseException) -> None:
     # Never called: the worker does not guard its plugin (guard_calls=False).
     return None
-
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except OSError:
-        return path
 
 
 def _hookimpls(manager: pluggy.PluginManager, plugin_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
