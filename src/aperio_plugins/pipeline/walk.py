@@ -26,7 +26,7 @@ from .._model import (
     SignatureStatus,
     Verification,
 )
-from .admit import Decision, admit_plugin
+from .admit import Decision, admit_plugin, duplicate_refusal
 from .environment import Environment, Refused
 from .inspect import inspect
 from .load import load, restore_on_failure
@@ -180,3 +180,42 @@ def with_registrations(info: PluginInfo, registrations: PluginRegistrations) -> 
         remediations=registrations.names(PluginKind.REMEDIATION),
         destinations=registrations.names(PluginKind.DESTINATION),
     )
+
+
+def reactivate(
+    candidate: Candidate,
+    env: Environment,
+    enabled_flag: bool,
+    isolation: Isolation | None,
+    manager: pluggy.PluginManager,
+    catalog: Catalog,
+    old: Activated,
+    registered: bool,
+) -> tuple[Evaluated, Activated]:
+    """Walk a loaded plugin's candidate again to replace it in place (reload). When `old` is
+    `registered` (enabled), it leaves `manager` while the new one registers, and comes back if that
+    fails. The new one ends registered; the caller releases `old`, or unregisters the new one to keep
+    it disabled. Raises `Refused`; `old` is as it was then."""
+    evaluated = evaluate(candidate, env, enabled_flag)
+    if evaluated.inspected is None or evaluated.decision is Decision.REFUSE:
+        refusal = Refusal(evaluated.info.failure_stage or FailureStage.ADMIT, evaluated.info.error or "refused")
+        raise Refused(refusal)
+    plugin_id = candidate.plugin_id
+    if registered:
+        manager.unregister(name=plugin_id)
+    try:
+        with restore_on_failure(candidate):
+            return evaluated, activate(evaluated, env, isolation, manager, catalog)
+    except Refused:
+        if registered:
+            manager.register(old.prepared.registered, name=plugin_id)
+        raise
+
+
+def shadowed(duplicate: Candidate, winner: Candidate, env: Environment) -> PluginInfo:
+    """The failed info of a candidate whose id `winner` took first on the search path, audited."""
+    refusal = duplicate_refusal(duplicate, winner)
+    env.audit.warning(
+        refusal.event, plugin_id=duplicate.plugin_id, distribution=duplicate.describe(), winner=winner.describe()
+    )
+    return failed_info(duplicate, refusal, env)
