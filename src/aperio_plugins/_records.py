@@ -15,7 +15,7 @@ from typing import Any
 
 from ._catalog import PluginRegistrations
 from ._model import Candidate, PluginInfo, PluginState
-from .errors import UnknownPluginError
+from .errors import PluginCallError, UnknownPluginError
 from .pipeline.register import Activated
 from .worker import WorkerPlugin
 
@@ -69,6 +69,9 @@ class Records:
         """Count a failed call against `plugin_id` and audit it (`plugin.call.failed`)."""
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TRACEBACK_CHARS:]
         error_type, error = type(exc).__name__, str(exc)
+        if isinstance(exc, PluginCallError) and exc.remote_type is not None:
+            # Raised by the plugin in its worker: recorded in the words of the same fault in process.
+            error_type, error = exc.plugin_error_type or error_type, exc.remote_message or ""
         with self.lock:
             slot = self.slots.get(plugin_id)
             if slot is not None:

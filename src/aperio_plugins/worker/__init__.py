@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     HandshakeError,
+    PluginCallError,
     RemotePluginError,
     RemoteTraceback,
     SandboxUnavailableError,
@@ -59,6 +60,7 @@ __all__ = [
     "WorkerCrashedError",
     "HandshakeError",
     "WorkerBoundaryError",
+    "PluginCallError",
     "RemotePluginError",
     "RemoteTraceback",
     "SandboxUnavailableError",
