@@ -22,10 +22,9 @@ from ._records import Records
 from ._settings import HostSettings
 from ._trust import TrustStore
 from .errors import WorkerError
-from .pipeline.environment import Environment
+from .pipeline.environment import CODE_CACHE_DIR, Environment
 from .worker import WorkerPlugin, WorkerSettings
 
-CODE_CACHE_DIR = "code-cache"
 _BREAKER_EVENTS = {
     BreakerState.OPEN: "plugin.breaker.opened",
     BreakerState.HALF_OPEN: "plugin.breaker.half_open",

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._breaker import CircuitBreaker
 from .._cache import DiscoveryCache
@@ -20,7 +20,17 @@ from .._model import Isolation, Refusal, TrustMode
 from .._ownership import HostModules, PluginsDirLayout
 from .._trust import TrustStore
 
-WorkerStarter = Callable[[str, bool], object]
+CODE_CACHE_DIR = "code-cache"
+"""Under a state directory (the host's, or a worker's own): compiled verified modules, keyed by digest."""
+
+
+class StandIn(Protocol):
+    """What a worker starter returns: an object carrying the plugin's hookimpls, stopped on release."""
+
+    def stop(self) -> None: ...
+
+
+WorkerStarter = Callable[[str, bool], StandIn]
 """(plugin id, whether its worker keeps the network) -> the stand-in to register in place of the plugin.
 Raises `WorkerError` (a `HandshakeError` naming the stage that refused it inside the worker)."""
 

@@ -158,8 +158,7 @@ def _in_worker(inspected: Inspected, env: Environment) -> Loaded:
         raise Refused(Refusal(stage, exc.message)) from exc
     except WorkerError as exc:
         raise Refused(Refusal(FailureStage.LOAD, exc.message)) from exc
-    stop = getattr(plugin, "stop", None)
-    return Loaded(inspected, plugin, Isolation.PROCESS, stop=stop if callable(stop) else None)
+    return Loaded(inspected, plugin, Isolation.PROCESS, stop=plugin.stop)
 
 
 def _in_process(inspected: Inspected, verification: Verification | None, env: Environment) -> Loaded:

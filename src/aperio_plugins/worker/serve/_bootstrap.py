@@ -24,17 +24,15 @@ from ..._boundary import Boundary
 from ..._breaker import CircuitBreaker
 from ..._catalog import Catalog
 from ..._model import Isolation, PluginKind, PluginState
-from ..._ownership import OwnedDistribution
+from ..._reports import Reporter
 from ..._settings import HostSettings
 from ..._trust import load_trust_store
 from ...errors import AperioError
 from ...pipeline import walk
 from ...pipeline.admit import split_duplicates
 from ...pipeline.discover import resolved_path, survey
-from ...pipeline.environment import Environment
+from ...pipeline.environment import CODE_CACHE_DIR, Environment
 from ._server import Plugin
-
-CODE_CACHE_DIR = "code-cache"  # under the worker's own state directory, as under the host's
 
 
 @dataclass(frozen=True)
@@ -77,11 +75,9 @@ def _walk(
     plugins_root = resolved_path(settings.plugins_dir)
     found = survey(search_path, settings.plugins_dir, plugins_root)
 
-    def report(distribution: OwnedDistribution, refused: str | None) -> None:
-        audit.warning("plugin.dependency.unsigned", distribution=distribution.describe(), reason=refused)
-
-    # The plugins directory's unsigned dependencies are served as in the host; the finders stay
-    # installed for the life of this process, which serves this one plugin.
+    # The plugins directory's unsigned dependencies are served (and audited) as in the host; the
+    # finders stay installed for the life of this process, which serves this one plugin.
+    report = Reporter(audit, settings.plugin_trust_mode).dependency
     Boundary(plugins_root, settings.plugin_trust_mode, report).update(found.layout, found.host_modules)
     env = Environment(
         trust=load_trust_store(settings),
