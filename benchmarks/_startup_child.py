@@ -153,26 +153,26 @@ class TimedLogger:
 
 
 def instrument(clock: StageClock) -> None:
-    """Wrap each pipeline stage where `_host` and `_manifest` look it up (benchmark only)."""
-    from aperio_plugins import _activation, _host, _manifest, _state
+    """Wrap each pipeline stage where the host and the stage modules look it up (benchmark only)."""
+    from aperio_plugins import _host, _state
+    from aperio_plugins.pipeline import admit, discover, inspect, load, register, verify
 
-    # Names of successive versions of the host; a name the measured host lacks is skipped.
-    for attribute, stage in (
-        ("load_trust_store", "trust store load"),
-        ("discover", "discover"),
-        ("search_roots", "search roots"),
-        ("inspect_candidate", "inspect"),
-        ("verify", "verify"),
-        ("verify_installed", "verify"),
-        ("admit", "admit"),
-        ("install_importer", "verified importer"),
-        ("import_plugin", "import"),
+    # Names of successive versions of the host and its stages; a name the measured code lacks is skipped.
+    for module, attribute, stage in (
+        (_host, "load_trust_store", "trust store load"),
+        (discover, "discover", "discover"),
+        (discover, "search_roots", "search roots"),
+        (inspect, "inspect_candidate", "inspect"),
+        (verify, "verify_installed", "verify"),
+        (admit, "admit", "admit"),
+        (load, "install_importer", "verified importer"),
+        (load, "import_plugin", "import"),
     ):
-        clock.wrap(_host, attribute, stage)
-    clock.wrap(_manifest, "read_api_requirement", "inspect: METADATA + Requires-Dist")
-    clock.wrap(_manifest, "read_manifest", "inspect: manifest TOML + pydantic")
-    clock.wrap(_activation, "prepare", "prepare (guards)")
-    clock.wrap(_activation, "register", "register (pluggy + catalog)")
+        clock.wrap(module, attribute, stage)
+    clock.wrap(inspect, "read_api_requirement", "inspect: METADATA + Requires-Dist")
+    clock.wrap(inspect, "read_manifest", "inspect: manifest TOML + pydantic")
+    clock.wrap(register, "prepare", "prepare (guards)")
+    clock.wrap(register, "register", "register (pluggy + catalog)")
     clock.wrap(_state.SQLiteStateStore, "in_directory", "state store open")
     clock.wrap(_state.SQLiteStateStore, "enabled_flags", "state store read")
     if importlib.util.find_spec("aperio_plugins._cache") is not None:

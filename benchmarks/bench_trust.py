@@ -28,11 +28,11 @@ from time import perf_counter
 from _stats import paired_ratio
 
 from aperio_plugins import HostSettings, TrustMode
-from aperio_plugins._discover import SearchRoot, discover
-from aperio_plugins._manifest import inspect_candidate
 from aperio_plugins._model import Origin
 from aperio_plugins._trust import load_trust_store
 from aperio_plugins._verify import verify_installed
+from aperio_plugins.pipeline.discover import SearchRoot, discover
+from aperio_plugins.pipeline.inspect import inspect_candidate
 from aperio_plugins.testing import PluginWheel, generate_signing_key, install_wheels, sign_wheel_with_key
 
 HOOK = "from aperio_hookspecs import hookimpl\n\n@hookimpl\ndef aperio_finding_raised(finding):\n    return None\n"

@@ -55,8 +55,8 @@ from aperio_plugins.testing import PluginWheel, install_wheels
 from aperio_plugins.worker import WorkerPlugin, WorkerSettings
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker._codec import envelope
-from aperio_plugins.worker._sandbox import Containment
-from aperio_plugins.worker._sandbox import plan as sandbox_plan
+from aperio_plugins.worker.supervise._sandbox import Containment
+from aperio_plugins.worker.supervise._sandbox import plan as sandbox_plan
 
 PLUGIN_ID = "bench.worker"
 

@@ -1,16 +1,13 @@
-"""`PluginHost`: the one stateful object. It runs the pipeline and changes state only after
-everything that can fail has run."""
+"""`PluginHost`: the one stateful object. It keeps the plugins' records and their lifecycle, calls
+the pipeline's stages in order (`pipeline/`), and changes state only after everything that can
+fail has run."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import sys
-import threading
-import traceback
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -19,117 +16,45 @@ import pluggy
 from pydantic import BaseModel
 
 import aperio_hookspecs
-from aperio_hookspecs import PROJECT_NAME, PROPAGATE_ATTRIBUTE, Payload
-from aperio_hookspecs import specs as api_specs
+from aperio_hookspecs import Payload
 
-from . import _activation, _invoke
-from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
-from ._boundary import Boundary, record_tree
-from ._breaker import BreakerState, CircuitBreaker, Permit, incident_of
+from ._boundary import Boundary
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
-from ._context import CredentialProvider, new_context
-from ._dev import is_development_build
-from ._discover import Discovery, SearchRoot, discover, search_roots
-from ._guard import ErrorRecorder
-from ._loader import forget_modules, import_plugin, restore_on_failure
-from ._manifest import inspect_candidate
+from ._context import CredentialProvider
 from ._model import (
     Candidate,
-    FailureStage,
     Inspected,
     Isolation,
     LoadReport,
-    Origin,
     PluginInfo,
     PluginKind,
     PluginState,
-    Refusal,
-    SignatureStatus,
     TrustMode,
     Verification,
 )
-from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, scan_plugins_dir
+from ._records import Records, Slot, snapshot
+from ._reports import Reporter
+from ._run import run_plugin
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
-from ._trust import Severity, TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
+from ._trust import TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
 from ._verify import verify_installed
+from ._wiring import host_environment, plugin_manager
 from .errors import (
-    AperioWarning,
-    CircuitOpenError,
     ConfigurationError,
-    HandshakeError,
     LifecycleError,
-    ManifestError,
-    PluginCallError,
     PluginLoadError,
     UnknownPluginError,
-    VerificationError,
-    WorkerCrashedError,
-    WorkerError,
-    WorkerTimeoutError,
 )
-from .importing import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
-from .worker import WorkerPlugin, WorkerSettings
-
-_SIGNATURE_EVENTS = {
-    SignatureStatus.VERIFIED: "plugin.signature.verified",
-    SignatureStatus.UNSIGNED: "plugin.signature.unsigned",
-    SignatureStatus.INVALID: "plugin.signature.invalid",
-    SignatureStatus.SKIPPED: "plugin.signature.skipped",
-}
-_BREAKER_EVENTS = {
-    BreakerState.OPEN: "plugin.breaker.opened",
-    BreakerState.HALF_OPEN: "plugin.breaker.half_open",
-    BreakerState.CLOSED: "plugin.breaker.closed",
-}
-_MAX_TRACEBACK_CHARS = 4000
-CODE_CACHE_DIR = "code-cache"
-
-
-@dataclass
-class _Slot:
-    """The host's record of one plugin id. Replaced field by field, only after a step succeeded."""
-
-    info: PluginInfo
-    candidate: Candidate | None = None
-    prepared: _activation.Prepared | None = None
-    registrations: PluginRegistrations = field(default_factory=PluginRegistrations)
-    importer: VerifiedImporter | None = None
-    breaker: CircuitBreaker | None = None
-
-    @property
-    def in_memory(self) -> bool:
-        return self.prepared is not None
-
-
-@dataclass(frozen=True)
-class _Activated:
-    """An imported and registered plugin, and the importer that serves its verified files."""
-
-    prepared: _activation.Prepared
-    registrations: PluginRegistrations
-    importer: VerifiedImporter | None
-    breaker: CircuitBreaker
-
-
-class _Refused(Exception):
-    """Internal: a stage refused the plugin; carries the refusal to the one place that records it."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.reason)
-        self.refusal = refusal
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """The result of running one candidate through inspect, verify and admit."""
-
-    info: PluginInfo
-    inspected: Inspected | None
-    decision: Decision
-    verification: Verification | None = None
+from .pipeline import walk
+from .pipeline.admit import split_duplicates
+from .pipeline.discover import Discovery, resolved_path, survey
+from .pipeline.environment import Refused
+from .pipeline.inspect import inspect_candidate
+from .pipeline.load import forget_modules
+from .worker import WorkerSettings
 
 
 class PluginHost:
@@ -169,32 +94,33 @@ class PluginHost:
         self._search_path = [str(entry) for entry in (sys.path if search_path is None else search_path)]
         self._audit = audit_logger if audit_logger is not None else default_audit_logger()
         self._plugin_logger = plugin_logger if plugin_logger is not None else default_plugin_logger()
-        self._guard_calls = guard_calls
         self._credential_provider = credential_provider
         self._call_timeout = call_timeout
-        self._worker_settings = worker_settings or WorkerSettings(call_timeout=call_timeout)
-        self._manager = pluggy.PluginManager(PROJECT_NAME)
-        spec_sources: tuple[ModuleType | type, ...] = (api_specs, *hookspecs)
-        for source in spec_sources:
-            self._manager.add_hookspecs(source)
-        self._propagating = frozenset(_propagating_hooks(spec_sources))
+        self._manager, propagating = plugin_manager(hookspecs)
         self._store = state_store if state_store is not None else SQLiteStateStore.in_directory(self.settings.state_dir)
-        self._slots: dict[str, _Slot] = {}
-        self._shadowed: list[PluginInfo] = []
+        self._records = Records(self._audit)
+        self._lock = self._records.lock
         self._broken: list[str] = []
         self._catalog = Catalog()
-        cache_path = self.settings.state_dir / CACHE_FILE_NAME
-        self._cache = DiscoveryCache(cache_path) if discovery_cache else None
-        self._root_paths: list[Path] = []
-        self._lock = threading.RLock()
         self._closed = False
-        self._trust = load_trust_store(self.settings)
-        self._plugins_root = _resolved(self.settings.plugins_dir)
-        self._layout = PluginsDirLayout(self._plugins_root)
-        self._host_modules = HostModules(self._plugins_root)
-        self._boundary = Boundary(self._plugins_root, self.trust_mode, self._report_dependency)
-        self._reported: set[str] = set()  # problems and dependencies already audited by this host
-        self._report_trust_problems()
+        self._plugins_root = resolved_path(self.settings.plugins_dir)
+        self._reporter = Reporter(self._audit, self.trust_mode)
+        self._boundary = Boundary(self._plugins_root, self.trust_mode, self._reporter.dependency)
+        self._env = host_environment(
+            self.settings,
+            self._records,
+            trust=load_trust_store(self.settings),
+            api_version=self.api_version,
+            audit=self._audit,
+            plugin_logger=self._plugin_logger,
+            search_path=self._search_path,
+            worker_settings=worker_settings or WorkerSettings(call_timeout=call_timeout),
+            guard_calls=guard_calls,
+            propagating=propagating,
+            cache=DiscoveryCache(self.settings.state_dir / CACHE_FILE_NAME) if discovery_cache else None,
+            plugins_root=self._plugins_root,
+        )
+        self._reporter.trust_configuration(self.settings, self._env.trust)
 
     # -- relay and catalog ---------------------------------------------------
 
@@ -221,18 +147,26 @@ class PluginHost:
 
     def plugins(self) -> tuple[PluginInfo, ...]:
         """Return a snapshot of every plugin the host knows, by id, duplicates after their winner."""
-        with self._lock:
-            rows = [_snapshot(slot) for slot in self._slots.values()] + list(self._shadowed)
-        return tuple(sorted(rows, key=lambda info: (info.id, info.state is PluginState.FAILED, info.location or "")))
+        return self._records.snapshot()
 
     def get(self, plugin_id: str) -> PluginInfo:
         """Return the snapshot for `plugin_id`; raise `UnknownPluginError` if the host has none."""
-        return _snapshot(self._slot(plugin_id))
+        return snapshot(self._records.slot(plugin_id))
 
     @property
     def broken_distributions(self) -> tuple[str, ...]:
         """Distributions whose metadata could not be read during the last discovery."""
         return tuple(self._broken)
+
+    @property
+    def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
+        """What the last discovery found in the plugins directory that no admitted code accounts for."""
+        return tuple(plugins_dir_problems(self._env.layout, self.trust_mode))
+
+    @property
+    def trust_store(self) -> TrustStore:
+        """The trust configuration this host checks plugins against, with the problems found in it."""
+        return self._env.trust
 
     # -- the pipeline --------------------------------------------------------
 
@@ -246,296 +180,56 @@ class PluginHost:
         with self._lock:
             self._ensure_open()
             discovery = self._discover()
-            # Once per load, not per plugin: each call makes every finder on
-            # sys.path list its directory again.
-            importlib.invalidate_caches()
             # Operator decisions are read once per load, not once per plugin.
             flags = self._store.enabled_flags()
             isolations = self._store.isolation_overrides()
             winners, duplicates = split_duplicates(discovery.candidates)
             for candidate in winners:
-                if wanted is not None and candidate.plugin_id not in wanted:
-                    continue
-                current = self._slots.get(candidate.plugin_id)
-                if current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED):
-                    continue
                 plugin_id = candidate.plugin_id
+                current = self._records.slots.get(plugin_id)
+                if (wanted is not None and plugin_id not in wanted) or (
+                    current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED)
+                ):
+                    continue
                 self._bring_up(candidate, flags.get(plugin_id, True), isolations.get(plugin_id))
-            self._shadowed = [
-                self._shadowed_info(duplicate, winner)
+            self._records.shadowed = [
+                walk.shadowed(duplicate, winner, self._env)
                 for duplicate, winner in duplicates
                 if wanted is None or duplicate.plugin_id in wanted
             ]
-            if self._cache is not None:
-                self._cache.save()
+            if self._env.cache is not None:
+                self._env.cache.save()
             return LoadReport(self.plugins())
 
     def _discover(self) -> Discovery:
-        # Resolved once per discovery; inspect looks up editable installs' manifests in the same roots.
-        roots = self._roots()
-        self._root_paths = [root.path for root in roots]
-        discovery = discover(roots, self._cache)
-        self._scan_plugins_dir(discovery)
-        self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
-        for item in discovery.broken:
-            self._audit.warning(
-                "plugin.discovery.failed", distribution=item.name, root=str(item.root), reason=item.reason
-            )
+        """Run the discover stage, serve the plugins directory's unsigned dependencies if the trust mode
+        allows it, and audit what this host has not reported yet."""
+        found = survey(self._search_path, self.settings.plugins_dir, self._plugins_root, self._env.cache)
+        self._env = self._env.with_survey(found.roots, found.layout, found.host_modules)
+        self._boundary.update(found.layout, found.host_modules)
+        for problem in plugins_dir_problems(found.layout, self.trust_mode):
+            self._reporter.problem(problem)
+        discovery = found.discovery
+        self._broken = self._reporter.broken(discovery)
+        # Once per discovery, not per plugin: each call makes every finder on sys.path list its directory again.
+        importlib.invalidate_caches()
         return discovery
 
-    def _scan_plugins_dir(self, discovery: Discovery) -> None:
-        """Read who owns what in the plugins directory, serve its unsigned dependencies if the
-        trust mode allows it, and audit problems this host has not reported yet."""
-        plugins = frozenset(
-            c.metadata_dir.name for c in discovery.candidates if c.origin is Origin.PLUGINS_DIR
-        ) | frozenset(item.name for item in discovery.broken if item.root == self._plugins_root)
-        self._layout = scan_plugins_dir(self._plugins_root, cache=self._cache, plugins=plugins)
-        self._host_modules = HostModules(self._plugins_root)  # what the host provides may have changed
-        self._boundary.update(self._layout, self._host_modules)
-        for problem in plugins_dir_problems(self._layout, self.trust_mode):
-            self._audit_problem(problem)
-
-    def _report_dependency(self, distribution: OwnedDistribution, refused: str | None) -> None:
-        key = f"dependency {distribution.metadata_dir} {refused}"
-        if key in self._reported:
-            return
-        self._reported.add(key)
-        self._audit.warning(
-            "plugin.dependency.unsigned",
-            distribution=distribution.describe(),
-            location=str(distribution.metadata_dir),
-            importable=refused is None,
-            reason=refused or f"not a plugin, unsigned; importable because trust mode is {self.trust_mode.value}",
-        )
-
-    @property
-    def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
-        """What the last discovery found in the plugins directory that no admitted code accounts for."""
-        return tuple(plugins_dir_problems(self._layout, self.trust_mode))
-
-    def _collision(self, inspected: Inspected, verification: Verification) -> str | None:
-        candidate = inspected.candidate
-        names = set(verification.packages) | {candidate.top_level_package}
-        if candidate.origin is not Origin.PLUGINS_DIR:
-            # Installed in the host's environment by the operator: only the standard library is checked.
-            return collision(names, inspected.distribution)
-        owned = self._layout.distribution_at(candidate.metadata_dir)
-        if owned is not None:
-            names |= owned.import_names
-        return collision(names, inspected.distribution, host=self._host_modules, layout=self._layout)
-
-    def _roots(self) -> tuple[SearchRoot, ...]:
-        return search_roots(self._search_path, self.settings.plugins_dir)
-
-    def _shadowed_info(self, duplicate: Candidate, winner: Candidate) -> PluginInfo:
-        refusal = duplicate_refusal(duplicate, winner)
-        self._audit.warning(
-            refusal.event, plugin_id=duplicate.plugin_id, distribution=duplicate.describe(), winner=winner.describe()
-        )
-        return self._failed_info(duplicate, refusal)
-
-    def _evaluate(self, candidate: Candidate, enabled_flag: bool) -> _Outcome:
-        """Run inspect, verify and admit for one candidate. Changes no state."""
-        self._audit.info(
-            "plugin.discovered",
-            plugin_id=candidate.plugin_id,
-            distribution=candidate.describe(),
-            origin=candidate.origin.value,
-        )
-        try:
-            inspected = inspect_candidate(candidate, self._root_paths, self._cache)
-        except ManifestError as exc:
-            refusal = Refusal(FailureStage.INSPECT, exc.message)
-            return _Outcome(self._failed_info(candidate, refusal, enabled_flag=enabled_flag), None, Decision.REFUSE)
-        verification = verify_installed(inspected, self._trust)
-        self._audit.info(
-            _SIGNATURE_EVENTS[verification.status],
-            plugin_id=candidate.plugin_id,
-            distribution=candidate.describe(),
-            detail=verification.detail,
-            signer=verification.signer,
-        )
-        admission = admit(
-            inspected,
-            verification,
-            trust_mode=self.trust_mode,
-            host_api_version=self.api_version,
-            enabled_flag=enabled_flag,
-            collision=self._collision(inspected, verification),
-            development_build=is_development_build(candidate.metadata_dir),
-            development=self.settings.is_development,
-        )
-        if admission.warning is not None:
-            self._audit.warning("plugin.trust.warning", plugin_id=candidate.plugin_id, reason=admission.warning)
-        info = _inspected_info(inspected, verification, enabled_flag)
-        info = dataclasses.replace(info, development_build=is_development_build(candidate.metadata_dir))
-        if admission.refusal is not None:
-            return _Outcome(self._refuse(info, admission.refusal), inspected, Decision.REFUSE, verification)
-        return _Outcome(info, inspected, admission.decision, verification)
-
-    def _refuse(self, info: PluginInfo, refusal: Refusal) -> PluginInfo:
-        fields = {"plugin_id": info.id, "distribution": info.distribution, "stage": refusal.stage.value}
-        if refusal.event != "plugin.load.failed":
-            self._audit.warning(refusal.event, reason=refusal.reason, **fields)
-        self._audit.warning("plugin.load.failed", reason=refusal.reason, **fields)
-        return dataclasses.replace(info, state=PluginState.FAILED, error=refusal.reason, failure_stage=refusal.stage)
-
-    def _failed_info(self, candidate: Candidate, refusal: Refusal, *, enabled_flag: bool = True) -> PluginInfo:
-        info = PluginInfo(
-            id=candidate.plugin_id,
-            state=PluginState.DISCOVERED,
-            distribution=candidate.distribution,
-            version=candidate.version,
-            location=str(candidate.root),
-            origin=candidate.origin,
-            entry_point=candidate.entry_point,
-            enabled_flag=enabled_flag,
-        )
-        return self._refuse(info, refusal)
-
-    def _activate(self, outcome: _Outcome, isolation_override: Isolation | None) -> _Activated:
-        """Load and register an admitted plugin. Raises `_Refused`; the manager is untouched on failure.
-
-        In process, a verified plugin is imported through a `VerifiedImporter` that
-        executes only the bytes verification hashed; it stays installed while the
-        plugin is loaded, for imports the plugin makes later. In a worker, the
-        worker re-runs inspect, verify, admit and load itself, and the host
-        registers the worker's stand-in exactly as it would the plugin.
-        """
-        inspected = outcome.inspected
-        assert inspected is not None
-        plugin_id = inspected.candidate.plugin_id
-        breaker = CircuitBreaker(self.settings.breaker_policy, self._breaker_listener(plugin_id))
-        plugin: object
-        importer: VerifiedImporter | None
-        if self._isolation_of(inspected, isolation_override) is Isolation.PROCESS:
-            plugin, importer = self._start_worker(plugin_id, inspected.manifest.network), None
-        else:
-            plugin, importer = self._import_in_process(outcome)
-        try:
-            prepared = _activation.prepare(
-                self._manager,
-                inspected,
-                plugin,
-                guard=self._guard_calls,
-                propagating=self._propagating,
-                record=self._recorder(plugin_id),
-                gate=breaker,
-                refuse=lambda hook_name, permit: _circuit_open(plugin_id, hook_name, permit),
-            )
-            registrations = _activation.register(self._manager, self._catalog, prepared)
-        except PluginLoadError as exc:
-            _release(plugin, importer)
-            raise _Refused(Refusal(FailureStage.REGISTER, exc.message)) from exc
-        return _Activated(prepared, registrations, importer, breaker)
-
-    def _import_in_process(self, outcome: _Outcome) -> tuple[object, VerifiedImporter | None]:
-        inspected, verification = outcome.inspected, outcome.verification
-        assert inspected is not None
-        importer = self._plugin_importer(inspected, verification)
-        try:
-            plugin = import_plugin(inspected.candidate)
-        except PluginLoadError as exc:
-            _release(None, importer)
-            stage = FailureStage.VERIFY if isinstance(exc.__cause__, TamperedFileError) else FailureStage.LOAD
-            raise _Refused(Refusal(stage, exc.message)) from exc
-        if importer is not None and importer.refusals:
-            # The plugin caught the ImportError its tampered file raised; it is refused all the same.
-            _release(None, importer)
-            raise _Refused(Refusal(FailureStage.VERIFY, importer.refusals[0].message))
-        return plugin, importer
-
-    def _plugin_importer(self, inspected: Inspected, verification: Verification | None) -> VerifiedImporter | None:
-        """Install the finder scoped to the plugin's files: its signed statement when verified, its
-        RECORD when it is unsigned code from the plugins directory. Raises `_Refused`."""
-        candidate = inspected.candidate
-        try:
-            if verification is not None and verification.status is SignatureStatus.VERIFIED:
-                tree = VerifiedTree(candidate.plugin_id, candidate.root, verification.digests, verification.packages)
-                return install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
-            if candidate.origin is not Origin.PLUGINS_DIR:
-                return None
-            owned = self._layout.distribution_at(candidate.metadata_dir)
-            if owned is None or not owned.files:
-                raise VerificationError(f"{candidate.metadata_dir.name} has no RECORD: no file of it is importable")
-            tree = record_tree(owned, candidate.root, candidate.plugin_id)
-            return install_importer(tree, code_cache=self.settings.state_dir / CODE_CACHE_DIR)
-        except VerificationError as exc:
-            raise _Refused(Refusal(FailureStage.VERIFY, exc.message)) from exc
-
-    def _isolation_of(self, inspected: Inspected, override: Isolation | None) -> Isolation:
-        """The operator's choice for this plugin, else process if the host default or the plugin asks for it.
-
-        A plugin cannot opt out of a process-wide default: only the operator can, per plugin.
-        """
-        if override is not None:
-            return override
-        if Isolation.PROCESS in (self.settings.plugin_isolation, inspected.manifest.isolation):
-            return Isolation.PROCESS
-        return Isolation.INPROCESS
-
-    def _start_worker(self, plugin_id: str, network: bool) -> WorkerPlugin:
-        def failed(_: str, error: WorkerError) -> None:
-            # The supervisor has audited the worker's death; the calls it broke are counted (and fed
-            # to the breaker, once per worker generation) by the callers' guards or by run(), so
-            # here it is only shown.
-            with self._lock:
-                slot = self._slots.get(plugin_id)
-                if slot is not None:
-                    slot.info = dataclasses.replace(slot.info, last_call_error=f"worker: {error.message}")
-
-        try:
-            return WorkerPlugin.start(
-                plugin_id,
-                settings=self.settings,
-                search_path=self._search_path,
-                options=self._worker_settings,
-                audit_logger=self._audit,
-                logger=self._plugin_logger,
-                on_failure=failed,
-                network=network,
-            )
-        except HandshakeError as exc:
-            stage = FailureStage(exc.stage) if exc.stage else FailureStage.LOAD
-            raise _Refused(Refusal(stage, exc.message)) from exc
-        except WorkerError as exc:
-            raise _Refused(Refusal(FailureStage.LOAD, exc.message)) from exc
-
     def _bring_up(self, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None) -> PluginInfo:
-        outcome = self._evaluate(candidate, enabled_flag)
-        if outcome.decision is Decision.REFUSE or outcome.inspected is None:
-            self._slots[candidate.plugin_id] = _Slot(outcome.info, candidate)
-            return outcome.info
-        if outcome.decision is Decision.KEEP_DISABLED:
-            info = dataclasses.replace(outcome.info, state=PluginState.DISABLED)
-            self._slots[candidate.plugin_id] = _Slot(info, candidate)
-            self._audit.info("plugin.disabled", plugin_id=candidate.plugin_id, reason="operator flag; not imported")
-            return info
-        try:
-            with restore_on_failure(candidate):
-                activated = self._activate(outcome, isolation_override)
-        except _Refused as refused:
-            info = self._refuse(_tampered_if_verify(outcome.info, refused.refusal), refused.refusal)
-            self._slots[candidate.plugin_id] = _Slot(info, candidate)
-            return info
-        registrations = activated.registrations
-        self._catalog.add(candidate.plugin_id, registrations)
-        isolation = Isolation.PROCESS if isinstance(activated.prepared.plugin, WorkerPlugin) else Isolation.INPROCESS
-        info = _with_registrations(
-            dataclasses.replace(outcome.info, state=PluginState.ENABLED, isolation=isolation), registrations
-        )
-        self._slots[candidate.plugin_id] = _Slot(
-            info, candidate, activated.prepared, registrations, activated.importer, activated.breaker
-        )
-        self._audit.info("plugin.loaded", plugin_id=info.id, distribution=info.distribution, version=info.version)
-        self._audit.info("plugin.enabled", plugin_id=info.id)
-        return info
+        walked = walk.bring_up(candidate, self._env, enabled_flag, isolation_override, self._manager, self._catalog)
+        self._records.slots[candidate.plugin_id] = Slot(walked.info, candidate, walked.activated)
+        if walked.activated is not None:
+            self._catalog.add(candidate.plugin_id, walked.activated.registrations)
+            info = walked.info
+            self._audit.info("plugin.loaded", plugin_id=info.id, distribution=info.distribution, version=info.version)
+            self._audit.info("plugin.enabled", plugin_id=info.id)
+        return walked.info
 
     # -- operator lifecycle --------------------------------------------------
 
     def _require_installed(self, plugin_id: str) -> None:
         installed = {candidate.plugin_id for candidate in self._discover().candidates}
-        if plugin_id not in installed and plugin_id not in self._slots:
+        if plugin_id not in installed and plugin_id not in self._records.slots:
             known = ", ".join(sorted(installed)) or "none"
             raise UnknownPluginError(
                 f"no installed plugin with id {plugin_id!r} (installed: {known})", plugin_id=plugin_id
@@ -574,7 +268,7 @@ class PluginHost:
         (reload it once fixed) or a catalog name another plugin now holds.
         """
         with self._lock:
-            slot = self._slot(plugin_id)
+            slot = self._records.slot(plugin_id)
             state = slot.info.state
             if state is PluginState.ENABLED:
                 self._store.set_enabled(plugin_id, True)
@@ -583,7 +277,7 @@ class PluginHost:
                 raise LifecycleError(
                     f"plugin {plugin_id!r} failed ({slot.info.error}); fix it, then reload it", plugin_id=plugin_id
                 )
-            if slot.prepared is None:
+            if slot.activated is None:
                 self._store.set_enabled(plugin_id, True)
                 candidate = self._current_candidate(plugin_id)
                 info = self._bring_up(candidate, True, self._store.isolation_overrides().get(plugin_id))
@@ -596,7 +290,7 @@ class PluginHost:
             if conflict is not None:
                 raise LifecycleError(f"plugin {plugin_id!r} cannot be enabled: {conflict}", plugin_id=plugin_id)
             self._store.set_enabled(plugin_id, True)
-            self._manager.register(slot.prepared.registered, name=plugin_id)
+            self._manager.register(slot.activated.prepared.registered, name=plugin_id)
             self._catalog.add(plugin_id, slot.registrations)
             slot.info = dataclasses.replace(slot.info, state=PluginState.ENABLED, enabled_flag=True)
             self._audit.info("plugin.enabled", plugin_id=plugin_id)
@@ -606,7 +300,7 @@ class PluginHost:
         """Disable a plugin and persist the decision. It stays in memory but receives no calls,
         and is not imported at the next start. Raises `UnknownPluginError`."""
         with self._lock:
-            slot = self._slot(plugin_id)
+            slot = self._records.slot(plugin_id)
             self._store.set_enabled(plugin_id, False)
             if slot.info.state is PluginState.ENABLED:
                 self._manager.unregister(name=plugin_id)
@@ -622,15 +316,21 @@ class PluginHost:
         Raises `LifecycleError` if the plugin is not loaded.
         """
         with self._lock:
-            slot = self._slot(plugin_id)
+            slot = self._records.slot(plugin_id)
             if slot.info.state not in (PluginState.ENABLED, PluginState.DISABLED):
                 raise LifecycleError(
                     f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id
                 )
-            self._drop_from_memory(slot)
-            slot.info = _with_registrations(
-                dataclasses.replace(slot.info, state=PluginState.UNLOADED), PluginRegistrations()
-            )
+            if slot.info.state is PluginState.ENABLED:
+                self._manager.unregister(name=plugin_id)
+                self._catalog.remove(plugin_id)
+            if slot.candidate is not None:
+                forget_modules(slot.candidate)
+            if slot.activated is not None:
+                slot.activated.loaded.release()
+            slot.activated = None
+            unloaded = dataclasses.replace(slot.info, state=PluginState.UNLOADED)
+            slot.info = walk.with_registrations(unloaded, PluginRegistrations())
             self._audit.info("plugin.unloaded", plugin_id=plugin_id)
             return slot.info
 
@@ -641,11 +341,11 @@ class PluginHost:
         that was loaded then keeps running the version it had.
         """
         with self._lock:
-            slot = self._slot(plugin_id)
+            slot = self._records.slot(plugin_id)
             candidate = self._current_candidate(plugin_id)
             enabled_flag = self._store.enabled_flags().get(plugin_id, True)
             isolation_override = self._store.isolation_overrides().get(plugin_id)
-            if slot.prepared is None:
+            if slot.activated is None:
                 info = self._bring_up(candidate, enabled_flag, isolation_override)
                 if info.state is PluginState.FAILED:
                     self._audit.warning("plugin.reload.failed", plugin_id=plugin_id, reason=info.error)
@@ -655,39 +355,29 @@ class PluginHost:
             return self._reload_in_memory(slot, candidate, enabled_flag, isolation_override)
 
     def _reload_in_memory(
-        self, slot: _Slot, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None
+        self, slot: Slot, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None
     ) -> PluginInfo:
         plugin_id = candidate.plugin_id
-        old = slot.prepared
+        old = slot.activated
         assert old is not None
         was_enabled = slot.info.state is PluginState.ENABLED
-        outcome = self._evaluate(candidate, enabled_flag)
-        if outcome.inspected is None or outcome.decision is Decision.REFUSE:
-            return self._reload_failed(plugin_id, outcome.info.error or "refused")
-        if was_enabled:
-            self._manager.unregister(name=plugin_id)
         try:
-            with restore_on_failure(candidate):
-                activated = self._activate(outcome, isolation_override)
-        except _Refused as refused:
-            if was_enabled:
-                self._manager.register(old.registered, name=plugin_id)
+            evaluated, activated = walk.reactivate(
+                candidate, self._env, enabled_flag, isolation_override, self._manager, self._catalog, old, was_enabled
+            )
+        except Refused as refused:
             return self._reload_failed(plugin_id, refused.refusal.reason)
-        prepared, registrations = activated.prepared, activated.registrations
-        _release(old.plugin, slot.importer)
-        slot.importer = activated.importer
-        slot.breaker = activated.breaker
+        old.loaded.release()
         if was_enabled:
-            self._catalog.add(plugin_id, registrations)
+            self._catalog.add(plugin_id, activated.registrations)
         else:
             # A disabled plugin is re-imported and its registrations checked,
             # but it stays out of the manager until it is enabled.
             self._manager.unregister(name=plugin_id)
         state = PluginState.ENABLED if was_enabled else PluginState.DISABLED
-        slot.candidate, slot.prepared, slot.registrations = candidate, prepared, registrations
-        slot.info = _with_registrations(
-            dataclasses.replace(outcome.info, state=state, call_failures=0, last_call_error=None), registrations
-        )
+        slot.candidate, slot.activated = candidate, activated
+        fresh = dataclasses.replace(evaluated.info, state=state, call_failures=0, last_call_error=None)
+        slot.info = walk.with_registrations(fresh, activated.registrations)
         self._audit.info("plugin.reload.completed", plugin_id=plugin_id, version=slot.info.version, state=state.value)
         return slot.info
 
@@ -708,30 +398,15 @@ class PluginHost:
                 candidate = self._current_candidate(plugin_id)
             except LifecycleError:
                 raise UnknownPluginError(f"no installed plugin with id {plugin_id!r}", plugin_id=plugin_id) from None
-            inspected = inspect_candidate(candidate, self._root_paths, self._cache)
-            return inspected, verify_installed(inspected, self._trust)
+            inspected = inspect_candidate(candidate, self._env.roots, self._env.cache)
+            return inspected, verify_installed(inspected, self._env.trust)
 
     def _current_candidate(self, plugin_id: str) -> Candidate:
-        discovery = self._discover()
-        importlib.invalidate_caches()
-        winners, _ = split_duplicates(discovery.candidates)
+        winners, _ = split_duplicates(self._discover().candidates)
         for candidate in winners:
             if candidate.plugin_id == plugin_id:
                 return candidate
         raise LifecycleError(f"plugin {plugin_id!r} is no longer installed on the search path", plugin_id=plugin_id)
-
-    def _drop_from_memory(self, slot: _Slot) -> None:
-        plugin_id = slot.info.id
-        if slot.info.state is PluginState.ENABLED:
-            self._manager.unregister(name=plugin_id)
-            self._catalog.remove(plugin_id)
-        if slot.candidate is not None:
-            forget_modules(slot.candidate)
-        _release(slot.prepared.plugin if slot.prepared else None, slot.importer)
-        slot.importer = None
-        slot.prepared = None
-        slot.breaker = None
-        slot.registrations = PluginRegistrations()
 
     # -- calls ---------------------------------------------------------------
 
@@ -744,80 +419,20 @@ class PluginHost:
         `PluginCallError` when the plugin raises or returns something malformed.
         Findings in a sync result are broadcast through `aperio_finding_raised`.
         """
-        envelope = _invoke.parse_payload(plugin_id, payload)
-        with self._lock:
-            slot = self._slot(plugin_id)
-            if slot.info.state is not PluginState.ENABLED:
-                raise LifecycleError(
-                    f"plugin {plugin_id!r} is {slot.info.state.value}: it receives no calls", plugin_id=plugin_id
-                )
-            info, registrations, breaker = slot.info, slot.registrations, slot.breaker
-        operation = _invoke.operation_for(envelope)
-        entry = _invoke.catalog_entry(plugin_id, registrations, operation)
-        context = new_context(
-            plugin_id=plugin_id,
-            scopes=info.credential_scopes,
+        result = run_plugin(
+            self._records,
+            plugin_id,
+            payload,
             store=self._store,
             provider=self._credential_provider,
-            base_logger=self._plugin_logger,
+            logger=self._plugin_logger,
             timeout=self._call_timeout if timeout is None else timeout,
+            record=self._env.recorder(plugin_id),
         )
-        permit = None if breaker is None or breaker.closed else breaker.permit()
-        if permit is not None and not permit.granted:
-            raise _circuit_open(plugin_id, operation.hook_name, permit)
-        try:
-            result = _invoke.invoke(entry, operation, envelope, context)
-        except (PluginCallError, WorkerTimeoutError, WorkerCrashedError) as exc:
-            self._record_call_failure(plugin_id, operation.hook_name, exc.__cause__ or exc)
-            if breaker is not None:
-                breaker.record_failure(permit, incident_of(exc))  # one worker crash is one failure
-            raise
-        except BaseException:
-            if breaker is not None and permit is not None:
-                breaker.release(permit)  # interrupted (KeyboardInterrupt, say): no verdict on the plugin
-            raise
-        if breaker is not None and permit is not None:
-            breaker.record_success(permit)  # only the probe's success closes an open breaker
         if isinstance(result, aperio_hookspecs.SyncResult):
             for finding in result.findings:
                 self.hook.aperio_finding_raised(finding=finding)
         return result
-
-    def _recorder(self, plugin_id: str) -> ErrorRecorder:
-        # The guard tells the breaker itself, with the call's permit.
-        def record(hook_name: str, exc: BaseException) -> None:
-            self._record_call_failure(plugin_id, hook_name, exc)
-
-        return record
-
-    def _breaker_listener(self, plugin_id: str) -> Callable[[BreakerState, BreakerState], None]:
-        def moved(old: BreakerState, new: BreakerState) -> None:
-            with self._lock:
-                slot = self._slots.get(plugin_id)
-                if slot is not None:
-                    slot.info = dataclasses.replace(slot.info, breaker_state=new.value)
-            log = self._audit.error if new is BreakerState.OPEN else self._audit.info
-            log(_BREAKER_EVENTS[new], plugin_id=plugin_id, previous=old.value)
-
-        return moved
-
-    def _record_call_failure(self, plugin_id: str, hook_name: str, exc: BaseException) -> None:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TRACEBACK_CHARS:]
-        message = f"{hook_name}: {type(exc).__name__}: {exc}"
-        with self._lock:
-            slot = self._slots.get(plugin_id)
-            if slot is not None:
-                slot.info = dataclasses.replace(
-                    slot.info, call_failures=slot.info.call_failures + 1, last_call_error=message
-                )
-        self._audit.error(
-            "plugin.call.failed",
-            plugin_id=plugin_id,
-            hook=hook_name,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            traceback=text,
-        )
 
     # -- shutdown ------------------------------------------------------------
 
@@ -832,10 +447,11 @@ class PluginHost:
             finally:
                 # An unguarded host lets a plugin's shutdown error through,
                 # but the manager and the store are released all the same.
-                for slot in self._slots.values():
+                for slot in self._records.slots.values():
                     if slot.info.state is PluginState.ENABLED:
                         self._manager.unregister(name=slot.info.id)
-                    _release(slot.prepared.plugin if slot.prepared else None, slot.importer)
+                    if slot.activated is not None:
+                        slot.activated.loaded.release()
                 self._boundary.close()
                 self._store.close()
 
@@ -849,127 +465,6 @@ class PluginHost:
 
     # -- helpers -------------------------------------------------------------
 
-    def _slot(self, plugin_id: str) -> _Slot:
-        slot = self._slots.get(plugin_id)
-        if slot is None:
-            known = ", ".join(sorted(self._slots)) or "none"
-            raise UnknownPluginError(f"no plugin with id {plugin_id!r} (known: {known})", plugin_id=plugin_id)
-        return slot
-
     def _ensure_open(self) -> None:
         if self._closed:
             raise LifecycleError("this PluginHost is closed")
-
-    @property
-    def trust_store(self) -> TrustStore:
-        """The trust configuration this host checks plugins against, with the problems found in it."""
-        return self._trust
-
-    def _report_trust_problems(self) -> None:
-        if self.trust_mode is TrustMode.DISABLED and not self.settings.is_development:
-            message = (
-                "APERIO_PLUGIN_TRUST_MODE=disabled outside a development environment: plugin files are not"
-                " checked at all. Set APERIO_ENVIRONMENT=development for a throwaway sandbox, or use strict."
-            )
-            warnings.warn(message, AperioWarning, stacklevel=3)
-            self._audit.error("host.trust.disabled", environment=self.settings.environment, reason=message)
-        for problem in self._trust.problems:
-            self._audit_problem(problem)
-
-    def _audit_problem(self, problem: TrustProblem) -> None:
-        if str(problem) in self._reported:
-            return
-        self._reported.add(str(problem))
-        log = self._audit.error if problem.severity is Severity.ERROR else self._audit.warning
-        log("host.trust.problem", subject=problem.subject, reason=problem.message)
-
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except OSError:
-        return path
-
-
-def _propagating_hooks(sources: Iterable[object]) -> Iterable[str]:
-    for source in sources:
-        for name in dir(source):
-            if getattr(getattr(source, name, None), PROPAGATE_ATTRIBUTE, False):
-                yield name
-
-
-def _inspected_info(inspected: Inspected, verification: Verification, enabled_flag: bool) -> PluginInfo:
-    candidate = inspected.candidate
-    manifest = inspected.manifest
-    return PluginInfo(
-        id=candidate.plugin_id,
-        state=PluginState.DISCOVERED,
-        signature_status=verification.status,
-        signature_detail=verification.detail,
-        signer=verification.signer,
-        distribution=inspected.distribution,
-        version=inspected.version,
-        location=str(candidate.root),
-        origin=candidate.origin,
-        entry_point=candidate.entry_point,
-        api_requirement=inspected.api_requirement,
-        summary=manifest.summary,
-        kinds=manifest.kinds,
-        credential_scopes=manifest.credential_scopes,
-        isolation=manifest.isolation,
-        enabled_flag=enabled_flag,
-    )
-
-
-def _snapshot(slot: _Slot) -> PluginInfo:
-    """The slot's info, with the live state of its worker if it runs in one."""
-    plugin = slot.prepared.plugin if slot.prepared is not None else None
-    if not isinstance(plugin, WorkerPlugin):
-        return slot.info
-    status = plugin.status()
-    return dataclasses.replace(
-        slot.info,
-        worker_pid=status.pid,
-        worker_restarts=status.restarts,
-        worker_state=status.state.value,
-        worker_containment=status.containment,
-        worker_containment_gaps=status.containment_gaps,
-    )
-
-
-def _release(plugin: object, importer: VerifiedImporter | None) -> None:
-    """Undo what loading a plugin set up outside the manager: its worker, its importer."""
-    if isinstance(plugin, WorkerPlugin):
-        plugin.stop()
-    if importer is not None:
-        remove_importer(importer)
-
-
-def _circuit_open(plugin_id: str, hook_name: str, permit: Permit) -> CircuitOpenError:
-    # The permit's retry_in was computed when the breaker refused the call, under its lock.
-    if permit.retry_in > 0:
-        why = f"is open after repeated failures (next probe in {permit.retry_in:.1f}s)"
-    else:
-        why = "is half-open: a probe call is in flight, and calls go through again once it succeeds"
-    return CircuitOpenError(
-        f"plugin {plugin_id!r}: {hook_name} not called, its circuit breaker {why}",
-        plugin_id=plugin_id,
-        retry_in=permit.retry_in,
-    )
-
-
-def _tampered_if_verify(info: PluginInfo, refusal: Refusal) -> PluginInfo:
-    # A file that changed after verification is caught at import: the plugin's
-    # signature status is then invalid, whatever verification said a moment earlier.
-    if refusal.stage is FailureStage.VERIFY:
-        return dataclasses.replace(info, signature_status=SignatureStatus.INVALID)
-    return info
-
-
-def _with_registrations(info: PluginInfo, registrations: PluginRegistrations) -> PluginInfo:
-    return dataclasses.replace(
-        info,
-        connectors=registrations.names(PluginKind.CONNECTOR),
-        remediations=registrations.names(PluginKind.REMEDIATION),
-        destinations=registrations.names(PluginKind.DESTINATION),
-    )

@@ -87,11 +87,21 @@ def invoke(entry: CatalogEntry, operation: Operation, payload: Payload, context:
     except (WorkerTimeoutError, WorkerCrashedError):
         raise  # the worker, not the plugin's code, failed: callers handle these by type
     except (Exception, SystemExit) as exc:
-        raise PluginCallError(
-            f"plugin {entry.plugin_id!r} failed in {operation.kind.value} {operation.target!r}:"
-            f" {type(exc).__name__}: {exc}",
+        raise _call_error(entry, operation, exc) from exc
+
+
+def _call_error(entry: CatalogEntry, operation: Operation, exc: BaseException) -> PluginCallError:
+    where = f"plugin {entry.plugin_id!r} failed in {operation.kind.value} {operation.target!r}"
+    if isinstance(exc, PluginCallError) and exc.remote_type is not None:
+        # The plugin raised in its worker: the same words as in process, and the worker's traceback.
+        return PluginCallError(
+            f"{where}: {exc.plugin_error_type}: {exc.remote_message}",
             plugin_id=entry.plugin_id,
-        ) from exc
+            remote_type=exc.remote_type,
+            remote_message=exc.remote_message,
+            remote_traceback=exc.remote_traceback,
+        )
+    return PluginCallError(f"{where}: {type(exc).__name__}: {exc}", plugin_id=entry.plugin_id)
 
 
 def operation_for(payload: Payload) -> Operation:

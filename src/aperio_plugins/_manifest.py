@@ -1,4 +1,4 @@
-"""Inspect: a plugin's data-only manifest and its plugin API requirement, read without importing it.
+"""The manifest format: a plugin's data-only manifest and its plugin API requirement, read without importing it.
 
 The manifest is `aperio-plugin.toml` in the top-level package that the entry
 point names. One file serves every plugin id of a distribution:
@@ -29,9 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aperio_hookspecs import DISTRIBUTION_NAME
 
-from ._cache import DiscoveryCache, file_key
-from ._ids import plugin_id_problem
-from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
+from ._model import Candidate, Isolation, ManifestEntry, PluginKind
 from .errors import ManifestError
 
 if sys.version_info >= (3, 11):
@@ -86,7 +84,7 @@ def _location(loc: Sequence[int | str]) -> str:
     return "".join(parts)
 
 
-def _find_manifest(candidate: Candidate, roots: Sequence[Path]) -> Path | None:
+def find_manifest(candidate: Candidate, roots: Sequence[Path]) -> Path | None:
     relative = Path(candidate.top_level_package) / MANIFEST_NAME
     primary = candidate.root / relative
     if primary.is_file():
@@ -100,7 +98,7 @@ def _find_manifest(candidate: Candidate, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def _fail(candidate: Candidate, message: str) -> ManifestError:
+def manifest_error(candidate: Candidate, message: str) -> ManifestError:
     return ManifestError(message, plugin_id=candidate.plugin_id, distribution=candidate.describe())
 
 
@@ -137,25 +135,25 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
 
     Raises `ManifestError` naming the file and the offending field.
     """
-    path = _find_manifest(candidate, roots)
+    path = find_manifest(candidate, roots)
     if path is None:
-        raise _fail(
+        raise manifest_error(
             candidate, f"no manifest: expected {candidate.top_level_package}/{MANIFEST_NAME} in the distribution"
         )
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise _fail(candidate, f"{path}: cannot read manifest: {exc.strerror}") from None
+        raise manifest_error(candidate, f"{path}: cannot read manifest: {exc.strerror}") from None
     if len(data) > _MAX_MANIFEST_BYTES:
-        raise _fail(candidate, f"{path}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
+        raise manifest_error(candidate, f"{path}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
     try:
         sections = manifest_sections(data, str(path))
     except ManifestError as exc:
-        raise _fail(candidate, exc.message) from None
+        raise manifest_error(candidate, exc.message) from None
     section = sections.get(candidate.plugin_id)
     if section is None:
         declared = ", ".join(sorted(sections)) or "none"
-        raise _fail(candidate, f'{path}: no [plugins."{candidate.plugin_id}"] table (declared: {declared})')
+        raise manifest_error(candidate, f'{path}: no [plugins."{candidate.plugin_id}"] table (declared: {declared})')
     return ManifestEntry(
         summary=section.summary,
         kinds=tuple(dict.fromkeys(section.kinds)),
@@ -178,7 +176,7 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise _fail(candidate, f"{path}: cannot read: {exc.strerror}") from None
+        raise manifest_error(candidate, f"{path}: cannot read: {exc.strerror}") from None
     # Only the headers matter here; the body is the long description, often most of the file.
     # `parse_email` is lenient: what it cannot parse lands in its second result, which the
     # checks below do not need (a missing name, version or requirement is refused by name).
@@ -186,17 +184,17 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
     name = raw.get("name")
     version = raw.get("version")
     if not name or not version:
-        raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: missing Name or Version")
+        raise manifest_error(candidate, f"{candidate.metadata_dir}/METADATA: missing Name or Version")
     try:
         Version(version)
     except InvalidVersion:
-        raise _fail(
+        raise manifest_error(
             candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version"
         ) from None
     try:
         requirement = api_requirement(raw.get("requires_dist") or [])
     except ManifestError as exc:
-        raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: {exc.message}") from None
+        raise manifest_error(candidate, f"{candidate.metadata_dir}/METADATA: {exc.message}") from None
     return name, version, requirement, hashlib.sha256(data).hexdigest()
 
 
@@ -235,40 +233,3 @@ def api_requirement(requires_dist: Sequence[str]) -> str:
             f" add e.g. '{DISTRIBUTION_NAME}>=1.0,<2' to its dependencies"
         )
     return ",".join(spec for spec in specifiers if spec)
-
-
-def inspect_candidate(
-    candidate: Candidate, roots: Sequence[Path] = (), cache: DiscoveryCache | None = None
-) -> Inspected:
-    """Return the inspected candidate; raise `ManifestError` if its manifest or metadata is unusable.
-
-    With a `cache`, a candidate whose METADATA and manifest are unchanged is not parsed again.
-    A plugin id that breaks the id rule (a look-alike of another id, installed with plain pip) is refused here.
-    """
-    id_problem = plugin_id_problem(candidate.plugin_id)
-    if id_problem is not None:
-        raise _fail(candidate, f"{candidate.metadata_dir}/entry_points.txt: {id_problem}")
-    manifest_path = _find_manifest(candidate, roots)
-    keys: list[object] = [
-        file_key(candidate.metadata_dir / "METADATA"),
-        str(manifest_path),
-        file_key(manifest_path) if manifest_path is not None else None,
-    ]
-    cacheable = cache is not None and None not in keys
-    if cache is not None and cacheable:
-        cached = cache.inspected(candidate, keys)
-        if cached is not None:
-            return cached
-    name, version, requirement, metadata_sha256 = read_api_requirement(candidate)
-    manifest = read_manifest(candidate, roots)
-    inspected = Inspected(
-        candidate=candidate,
-        manifest=manifest,
-        api_requirement=requirement,
-        distribution=name,
-        version=version,
-        metadata_sha256=metadata_sha256,
-    )
-    if cache is not None and cacheable:
-        cache.remember_inspected(inspected, keys)
-    return inspected

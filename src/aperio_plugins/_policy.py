@@ -1,5 +1,5 @@
 """The trust-mode decision: the one place where strict, warn and disabled turn a signature status into
-accept, accept with a warning, or refuse. Loading (`_admit`) and installing (`registry/_artifact`) both
+accept, accept with a warning, or refuse. Loading (`pipeline.admit`) and installing (`registry/_artifact`) both
 call it, so an install refuses exactly what a load would, in the same words. Verification only reports.
 """
 

@@ -87,7 +87,44 @@ class HookError(AperioError):
 
 
 class PluginCallError(HookError):
-    """A plugin raised, or returned something malformed, during an invocation."""
+    """A plugin raised, or returned something malformed, during an invocation: the same type whether
+    the plugin runs in this process or in a worker process.
+
+    In process, the plugin's own exception is the `__cause__`. From a worker, `remote_type` is the
+    qualified name of the exception class the plugin raised, `remote_message` its message and
+    `remote_traceback` the traceback formatted in the worker (a `RemoteTraceback` is the `__cause__`);
+    all three are None in process.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        distribution: str | None = None,
+        remote_type: str | None = None,
+        remote_message: str | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(message, plugin_id=plugin_id, distribution=distribution)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+    @property
+    def plugin_error_type(self) -> str | None:
+        """The class name of what the plugin raised, wherever it ran (None when that is not known)."""
+        if self.remote_type is not None:
+            return self.remote_type.rpartition(".")[2]
+        return type(self.__cause__).__name__ if self.__cause__ is not None else None
+
+    def diagnostics(self, *, remote_traceback: bool = True) -> str:
+        """Return the base diagnostics and, for a plugin in a worker unless `remote_traceback` is False,
+        the worker's traceback."""
+        summary = super().diagnostics()
+        if remote_traceback and self.remote_traceback:
+            return f"{summary}\n{self.remote_traceback.rstrip()}"
+        return summary
 
 
 class CircuitOpenError(HookError):
@@ -169,8 +206,8 @@ class WorkerBoundaryError(WorkerError, HookError):
 
 
 class RemoteTraceback(Exception):
-    """The traceback text of an exception raised in the worker; set as the `__cause__` of
-    `RemotePluginError` so that formatting the error shows where the plugin failed."""
+    """The traceback text of an exception raised in the worker; set as the `__cause__` of the
+    `PluginCallError` a worker's answer becomes, so that formatting the error shows where the plugin failed."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
@@ -180,31 +217,9 @@ class RemoteTraceback(Exception):
         return self.text
 
 
-class RemotePluginError(WorkerError, HookError):
-    """The plugin raised inside its worker. The worker keeps serving.
-
-    `remote_type` is the qualified name of the exception class, `remote_message`
-    its message and `remote_traceback` the formatted traceback from the worker.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        plugin_id: str | None = None,
-        remote_type: str,
-        remote_message: str,
-        remote_traceback: str,
-    ) -> None:
-        super().__init__(message, plugin_id=plugin_id)
-        self.remote_type = remote_type
-        self.remote_message = remote_message
-        self.remote_traceback = remote_traceback
-
-    def diagnostics(self, *, remote_traceback: bool = True) -> str:
-        """Return the base diagnostics and, unless `remote_traceback` is False, the worker's traceback."""
-        summary = super().diagnostics()
-        return f"{summary}\n{self.remote_traceback.rstrip()}" if remote_traceback else summary
+# The name a plugin's exception in its worker had while it was a type of its own; the same class
+# now, so that code written against either name catches the same fault wherever the plugin runs.
+RemotePluginError = PluginCallError
 
 
 class AperioWarning(UserWarning):

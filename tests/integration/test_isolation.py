@@ -110,6 +110,30 @@ def test_a_plugin_exception_in_the_worker_is_the_plugins_failure(worker_host):
     assert host.run("acme.probe", SyncRequest(connector="probe")).connector == "probe"
 
 
+@pytest.mark.parametrize("isolation", ["inprocess", "process"])
+def test_the_same_plugin_fault_has_the_same_type_and_record_wherever_the_plugin_runs(worker_host, audit, isolation):
+    host = worker_host(settings={"plugin_isolation": isolation})
+    assert host.get("acme.probe").isolation is Isolation(isolation)
+
+    with pytest.raises(PluginCallError) as caught:
+        host.run("acme.probe", SyncRequest(connector="probe", config={"mode": "raise"}))
+
+    error = caught.value
+    assert type(error) is PluginCallError
+    assert error.message == "plugin 'acme.probe' failed in connector 'probe': ConnectionError: provider down"
+    assert error.plugin_error_type == "ConnectionError"
+    assert host.get("acme.probe").last_call_error == "connector.sync: ConnectionError: provider down"
+    (failed,) = audit.fields_of("plugin.call.failed")
+    assert (failed["error_type"], failed["error"]) == ("ConnectionError", "provider down")
+    # Only a worker has a traceback of its own to add; `aperio -v` prints it from diagnostics().
+    if isolation == "process":
+        assert 'raise ConnectionError("provider down")' in error.diagnostics()
+        assert 'raise ConnectionError("provider down")' not in error.diagnostics(remote_traceback=False)
+    else:
+        assert error.remote_traceback is None
+        assert isinstance(error.__cause__, ConnectionError)
+
+
 def test_a_worker_that_dies_mid_call_is_restarted(worker_host, audit):
     host = worker_host()
     first_pid = host.get("acme.probe").worker_pid

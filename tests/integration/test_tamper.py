@@ -290,16 +290,16 @@ def test_planted_pyc_with_a_matching_header_never_runs(installed, make_host, mar
 
 
 def test_file_swapped_between_verification_and_import_is_caught(installed, make_host, marker, monkeypatch):
-    from aperio_plugins import _host
+    from aperio_plugins.pipeline import walk
 
-    real_activate = _host.PluginHost._activate
+    real_activate = walk.activate
 
-    def swap_then_activate(self, *args):
+    def swap_then_activate(*args):
         source = installed / "acme_signed" / "__init__.py"
         source.write_text(source.read_text() + "\nopen('/dev/null', 'w')  # swapped in after verification\n")
-        return real_activate(self, *args)
+        return real_activate(*args)
 
-    monkeypatch.setattr(_host.PluginHost, "_activate", swap_then_activate)
+    monkeypatch.setattr(walk, "activate", swap_then_activate)
     _, info = load(make_host)
     assert_refused(info, marker, "acme_signed/__init__.py")
 

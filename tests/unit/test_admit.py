@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from aperio_plugins._admit import Decision, admit, duplicate_refusal, split_duplicates
 from aperio_plugins._model import (
     Candidate,
     FailureStage,
@@ -19,6 +18,7 @@ from aperio_plugins._model import (
     TrustMode,
     Verification,
 )
+from aperio_plugins.pipeline.admit import Decision, admit, duplicate_refusal, split_duplicates
 
 VERIFIED = Verification(SignatureStatus.VERIFIED, "signed by ed25519 key abc", signer="ed25519 key abc")
 UNSIGNED = Verification(SignatureStatus.UNSIGNED, "acme_box is not signed")

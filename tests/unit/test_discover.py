@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aperio_plugins._discover import discover, search_roots
 from aperio_plugins._model import Origin
+from aperio_plugins.pipeline.discover import discover, search_roots
 
 
 def distribution(root: Path, name: str, version: str, entry_points: str | None) -> Path:

@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from aperio_plugins import errors
-from aperio_plugins.errors import AperioError, HookError, RemotePluginError, WorkerCrashedError, WorkerError
+from aperio_plugins.errors import AperioError, HookError, PluginCallError, WorkerCrashedError, WorkerError
 
 
 def depth(cls: type) -> int:
@@ -30,7 +30,7 @@ def test_a_worker_fault_is_still_a_failed_hook_call():
 
 
 def test_diagnostics_name_the_plugin_and_distribution_and_the_remote_traceback_on_request():
-    error = RemotePluginError(
+    error = PluginCallError(
         "plugin 'acme.x' failed: ValueError: bad",
         plugin_id="acme.x",
         remote_type="builtins.ValueError",
@@ -49,6 +49,21 @@ def test_diagnostics_name_the_plugin_and_distribution_and_the_remote_traceback_o
         '  File "acme_x/__init__.py", line 3',
         "ValueError: bad",
     ]
+
+
+def test_a_plugin_fault_has_one_type_in_process_and_in_a_worker():
+    from aperio_plugins import worker
+
+    assert errors.RemotePluginError is PluginCallError
+    assert worker.RemotePluginError is worker.PluginCallError is PluginCallError
+    with pytest.raises(PluginCallError) as caught:
+        raise PluginCallError("plugin 'acme.x' failed: ValueError: bad", plugin_id="acme.x") from ValueError("bad")
+    in_process = caught.value
+    assert in_process.plugin_error_type == "ValueError"
+    assert in_process.remote_traceback is None
+    assert in_process.diagnostics() == in_process.diagnostics(remote_traceback=False)
+    remote = PluginCallError("plugin 'acme.x' failed: ValueError: bad", remote_type="builtins.ValueError")
+    assert remote.plugin_error_type == "ValueError"
 
 
 @pytest.mark.parametrize(

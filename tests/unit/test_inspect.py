@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from aperio_plugins._discover import discover, search_roots
-from aperio_plugins._manifest import inspect_candidate
 from aperio_plugins._model import Candidate, Isolation, PluginKind
 from aperio_plugins.errors import ManifestError
+from aperio_plugins.pipeline.discover import discover, search_roots
+from aperio_plugins.pipeline.inspect import inspect_candidate
 from aperio_plugins.testing import manifest_toml
 
 GOOD_SECTION = {"summary": "Box users", "kinds": ["connector"], "credential_scopes": ["box:read"]}

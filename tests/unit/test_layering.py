@@ -1,4 +1,5 @@
-"""Which module may import which: the core does not reach into the registry, verification not into signing."""
+"""Which module may import which: the core does not reach into the registry, verification not into signing,
+the pipeline's stages not into the host, and each side of the worker's process boundary not into the other."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+
+STAGES = "import aperio_plugins.pipeline.walk, aperio_plugins.pipeline.discover"
 
 
 def imported_after(statement: str) -> set[str]:
@@ -21,6 +24,16 @@ def imported_after(statement: str) -> set[str]:
         ("import aperio_plugins._trust, aperio_plugins._ownership", "aperio_plugins.registry"),
         # Verification reads the signature format from `_signature_file`; the author-side signer stays out.
         ("import aperio_plugins._verify", "aperio_plugins._signing"),
+        # A stage gets what it needs in its Environment: following a plugin never climbs back into the host,
+        # and the stages know nothing of how a worker is started or of the registry.
+        (STAGES, "aperio_plugins._host"),
+        (STAGES, "aperio_plugins.worker"),
+        (STAGES, "aperio_plugins.registry"),
+        # The worker process runs the same stages without the host class or the host's side of the boundary.
+        ("import aperio_plugins.worker.__main__", "aperio_plugins._host"),
+        ("import aperio_plugins.worker.__main__", "aperio_plugins.worker.supervise"),
+        # The host's side of the boundary does not carry the worker's side with it.
+        ("import aperio_plugins.worker.supervise._proxy", "aperio_plugins.worker.serve"),
     ],
 )
 def test_a_lower_layer_does_not_import_a_higher_one(statement, forbidden):
@@ -47,3 +60,34 @@ def test_every_name_of_the_registrys_public_api_resolves():
 
     missing = [name for name in registry.__all__ if getattr(registry, name, None) is None]
     assert missing == []
+
+
+def test_each_stage_is_a_function_of_its_own_module_over_a_frozen_environment():
+    import dataclasses
+
+    from aperio_plugins.pipeline import admit, discover, environment, inspect, load, register, verify
+
+    stages = [discover.survey, inspect.inspect, verify.verify, admit.admit_plugin, load.load, register.register_plugin]
+    assert [stage.__module__.rpartition(".")[2] for stage in stages] == [
+        "discover",
+        "inspect",
+        "verify",
+        "admit",
+        "load",
+        "register",
+    ]
+    fields = {field.name for field in dataclasses.fields(environment.Environment)}
+    assert {"trust", "api_version", "audit", "start_worker", "new_breaker"} <= fields
+    assert environment.Environment.__dataclass_params__.frozen
+
+
+def test_the_worker_folder_separates_the_host_side_from_the_worker_side():
+    from pathlib import Path
+
+    import aperio_plugins.worker
+
+    folder = Path(aperio_plugins.worker.__file__).parent
+    shared = sorted(path.name for path in folder.glob("*.py"))
+    assert shared == ["__init__.py", "__main__.py", "_codec.py", "_protocol.py", "_settings.py", "_tree.py"]
+    assert (folder / "supervise" / "_proxy.py").is_file()
+    assert (folder / "serve" / "_server.py").is_file()

@@ -6,10 +6,10 @@ import pytest
 from plugin_builders import connector_wheel, imported_ids
 
 from aperio_plugins import PluginState
-from aperio_plugins._admit import Decision, admit
 from aperio_plugins._model import SignatureStatus, TrustMode, Verification
 from aperio_plugins._policy import decide_trust, verdict
 from aperio_plugins.errors import ArtifactRejectedError
+from aperio_plugins.pipeline.admit import Decision, admit
 
 UNSIGNED = (
     "unsigned plugin refused in strict trust mode ({}); set APERIO_PLUGIN_TRUST_MODE=warn to accept unsigned plugins"

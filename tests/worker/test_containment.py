@@ -33,8 +33,8 @@ from aperio_plugins._manifest import needs_network
 from aperio_plugins._model import PluginKind
 from aperio_plugins.errors import SandboxUnavailableError, WorkerCrashedError
 from aperio_plugins.testing import PluginWheel, install_wheels, manifest_toml
-from aperio_plugins.worker._runtime import runtime_root
-from aperio_plugins.worker._sandbox import Containment, plan
+from aperio_plugins.worker.supervise._runtime import runtime_root
+from aperio_plugins.worker.supervise._sandbox import Containment, plan
 from worker.helpers import alive, connector_of, identity
 
 TREE_ID = "acme.tree"

@@ -17,7 +17,7 @@ from worker_processes import interpreter, tree, worker_processes
 from aperio_hookspecs import SyncRequest
 from aperio_plugins.worker import (
     HandshakeError,
-    RemotePluginError,
+    PluginCallError,
     WorkerCrashedError,
     WorkerSettings,
     WorkerState,
@@ -125,10 +125,10 @@ def test_worker_unbounded_allocation_meets_the_memory_limit_not_the_host(start_w
     reset_peak_rss()
     host_peak_before = peak_rss_kib()
 
-    with pytest.raises((RemotePluginError, WorkerCrashedError)) as caught:
+    with pytest.raises((PluginCallError, WorkerCrashedError)) as caught:
         sync(plugin, make_context(timeout=30), mode="memory")
 
-    if isinstance(caught.value, RemotePluginError):
+    if isinstance(caught.value, PluginCallError):
         assert caught.value.remote_type == "MemoryError"
     assert sync(plugin, make_context(timeout=30)).next_cursor
     assert peak_rss_kib() - host_peak_before < 50 * 1024

@@ -15,9 +15,9 @@ from aperio_hookspecs import ActionDefinition, Finding, Resource, SyncResult
 from aperio_plugins import ConfigurationError, HostSettings, TrustMode
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker._codec import EnvelopeData, EnvelopeError, envelope, find_unpackable, materialize
-from aperio_plugins.worker._description import DescriptionError, parse_description
 from aperio_plugins.worker._settings import WorkerSettings
-from aperio_plugins.worker._spawn import import_path, worker_environment
+from aperio_plugins.worker.supervise._description import DescriptionError, parse_description
+from aperio_plugins.worker.supervise._spawn import import_path, worker_environment
 
 NOW = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.timezone.utc)
 FINDING = Finding(

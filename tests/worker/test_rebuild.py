@@ -24,7 +24,7 @@ from aperio_hookspecs import (
 )
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker._codec import EnvelopeData, EnvelopeError, envelope
-from aperio_plugins.worker._rebuild import rebuild
+from aperio_plugins.worker.serve._rebuild import rebuild
 
 NOW = datetime.datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=datetime.timezone.utc)
 RESOURCE = Resource(type="file", id="9", name="q3.xlsx", attributes={"size": 3, "tags": ["a", {"b": None}]})
@@ -102,7 +102,7 @@ def test_a_payload_the_plan_does_not_cover_is_validated_and_bad_data_is_refused_
 
 
 def test_every_sdk_envelope_has_a_plan_and_the_host_s_word_is_not_checked_again():
-    from aperio_plugins.worker._rebuild import _PLANS
+    from aperio_plugins.worker.serve._rebuild import _PLANS
 
     unchecked = SyncRequest.model_construct(connector="")  # a host bug validation would catch
 

@@ -28,7 +28,7 @@ from aperio_hookspecs import (
 )
 from aperio_plugins.worker import (
     HandshakeError,
-    RemotePluginError,
+    PluginCallError,
     RemoteTraceback,
     WorkerBoundaryError,
     WorkerPlugin,
@@ -180,7 +180,7 @@ def test_a_scope_the_manifest_does_not_declare_is_refused_and_the_worker_never_s
 ):
     plugin = start_worker()
 
-    with pytest.raises(RemotePluginError) as caught:
+    with pytest.raises(PluginCallError) as caught:
         sync(plugin, make_context(), mode="secret", scope="admin:everything")
 
     assert caught.value.remote_type == "aperio_hookspecs._errors.CredentialNotGrantedError"
@@ -194,7 +194,7 @@ def test_a_scope_the_manifest_does_not_declare_is_refused_and_the_worker_never_s
 def test_a_kv_value_that_is_not_a_string_is_refused_in_the_worker(start_worker, make_context, store):
     plugin = start_worker()
 
-    with pytest.raises(RemotePluginError, match="KV values are strings, got bytes"):
+    with pytest.raises(PluginCallError, match="KV values are strings, got bytes"):
         sync(plugin, make_context(), mode="kv_bytes")
 
     assert store.kv_get(PROBE_ID, "raw") is None
@@ -216,7 +216,7 @@ def test_a_plugin_exception_reaches_the_caller_with_type_message_and_traceback_a
     plugin = start_worker()
     pid = plugin.status().pid
 
-    with pytest.raises(RemotePluginError) as caught:
+    with pytest.raises(PluginCallError) as caught:
         sync(plugin, make_context(), mode="raise")
 
     error = caught.value
@@ -228,9 +228,7 @@ def test_a_plugin_exception_reaches_the_caller_with_type_message_and_traceback_a
     assert isinstance(error.__cause__, RemoteTraceback)
     assert error.remote_traceback.rstrip() in error.diagnostics()
     assert sync(plugin, make_context()).next_cursor == token(pid)
-    with pytest.raises(
-        RemotePluginError, match=r"ValueError: cannot handle finding f-1 \(raised by plugin 'acme.probe'"
-    ):
+    with pytest.raises(PluginCallError, match=r"ValueError: cannot handle finding f-1 \(raised by plugin 'acme.probe'"):
         plugin.aperio_finding_raised(finding("raise"))
     assert plugin.status().pid == pid
 
@@ -384,9 +382,9 @@ def test_the_stand_in_is_accepted_by_the_hosts_own_registration_pipeline(
     from aperio_hookspecs import PROJECT_NAME
     from aperio_hookspecs import specs as api_specs
     from aperio_plugins import PluginKind
-    from aperio_plugins._activation import prepare, register
     from aperio_plugins._catalog import Catalog
     from aperio_plugins._invoke import invoke, operation_for
+    from aperio_plugins.pipeline.register import prepare, register
 
     plugin = start_worker()
     inspected, _ = make_host(plugins_dir=probe_plugins_dir).verify(PROBE_ID)
@@ -412,6 +410,6 @@ def test_the_stand_in_is_accepted_by_the_hosts_own_registration_pipeline(
     assert registrations.names(PluginKind.REMEDIATION) == ("probe.quarantine",)
     assert registrations.names(PluginKind.DESTINATION) == ("probe-sink",)
     assert results[0]["seen"] == "f-1"
-    assert [(hook, type(exc).__name__) for hook, exc in failures] == [("aperio_finding_raised", "RemotePluginError")]
+    assert [(hook, type(exc).__name__) for hook, exc in failures] == [("aperio_finding_raised", "PluginCallError")]
     assert result.next_cursor == token(plugin.status().pid)
     assert isinstance(plugin, WorkerPlugin)

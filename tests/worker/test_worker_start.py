@@ -76,7 +76,7 @@ def test_a_plugin_that_imports_structlog_logs_json_lines_to_stderr_never_to_the_
 
 def test_the_worker_logger_writes_sorted_json_lines_with_level_and_utc_timestamp():
     code = (
-        "from aperio_plugins.worker._log import StderrLogger\n"
+        "from aperio_plugins.worker.serve._log import StderrLogger\n"
         "StderrLogger().bind(plugin_id='acme.x').warning('plugin.loaded', n=1, odd={1})\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,9 +7,9 @@ import sys
 import click
 from click.shell_completion import CompletionItem
 
-from .._discover import discover, search_roots
 from .._settings import HostSettings
 from ..errors import AperioError
+from ..pipeline.discover import discover, search_roots
 
 
 def complete_plugin_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

@@ -21,7 +21,7 @@ from .._verify import verify_wheel
 from .._wheel import read_wheel
 from .._wheel_signatures import signatures_beside
 from ..errors import ConfigurationError, PluginCheckError
-from ..worker._sandbox import describe as describe_sandbox
+from ..worker.supervise._sandbox import describe as describe_sandbox
 from ._output import print_json
 
 

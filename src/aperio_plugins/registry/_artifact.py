@@ -22,8 +22,7 @@ from packaging.version import InvalidVersion, Version
 from aperio_hookspecs import DISTRIBUTION_NAME, ENTRY_POINT_GROUP
 
 from .._compat import incompatibility
-from .._discover import discover, search_roots
-from .._manifest import api_requirement, inspect_candidate, runtime_requirements
+from .._manifest import api_requirement, runtime_requirements
 from .._model import SignatureStatus, TrustMode, Verification
 from .._ownership import HostModules, collision, import_names, scan_plugins_dir, wheel_layout_problem
 from .._policy import decide_trust, verdict, verdict_fields
@@ -41,6 +40,8 @@ from ..errors import (
     ManifestError,
     VerificationError,
 )
+from ..pipeline.discover import discover, search_roots
+from ..pipeline.inspect import inspect_candidate
 from ._index import (
     AttestationReleaseSignature,
     Ed25519ReleaseSignature,

@@ -4,10 +4,22 @@
 
 The returned object stands in for the plugin object: register it like an
 imported plugin. See docs/worker-protocol.md for the protocol.
+
+The folder follows the process boundary: `supervise/` is the host's side (start, talk to,
+restart and stop a worker), `serve/` the worker's side (what runs inside the worker
+process), and the protocol, codec, settings and process-tree helpers here are shared by
+both. Each name below loads its module on first use (PEP 562), so the worker process,
+which imports this package first, loads nothing of the host's side.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     HandshakeError,
+    PluginCallError,
     RemotePluginError,
     RemoteTraceback,
     SandboxUnavailableError,
@@ -16,10 +28,23 @@ from ..errors import (
     WorkerError,
     WorkerTimeoutError,
 )
-from ._lifecycle import WorkerState, WorkerStatus
-from ._protocol import PROTOCOL_VERSIONS
-from ._proxy import WorkerConnector, WorkerDestination, WorkerPlugin, WorkerRemediationHandler
-from ._settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from ._protocol import PROTOCOL_VERSIONS
+    from ._settings import WorkerSettings
+    from .supervise._lifecycle import WorkerState, WorkerStatus
+    from .supervise._proxy import WorkerConnector, WorkerDestination, WorkerPlugin, WorkerRemediationHandler
+
+_WHERE = {
+    "WorkerPlugin": "supervise._proxy",
+    "WorkerConnector": "supervise._proxy",
+    "WorkerRemediationHandler": "supervise._proxy",
+    "WorkerDestination": "supervise._proxy",
+    "WorkerStatus": "supervise._lifecycle",
+    "WorkerState": "supervise._lifecycle",
+    "WorkerSettings": "_settings",
+    "PROTOCOL_VERSIONS": "_protocol",
+}
 
 __all__ = [
     "WorkerPlugin",
@@ -35,7 +60,21 @@ __all__ = [
     "WorkerCrashedError",
     "HandshakeError",
     "WorkerBoundaryError",
+    "PluginCallError",
     "RemotePluginError",
     "RemoteTraceback",
     "SandboxUnavailableError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup does not come back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import WorkerError
-from . import _protocol as protocol
-from ._settings import WorkerSettings
+from ...errors import WorkerError
+from .. import _protocol as protocol
+from .._settings import WorkerSettings
 
 _SAFETY_WAKE = 1.0  # a waiting call re-checks for the lead this often, whatever it was told
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import HandshakeError, WorkerCrashedError, WorkerTimeoutError
-from . import _protocol as protocol
+from ...errors import HandshakeError, WorkerCrashedError, WorkerTimeoutError
+from .. import _protocol as protocol
+from .._settings import WorkerSettings
 from ._channel import Call, HostChannel
 from ._context_ops import perform
 from ._description import Description, DescriptionError, parse_description
-from ._settings import WorkerSettings
 
 Schedule = Callable[[float, Callable[[], None]], Any]
 _LEVELS = frozenset(("debug", "info", "warning", "error"))

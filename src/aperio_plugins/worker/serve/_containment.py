@@ -55,7 +55,7 @@ def become_subreaper() -> None:
         return
     _prctl(PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
     # Imported here: only the fallback needs it, and a worker's start should import little.
-    from ._tree import kill_descendants
+    from .._tree import kill_descendants
 
     atexit.register(kill_descendants, os.getpid(), reap=True)
 

@@ -6,9 +6,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import RemotePluginError, RemoteTraceback, WorkerBoundaryError
-from . import _protocol as protocol
-from ._codec import EnvelopeData, EnvelopeError, envelope, materialize
+from ...errors import PluginCallError, RemoteTraceback, WorkerBoundaryError
+from .. import _protocol as protocol
+from .._codec import EnvelopeData, EnvelopeError, envelope, materialize
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -30,7 +30,7 @@ def _validated(value: Any, result: type[_M]) -> _M:
 def unwrap(plugin_id: str, label: str, answer: list[Any], result: type[_M] | None) -> Any:
     """Return the value of a RESULT answer, validated (into `result` when given).
 
-    Raises `RemotePluginError` for a plugin's exception, `WorkerBoundaryError`
+    Raises `PluginCallError` (with the worker's traceback) for a plugin's exception, `WorkerBoundaryError`
     for a value that could not cross or a malformed envelope.
     """
     if answer[0] == protocol.ERROR:
@@ -49,7 +49,7 @@ def _error(plugin_id: str, label: str, answer: list[Any]) -> Exception:
     if details.get("boundary"):
         return WorkerBoundaryError(f"plugin {plugin_id!r}: {label}: {type_name}: {message}", plugin_id=plugin_id)
     text = str(details.get("traceback", ""))
-    error = RemotePluginError(
+    error = PluginCallError(
         f"{type_name}: {message} (raised by plugin {plugin_id!r} in its worker, in {label})",
         plugin_id=plugin_id,
         remote_type=type_name,

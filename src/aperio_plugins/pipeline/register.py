@@ -12,10 +12,13 @@ from typing import Any
 
 import pluggy
 
-from ._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
-from ._guard import ErrorRecorder, Gate, Refuse, guard_implementation, positional_parameters
-from ._model import Inspected
-from .errors import PluginLoadError
+from .._breaker import CircuitBreaker, Permit
+from .._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
+from .._guard import ErrorRecorder, Gate, Refuse, guard_implementation, positional_parameters
+from .._model import FailureStage, Inspected, Refusal
+from ..errors import CircuitOpenError, PluginLoadError
+from .environment import Environment, Refused
+from .load import Loaded
 
 
 class GuardedPlugin(types.ModuleType):
@@ -127,3 +130,53 @@ def register(manager: pluggy.PluginManager, catalog: Catalog, prepared: Prepared
         manager.unregister(name=plugin_id)
         raise _load_error(inspected, str(exc)) from None
     return registrations
+
+
+@dataclass(frozen=True)
+class Activated:
+    """A registered plugin: what pluggy holds, its catalog entries, what was loaded, its breaker."""
+
+    prepared: Prepared
+    registrations: PluginRegistrations
+    loaded: Loaded
+    breaker: CircuitBreaker
+
+
+def register_plugin(loaded: Loaded, env: Environment, manager: pluggy.PluginManager, catalog: Catalog) -> Activated:
+    """The register stage: put `loaded.plugin` into `manager`, each hookimpl guarded (the guard consults
+    a new circuit breaker), and collect its registrations, checked against `catalog`, which it does not change.
+
+    Raises `Refused` (stage register) with the manager as it was and `loaded` released.
+    """
+    plugin_id = loaded.inspected.candidate.plugin_id
+    breaker = env.new_breaker(plugin_id)
+    try:
+        prepared = prepare(
+            manager,
+            loaded.inspected,
+            loaded.plugin,
+            guard=env.guard_calls,
+            propagating=env.propagating,
+            record=env.recorder(plugin_id),
+            gate=breaker,
+            refuse=lambda hook_name, permit: circuit_open(plugin_id, hook_name, permit),
+        )
+        registrations = register(manager, catalog, prepared)
+    except PluginLoadError as exc:
+        loaded.release()
+        raise Refused(Refusal(FailureStage.REGISTER, exc.message)) from exc
+    return Activated(prepared, registrations, loaded, breaker)
+
+
+def circuit_open(plugin_id: str, hook_name: str, permit: Permit) -> CircuitOpenError:
+    """The error a call refused by the plugin's open (or half-open) breaker raises."""
+    # The permit's retry_in was computed when the breaker refused the call, under its lock.
+    if permit.retry_in > 0:
+        why = f"is open after repeated failures (next probe in {permit.retry_in:.1f}s)"
+    else:
+        why = "is half-open: a probe call is in flight, and calls go through again once it succeeds"
+    return CircuitOpenError(
+        f"plugin {plugin_id!r}: {hook_name} not called, its circuit breaker {why}",
+        plugin_id=plugin_id,
+        retry_in=permit.retry_in,
+    )

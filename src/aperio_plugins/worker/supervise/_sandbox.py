@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._model import SandboxMode
-from .._settings import HostSettings
-from ..errors import SandboxUnavailableError
+from ..._model import SandboxMode
+from ..._settings import HostSettings
+from ...errors import SandboxUnavailableError
 
 _PROBE_TIMEOUT = 10.0
 

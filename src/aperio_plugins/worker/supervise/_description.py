@@ -14,7 +14,7 @@ from typing import Any
 
 from aperio_hookspecs import ActionDefinition
 
-from ._codec import EnvelopeData, EnvelopeError, envelope
+from .._codec import EnvelopeData, EnvelopeError, envelope
 
 _OPTION_FLAGS = ("wrapper", "hookwrapper", "optionalhook", "tryfirst", "trylast")
 KINDS = ("connector", "remediation", "destination")

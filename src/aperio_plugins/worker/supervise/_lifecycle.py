@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._settings import HostSettings
-from ..errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
+from ..._settings import HostSettings
+from ...errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
+from .._settings import WorkerSettings
 from ._client import WorkerProcess, describe_exit
 from ._description import Description
 from ._sandbox import SandboxPlan, plan
-from ._settings import WorkerSettings
 from ._spawn import spawn, worker_command, worker_environment
 from ._stderr import StderrPump
 from ._supervisor import Supervisor, Timer

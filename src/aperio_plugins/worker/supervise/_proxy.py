@@ -3,7 +3,7 @@
 It carries one plain function per hookimpl of the real plugin, in its instance
 `__dict__` (where every pluggy version looks), generated with the real
 parameter names and carrying the real marker options as `aperio_impl`, so the
-host's pipeline (`_activation.prepare`, the guard, pluggy) treats it exactly
+host's pipeline (`pipeline.register.prepare`, the guard, pluggy) treats it exactly
 like an imported module. Each function forwards its call to the worker.
 Registration hooks are answered locally, with proxies for what the plugin
 registered in its worker.
@@ -32,17 +32,17 @@ from aperio_hookspecs import (
     SyncResult,
 )
 
-from .._audit import default_audit_logger, default_plugin_logger
-from .._catalog import REGISTRATION_HOOKS
-from .._invoke import HostValidatedResults
-from .._settings import HostSettings
-from ..errors import WorkerBoundaryError
-from . import _protocol as protocol
+from ..._audit import default_audit_logger, default_plugin_logger
+from ..._catalog import REGISTRATION_HOOKS
+from ..._invoke import HostValidatedResults
+from ..._settings import HostSettings
+from ...errors import WorkerBoundaryError
+from .. import _protocol as protocol
+from .._codec import envelope_ext, find_unpackable
+from .._settings import WorkerSettings
 from ._answers import unwrap
-from ._codec import envelope_ext, find_unpackable
 from ._description import Description, HookDescription, RegistrationDescription
 from ._lifecycle import FailureCallback, Lifecycle, WorkerStatus
-from ._settings import WorkerSettings
 
 _M = TypeVar("_M", bound=BaseModel)
 

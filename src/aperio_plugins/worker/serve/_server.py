@@ -23,8 +23,8 @@ from typing import Any, NoReturn
 
 from aperio_hookspecs import DeliveryBatch, PluginAPIError, RemediationRequest, SyncRequest
 
-from . import _protocol as protocol
-from ._codec import EnvelopeData, EnvelopeError, envelope_ext, materialize
+from .. import _protocol as protocol
+from .._codec import EnvelopeData, EnvelopeError, envelope_ext, materialize
 from ._rebuild import rebuild
 from ._remote import RemoteContext, remote_exception
 

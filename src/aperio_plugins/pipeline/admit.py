@@ -6,9 +6,12 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._compat import incompatibility
-from ._model import Candidate, FailureStage, Inspected, Refusal, SignatureStatus, TrustMode, Verification
-from ._policy import decide_trust, verdict
+from .._compat import incompatibility
+from .._dev import is_development_build
+from .._model import Candidate, FailureStage, Inspected, Origin, Refusal, SignatureStatus, TrustMode, Verification
+from .._ownership import collision
+from .._policy import decide_trust, verdict
+from .environment import Environment
 
 
 class Decision(str, enum.Enum):
@@ -86,3 +89,38 @@ def admit(
     if not enabled_flag:
         return Admission(Decision.KEEP_DISABLED, warning=warning)
     return Admission(Decision.LOAD, warning=warning)
+
+
+def admit_plugin(inspected: Inspected, verification: Verification, env: Environment, enabled_flag: bool) -> Admission:
+    """The admit stage: `admit` with what `env` knows (trust mode, API version, the names others hold).
+
+    Audits the trust mode's warning, if any; the refusal is returned, not raised.
+    """
+    candidate = inspected.candidate
+    admission = admit(
+        inspected,
+        verification,
+        trust_mode=env.trust_mode,
+        host_api_version=env.api_version,
+        enabled_flag=enabled_flag,
+        collision=name_collision(inspected, verification, env),
+        development_build=is_development_build(candidate.metadata_dir),
+        development=env.development,
+    )
+    if admission.warning is not None:
+        env.audit.warning("plugin.trust.warning", plugin_id=candidate.plugin_id, reason=admission.warning)
+    return admission
+
+
+def name_collision(inspected: Inspected, verification: Verification, env: Environment) -> str | None:
+    """Return why a top-level name of the plugin is taken (the standard library, the host's environment,
+    another distribution in the plugins directory), or None."""
+    candidate = inspected.candidate
+    names = set(verification.packages) | {candidate.top_level_package}
+    if candidate.origin is not Origin.PLUGINS_DIR:
+        # Installed in the host's environment by the operator: only the standard library is checked.
+        return collision(names, inspected.distribution)
+    owned = env.layout.distribution_at(candidate.metadata_dir)
+    if owned is not None:
+        names |= owned.import_names
+    return collision(names, inspected.distribution, host=env.host_modules, layout=env.layout)

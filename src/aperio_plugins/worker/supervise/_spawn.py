@@ -22,12 +22,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._receipt import host_public_key_path
-from .._settings import HostSettings
+from ..._receipt import host_public_key_path
+from ..._settings import HostSettings
+from .._settings import WorkerSettings
+from .._tree import kill_descendants
 from ._runtime import private_directory, record_group, remove_private_directory
 from ._sandbox import Containment, SandboxPlan, wrap
-from ._settings import WorkerSettings
-from ._tree import kill_descendants
 
 # Variables every worker gets from the host's environment when they are set:
 # what locates programs, and what decides text encoding and time zone.

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from ._settings import WorkerSettings
+from .._settings import WorkerSettings
 
 _CHUNK = 1 << 16
 _REPORT_INTERVAL = 1.0

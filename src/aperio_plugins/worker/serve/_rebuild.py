@@ -26,7 +26,7 @@ import msgspec
 from pydantic import AwareDatetime, BaseModel, JsonValue
 from pydantic.fields import FieldInfo
 
-from ._codec import MODELS, EnvelopeData, envelope
+from .._codec import MODELS, EnvelopeData, envelope
 
 Convert = Callable[[Any], Any]
 Builder = Callable[[Any], BaseModel]

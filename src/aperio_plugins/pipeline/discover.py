@@ -15,8 +15,9 @@ from pathlib import Path
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
-from ._cache import DiscoveryCache, file_key
-from ._model import Candidate, Origin
+from .._cache import DiscoveryCache, file_key
+from .._model import Candidate, Origin
+from .._ownership import HostModules, PluginsDirLayout, scan_plugins_dir
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,43 @@ def discover(roots: Sequence[SearchRoot], cache: DiscoveryCache | None = None) -
                     )
                 )
     return Discovery(tuple(candidates), tuple(broken))
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What one discovery found: the candidates, the directories searched, who owns what in the
+    plugins directory, and the top-level names the host's environment provides."""
+
+    discovery: Discovery
+    roots: tuple[Path, ...]
+    layout: PluginsDirLayout
+    host_modules: HostModules
+
+
+def survey(
+    environment: Iterable[str | Path],
+    plugins_dir: Path,
+    plugins_root: Path,
+    cache: DiscoveryCache | None = None,
+) -> Survey:
+    """The discover stage: every candidate on the search path (`environment`, then `plugins_dir`;
+    `plugins_root` is its resolved path), and the ownership of every file in the plugins directory.
+
+    Reads metadata only; imports nothing.
+    """
+    roots = search_roots(environment, plugins_dir)
+    discovery = discover(roots, cache)
+    plugins = frozenset(
+        c.metadata_dir.name for c in discovery.candidates if c.origin is Origin.PLUGINS_DIR
+    ) | frozenset(item.name for item in discovery.broken if item.root == plugins_root)
+    layout = scan_plugins_dir(plugins_root, cache=cache, plugins=plugins)
+    # What the host provides may have changed since the last discovery.
+    return Survey(discovery, tuple(root.path for root in roots), layout, HostModules(plugins_root))
+
+
+def resolved_path(path: Path) -> Path:
+    """`path` resolved, or as it is when it cannot be (a directory that does not exist yet)."""
+    try:
+        return path.resolve()
+    except OSError:
+        return path
