@@ -55,6 +55,7 @@ from aperio_plugins.testing import PluginWheel, install_wheels
 from aperio_plugins.worker import WorkerPlugin, WorkerSettings
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker._codec import envelope
+from aperio_plugins.worker._placement import Placement
 from aperio_plugins.worker._sandbox import Containment
 from aperio_plugins.worker._sandbox import plan as sandbox_plan
 
@@ -245,6 +246,7 @@ class Bench:
         self.payload = REQUEST.model_dump_json().encode()
         self.variants: dict[str, Callable[[], Any]] = {}
         self.notes: list[str] = []
+        self.hints: Callable[[], int] = lambda: 0
 
     def close(self) -> None:
         for child in self.children:
@@ -276,6 +278,13 @@ class Bench:
             logger=_silent_logger(),
         )
         self.cleanups.append(plugin.stop)
+
+        def hints() -> int:
+            # The placement hints given to this worker so far (docs/worker-protocol.md): private, read for the report.
+            placement = plugin._aperio_lifecycle.acquire(time.monotonic() + 10).placement
+            return placement.hints if placement is not None else 0
+
+        self.hints = hints
         registered: list[Any] = []
         plugin.aperio_register_connectors(registered.append)  # type: ignore[attr-defined]
         connector = registered[0]
@@ -544,6 +553,7 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
     ]
     for mode in ("pinned", "unpinned"):
         lines += report_calls(f"{mode} ({results[mode]['cpus']})", results[mode]["figures"], results[mode]["ratios"])
+        lines.insert(-1, f"CPU placement hints to the worker of the trivial call and sync: {results[mode]['hints']}")
     lines += ["Start (median, interleaved, unpinned):"]
     lines += [f"  {name:50}{seconds * 1000:8.0f} ms" for name, seconds in starts.items()]
     for goal, value, target, met in start_goals(starts):
@@ -555,14 +565,21 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
 
 def run_calls(bench: Bench, calls: int, rounds: int, cpus: set[int]) -> dict[str, Any]:
     pin(cpus)
+    hints = bench.hints()
     samples = measure(bench.variants, calls, rounds)
+    hints = bench.hints() - hints
     figures = summarize(samples)
     ratios = {
         (name, reference): paired_ratio(samples, name, reference)
         for name, reference in RATIOS
         if name in samples and reference in samples
     }
-    return {"cpus": "CPUs " + ",".join(map(str, sorted(cpus))), "figures": figures, "ratios": ratios}
+    return {
+        "cpus": "CPUs " + ",".join(map(str, sorted(cpus))),
+        "figures": figures,
+        "ratios": ratios,
+        "hints": hints,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -573,7 +590,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=7, help="worker starts to take the median of (default 7)")
     parser.add_argument("--quick", action="store_true", help="2,000 calls per variant, 3 worker starts")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--without-placement-hints",
+        action="store_true",
+        help="A/B switch: measure with the host's CPU placement hints switched off (docs/worker-protocol.md)",
+    )
     args = parser.parse_args(argv)
+    if args.without_placement_hints:
+        # For comparisons only: no look ever finds the worker elsewhere, so no hint is given.
+        Placement._look = lambda self: None  # type: ignore[method-assign]
     calls, start_runs = (2_000, 3) if args.quick else (args.calls, args.starts)
     everything = set(os.sched_getaffinity(0))
     results: dict[str, Any] = {"load": " ".join(f"{value:.2f}" for value in os.getloadavg())}
@@ -597,10 +622,16 @@ def main(argv: list[str] | None = None) -> int:
             bench.close()
     print(report(results, starts, bench.notes))
     if args.json is not None:
-        payload: dict[str, Any] = {"load": results["load"], "starts": starts, "notes": bench.notes}
+        payload: dict[str, Any] = {
+            "load": results["load"],
+            "starts": starts,
+            "notes": bench.notes,
+            "placement_hints": not args.without_placement_hints,
+        }
         for mode in ("pinned", "unpinned"):
             figures, ratios = results[mode]["figures"], results[mode]["ratios"]
             payload[mode] = {
+                "hints": results[mode]["hints"],
                 "figures": figures,
                 "ratios": {f"{name} / {reference}": value for (name, reference), value in ratios.items()},
                 "goals": [{"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in goals(figures, ratios)],

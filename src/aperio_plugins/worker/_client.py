@@ -300,12 +300,12 @@ class WorkerProcess(HostChannel):
         if placement is None or not placement.due():
             answer = self.request(message, context=context, label=label, deadline=deadline, encode=encode)
         else:
-            hinted = placement.before()
+            hinted = placement.before(alone=not self._calls)
             start = time.monotonic()
             try:
                 answer = self.request(message, context=context, label=label, deadline=deadline, encode=encode)
             finally:
-                placement.after(hinted, time.monotonic() - start, alone=not self._calls)
+                placement.after(hinted, time.monotonic() - start)
         self.answered = True
         return answer
 
