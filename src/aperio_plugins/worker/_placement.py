@@ -3,10 +3,10 @@
 Why (measured, see docs/worker-protocol.md, "Unpinned: host and worker on
 two CPUs"): a call is two wake-ups, and on this kind of VM a wake-up that
 crosses CPUs wakes a halted virtual CPU, 20 to 35 µs each way, against a few
-µs on the waker's own CPU. The scheduler keeps a raw pipe echo on one CPU but
-left a worker and its caller apart for whole runs of calls (a sampled run:
-the worker on the other CPU in 12 to 26 of 13 to 26 samples of each slow
-round, in none of the fast ones), tripling a trivial call.
+µs on the waker's own CPU. The scheduler usually keeps a caller and its worker
+on one CPU, but a pair it had placed apart often stayed apart for the rest of a
+burst of calls (sampled: apart in every sample of each slow round, in none of
+the fast ones), which made a trivial call two to three times as slow.
 
 So, every `HINT_EVERY` calls made by a caller alone, if the calls are short
 (their wake-ups dominate them) and the caller may run on more than one CPU,
