@@ -74,12 +74,15 @@ def _apart(plugin: Any, interpreter: int, mask: set[int]) -> int:
     return other
 
 
-def test_the_hint_finds_the_interpreter_inside_or_outside_the_sandbox(start_worker):
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
+def test_the_hint_finds_the_interpreter_inside_or_outside_the_sandbox(start_worker, monkeypatch, sandbox):
+    monkeypatch.setenv("APERIO_PLUGIN_SANDBOX", sandbox)
     plugin = start_worker(WHERE_ID, source=WHERE_SOURCE)
     process = _process(plugin)
 
     interpreter = process._interpreter_pid()
 
+    assert (interpreter == process.pid) is (sandbox == "none" or plugin.status().containment != "bwrap")
     assert interpreter is not None
     assert start_time(interpreter) == _where(plugin)["who"]
 
