@@ -55,6 +55,7 @@ from aperio_plugins.testing import PluginWheel, install_wheels
 from aperio_plugins.worker import WorkerPlugin, WorkerSettings
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker._codec import envelope
+from aperio_plugins.worker.supervise._placement import Placement
 from aperio_plugins.worker.supervise._sandbox import Containment
 from aperio_plugins.worker.supervise._sandbox import plan as sandbox_plan
 
@@ -245,6 +246,8 @@ class Bench:
         self.payload = REQUEST.model_dump_json().encode()
         self.variants: dict[str, Callable[[], Any]] = {}
         self.notes: list[str] = []
+        self.hints: Callable[[], int] = lambda: 0
+        self.interpreter: Callable[[], int | None] = lambda: None
 
     def close(self) -> None:
         for child in self.children:
@@ -276,6 +279,14 @@ class Bench:
             logger=_silent_logger(),
         )
         self.cleanups.append(plugin.stop)
+
+        def hints() -> int:
+            # The placement hints given to this worker so far (docs/worker-protocol.md): private, read for the report.
+            placement = plugin._aperio_lifecycle.acquire(time.monotonic() + 10).placement
+            return placement.hints if placement is not None else 0
+
+        self.hints = hints
+        self.interpreter = lambda: plugin._aperio_lifecycle.acquire(time.monotonic() + 10)._interpreter_pid()
         registered: list[Any] = []
         plugin.aperio_register_connectors(registered.append)  # type: ignore[attr-defined]
         connector = registered[0]
@@ -395,6 +406,46 @@ def measure(variants: dict[str, Callable[[], Any]], calls: int, rounds: int) -> 
                 times.append((clock() - start) / 1e9)
             samples[name].append(times)
     return samples
+
+
+def split_recovery(bench: Bench, repetitions: int, calls: int = 1000, window: int = 50) -> dict[str, Any]:
+    """Hold the trivial call's worker on a CPU its caller is not on for 20 calls, set it free, then
+    time `calls` calls; per repetition, the median of each `window` calls (seconds). Unpinned only."""
+    interpreter, everything = bench.interpreter(), os.sched_getaffinity(0)
+    if interpreter is None or len(everything) < 2:
+        return {"skipped": "needs the worker's interpreter pid and at least two CPUs"}
+    call, clock, runs = bench.variants[TRIVIAL], time.perf_counter_ns, []
+    pin(everything)
+    for _ in range(repetitions):
+        here = int(Path("/proc/thread-self/stat").read_bytes().rsplit(b")", 1)[1].split()[36])
+        os.sched_setaffinity(interpreter, everything - {here})
+        for _ in range(20):
+            call()
+        os.sched_setaffinity(interpreter, everything)
+        times = []
+        for _ in range(calls):
+            start = clock()
+            call()
+            times.append((clock() - start) / 1e9)
+        runs.append([statistics.median(times[i : i + window]) for i in range(0, calls, window)])
+        time.sleep(0.05)
+    return {"windows": runs, "window": window}
+
+
+def report_recovery(recovery: dict[str, Any], floor: float) -> list[str]:
+    if "skipped" in recovery:
+        return [f"Split recovery skipped: {recovery['skipped']}"]
+    runs, slow = recovery["windows"], 1.5 * floor  # apart, a call costs 2 to 2.5x; beside its caller, 1x
+    flags = ["".join("x" if median >= slow else "." for median in run) for run in runs]
+    lines = [f"Split recovery: windows of {recovery['window']} calls after the worker was held on the other CPU"]
+    lines += [f"  {' '.join(f'{median * 1e6:5.0f}' for median in run)} µs" for run in runs]
+    count = sum(flag.count("x") for flag in flags)
+    longest = max(len(streak) for flag in flags for streak in flag.split("."))
+    total = sum(len(flag) for flag in flags)
+    lines.append(
+        f"  windows at 1.5x the pinned median ({slow * 1e6:.0f} µs) or more: {count} of {total}; longest run {longest}"
+    )
+    return lines
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -544,6 +595,7 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
     ]
     for mode in ("pinned", "unpinned"):
         lines += report_calls(f"{mode} ({results[mode]['cpus']})", results[mode]["figures"], results[mode]["ratios"])
+        lines.insert(-1, f"CPU placement hints to the worker of the trivial call and sync: {results[mode]['hints']}")
     lines += ["Start (median, interleaved, unpinned):"]
     lines += [f"  {name:50}{seconds * 1000:8.0f} ms" for name, seconds in starts.items()]
     for goal, value, target, met in start_goals(starts):
@@ -555,14 +607,21 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
 
 def run_calls(bench: Bench, calls: int, rounds: int, cpus: set[int]) -> dict[str, Any]:
     pin(cpus)
+    hints = bench.hints()
     samples = measure(bench.variants, calls, rounds)
+    hints = bench.hints() - hints
     figures = summarize(samples)
     ratios = {
         (name, reference): paired_ratio(samples, name, reference)
         for name, reference in RATIOS
         if name in samples and reference in samples
     }
-    return {"cpus": "CPUs " + ",".join(map(str, sorted(cpus))), "figures": figures, "ratios": ratios}
+    return {
+        "cpus": "CPUs " + ",".join(map(str, sorted(cpus))),
+        "figures": figures,
+        "ratios": ratios,
+        "hints": hints,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -573,7 +632,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=7, help="worker starts to take the median of (default 7)")
     parser.add_argument("--quick", action="store_true", help="2,000 calls per variant, 3 worker starts")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--split-recovery",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also hold the worker on the other CPU N times and time how long the calls stay slow",
+    )
+    parser.add_argument(
+        "--without-placement-hints",
+        action="store_true",
+        help="A/B switch: measure with the host's CPU placement hints switched off (docs/worker-protocol.md)",
+    )
     args = parser.parse_args(argv)
+    if args.without_placement_hints:
+        # For comparisons only: every hint finds nothing to do.
+        Placement._restrict = lambda self: None  # type: ignore[method-assign]
     calls, start_runs = (2_000, 3) if args.quick else (args.calls, args.starts)
     everything = set(os.sched_getaffinity(0))
     results: dict[str, Any] = {"load": " ".join(f"{value:.2f}" for value in os.getloadavg())}
@@ -592,15 +666,25 @@ def main(argv: list[str] | None = None) -> int:
                 setup()
             results["pinned"] = run_calls(bench, calls, args.rounds, {args.cpu})
             results["unpinned"] = run_calls(bench, calls, args.rounds, everything)
+            recovery = split_recovery(bench, args.split_recovery) if args.split_recovery else None
             starts = start_times(bench.settings, start_runs)
         finally:
             bench.close()
     print(report(results, starts, bench.notes))
+    if recovery is not None:
+        print("\n".join(report_recovery(recovery, results["pinned"]["figures"][TRIVIAL]["median"])))
     if args.json is not None:
-        payload: dict[str, Any] = {"load": results["load"], "starts": starts, "notes": bench.notes}
+        payload: dict[str, Any] = {
+            "load": results["load"],
+            "starts": starts,
+            "notes": bench.notes,
+            "placement_hints": not args.without_placement_hints,
+            "split_recovery": recovery,
+        }
         for mode in ("pinned", "unpinned"):
             figures, ratios = results[mode]["figures"], results[mode]["ratios"]
             payload[mode] = {
+                "hints": results[mode]["hints"],
                 "figures": figures,
                 "ratios": {f"{name} / {reference}": value for (name, reference), value in ratios.items()},
                 "goals": [{"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in goals(figures, ratios)],
