@@ -34,7 +34,7 @@ from ._model import (
     TrustMode,
     Verification,
 )
-from ._records import Records, Slot, snapshot
+from ._plugin_records import Records, Slot, snapshot
 from ._reports import Reporter
 from ._run import run_plugin
 from ._settings import HostSettings

@@ -19,7 +19,7 @@ from ._context import CredentialProvider, new_context
 from ._guard import ErrorRecorder
 from ._invoke import Operation, catalog_entry, invoke, operation_for, parse_payload
 from ._model import PluginState
-from ._records import Records
+from ._plugin_records import Records
 from ._state import StateStore
 from .errors import LifecycleError, PluginCallError, WorkerCrashedError, WorkerTimeoutError
 from .pipeline.register import circuit_open

@@ -18,7 +18,7 @@ from ._breaker import BreakerState, CircuitBreaker
 from ._cache import DiscoveryCache
 from ._guard import ErrorRecorder
 from ._ownership import HostModules, PluginsDirLayout
-from ._records import Records
+from ._plugin_records import Records
 from ._settings import HostSettings
 from ._trust import TrustStore
 from .errors import WorkerError
