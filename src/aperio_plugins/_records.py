@@ -147,11 +147,14 @@ class SQLRecords:
         return [_token(row) for row in self._run((f"{_TOKEN_COLUMNS} ORDER BY name", ()))]
 
     def revoke_token(self, name: str, at: datetime) -> bool:
+        # UPDATE … RETURNING: SQLite 3.35+ and PostgreSQL both have it; it says whether a row changed.
         rows = self._run(
-            ("UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (at.isoformat(), name)),
-            ("SELECT revoked_at FROM api_tokens WHERE name = ?", (name,)),
+            (
+                "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING name",
+                (at.isoformat(), name),
+            )
         )
-        return bool(rows) and rows[0][0] == at.isoformat()
+        return bool(rows)
 
     def record_event(
         self, event: str, *, level: str, occurred_at: datetime, plugin_id: str | None, actor: str | None, fields: str
