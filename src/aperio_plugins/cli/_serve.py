@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 
 import click
@@ -62,6 +63,9 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             )
             click.echo(f"    {issued.token}\n", err=True)
             click.echo(f'    curl -H "Authorization: Bearer {issued.token}" {url}/api/v1/plugins\n', err=True)
-        uvicorn.Server(uvicorn.Config(app, host=bind, port=port, log_level="info", server_header=False)).run()
+        # uvicorn shuts down gracefully on Ctrl-C, then raises the signal again: a stop, not a failure.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(uvicorn.Config(app, host=bind, port=port, log_level="info", server_header=False)).run()
+        click.echo("aperio serve: stopped", err=True)
     finally:
         host.close()
