@@ -19,12 +19,13 @@ from .._host import PluginHost
 from .._model import PluginState
 from .._records import ApiRecords, TokenStore
 from ..errors import AperioError
-from ._installing import Installer
+from ._installing import Installer, registry_installer
 from ._metrics import CONTENT_TYPE, ApiMetrics
 from ._models import ErrorBody, HealthBody, ReadyBody
 from ._principal import Authorizer, Permission, Principal
 from ._routes import AUTH_REFUSAL, ApiContext, _requirement, build_router
 from ._tokens import Tokens
+from ._trail import recording_audit_logger
 
 _BEARER = "bearer "
 
@@ -65,7 +66,8 @@ def create_app(
     defaults to bearer tokens from `store`. The host and the store stay the caller's to close.
     """
     metrics = ApiMetrics(host)
-    context = ApiContext(host, authorize or bearer_authorizer(store), store, metrics, run_timeout, install=install)
+    installer = install or registry_installer(host, recording_audit_logger(store))
+    context = ApiContext(host, authorize or bearer_authorizer(store), store, metrics, run_timeout, install=installer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -31,11 +31,13 @@ def check_spec(spec: str) -> None:
         )
 
 
-def registry_installer(host: PluginHost) -> Installer:
-    """Return an installer that uses a `RegistryClient` made from the host's settings, as the CLI does."""
+def registry_installer(host: PluginHost, audit_logger: Any = None) -> Installer:
+    """Return an installer that uses a `RegistryClient` made from the host's settings, as the CLI does;
+    its audit events (refusals included) go to `audit_logger` when given."""
+    options = {} if audit_logger is None else {"audit": audit_logger}
 
     def install(spec: str, pre: bool) -> InstallResult:
-        with RegistryClient.from_settings(host.settings) as client:
+        with RegistryClient.from_settings(host.settings, **options) as client:
             return client.install(spec, pre=pre)
 
     return install
