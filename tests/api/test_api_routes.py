@@ -229,16 +229,15 @@ def test_metrics_count_calls_failures_latency_breaker_and_restarts(api):
 @pytest.mark.parametrize(
     ("spec", "why"),
     [
-        ("../../etc/passwd", "not a registry reference"),
-        ("/tmp/evil-1.0-py3-none-any.whl", "not a registry reference"),
-        ("file:///tmp/evil.whl", "not a registry reference"),
+        ("evil-1.0-py3-none-any.whl", "not a registry reference"),
         ("acme.box", "no plugin index"),
+        ("acme.box@1.0", "no plugin index"),
     ],
 )
 def test_a_refused_install_answers_one_line_and_changes_nothing(api, plugins_dir, spec, why):
     before = sorted(str(path) for path in plugins_dir.rglob("*"))
     response = api.client("operator").post("/api/v1/plugins/install", json={"spec": spec})
-    assert response.status_code == 400
+    assert response.status_code == 409
     detail = response.json()["detail"]
     assert "\n" not in detail
     assert detail.startswith(f"install of {spec!r} refused: ")
@@ -246,7 +245,18 @@ def test_a_refused_install_answers_one_line_and_changes_nothing(api, plugins_dir
     assert sorted(str(path) for path in plugins_dir.rglob("*")) == before
     assert [p.id for p in api.host.plugins()] == ["acme.probe", "acme.second"]
     event = api.store.audit_events(event="api.plugins.install", limit=1)[0]
-    assert (event.actor, event.fields["outcome"], event.fields["spec"]) == ("operator", "400", spec)
+    assert (event.actor, event.fields["outcome"], event.fields["spec"]) == ("operator", "409", spec)
+
+
+@pytest.mark.parametrize(
+    "spec", ["../../etc/passwd", "/tmp/evil-1.0-py3-none-any.whl", "file:///tmp/evil.whl", "acme box"]
+)
+def test_an_install_naming_a_file_on_the_server_is_422_on_the_spec(api, plugins_dir, spec):
+    before = sorted(str(path) for path in plugins_dir.rglob("*"))
+    response = api.client("admin").post("/api/v1/plugins/install", json={"spec": spec})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "spec"]
+    assert sorted(str(path) for path in plugins_dir.rglob("*")) == before
 
 
 def test_malformed_install_body_is_422_naming_the_field(api):

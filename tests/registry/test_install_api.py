@@ -58,7 +58,7 @@ def test_an_unsigned_release_is_refused_in_one_line_with_nothing_changed(publish
     published.publish(connector_wheel(wheel_dir / "u", "acme.alpha", distribution="acme-alpha", version="1.2.0"))
     before = snapshot(plugins_dir)
     refused = client.post("/api/v1/plugins/install", json={"spec": "acme.alpha@1.2.0"})
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     detail = refused.json()["detail"]
     assert detail.startswith(
         "install of 'acme.alpha@1.2.0' refused: acme.alpha 1.2.0: unsigned plugin refused in strict trust mode"
@@ -67,4 +67,4 @@ def test_an_unsigned_release_is_refused_in_one_line_with_nothing_changed(publish
     assert snapshot(plugins_dir) == before
     assert (api.host.get("acme.alpha").version, api.host.get("acme.alpha").state.value) == ("1.0.0", "enabled")
     refusal = api.store.audit_events(event="api.plugins.install", limit=1)[0]
-    assert (refusal.actor, refusal.fields["outcome"]) == ("admin", "400")
+    assert (refusal.actor, refusal.fields["outcome"]) == ("admin", "409")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from aperio_hookspecs import DeliveryBatch, RemediationRequest, SyncRequest
 
 from .._model import FailureStage, Isolation, Origin, PluginKind, PluginState, SignatureStatus
 
@@ -75,6 +77,8 @@ class InstallRequest(_Strict):
     spec: str = Field(
         min_length=1,
         max_length=500,
+        # ID[@VERSION] or oci://…: never a path or file: URL naming a file on the server.
+        pattern=r"^(oci://\S+|[A-Za-z0-9][A-Za-z0-9._-]{0,199}(@[A-Za-z0-9.+!_-]{1,100})?)$",
         description="a registry reference ID or ID@VERSION (from the server's APERIO_REGISTRY_INDEX), or oci://HOST/REPO:TAG",
     )
     pre: bool = Field(default=False, description="consider pre-releases when no version is pinned")
@@ -112,3 +116,19 @@ class ReadyBody(_Strict):
     status: str
     plugins: int
     failed: int
+
+
+# The envelopes with `kind` required: it picks the envelope, so the OpenAPI must not call it optional.
+class SyncRun(SyncRequest):
+    kind: Literal["sync_request"]
+
+
+class RemediationRun(RemediationRequest):
+    kind: Literal["remediation_request"]
+
+
+class DeliveryRun(DeliveryBatch):
+    kind: Literal["delivery_batch"]
+
+
+RunPayload = Annotated[SyncRun | RemediationRun | DeliveryRun, Field(discriminator="kind")]

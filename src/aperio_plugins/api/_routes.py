@@ -20,8 +20,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-
-from aperio_hookspecs import Payload
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel
 
 from .._host import PluginHost
 from .._model import PluginInfo, PluginKind, PluginState
@@ -49,6 +49,7 @@ from ._models import (
     InstallRequest,
     InstallResponse,
     PluginModel,
+    RunPayload,
     RunResult,
 )
 from ._principal import Authorizer, Permission, Principal
@@ -112,8 +113,13 @@ def _json(status: int, body: object) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
-def _requirement(context: ApiContext, permission: Permission) -> Callable[[Request], Principal]:
-    def check(request: Request) -> Principal:
+# Declares the bearer scheme in the OpenAPI (clients and schemathesis see that every route needs it);
+# the authorizer, not this, decides. auto_error=False: a missing header is the authorizer's 401.
+_BEARER_SCHEME = HTTPBearer(auto_error=False, description="an API token: aperio token create NAME --permission …")
+
+
+def _requirement(context: ApiContext, permission: Permission) -> Callable[..., Principal]:
+    def check(request: Request, _: Annotated[object, Depends(_BEARER_SCHEME)]) -> Principal:
         principal = context.authorize(request)
         route = f"{request.method} {request.url.path}"
         if principal is None:
@@ -220,7 +226,11 @@ def build_router(context: ApiContext) -> APIRouter:
             broken_distributions=list(host.broken_distributions),
         )
 
-    @api.post("/plugins/install", response_model=InstallResponse, responses={**_ERRORS, 400: {"model": ErrorBody}})
+    @api.post(
+        "/plugins/install",
+        response_model=InstallResponse,
+        responses={**_ERRORS, 409: {"model": ErrorBody, "description": "the install was refused; nothing changed"}},
+    )
     def install(request: InstallRequest, principal: admin) -> Any:
         """Install `ID[@VERSION]` from the server's index or `oci://…`, with the CLI's checks; then load it."""
         try:
@@ -228,8 +238,8 @@ def build_router(context: ApiContext) -> APIRouter:
                 installed, plugins = install_into(host, request.spec, request.pre, context.install)
         except (RegistryError, LifecycleError, PluginLoadError) as exc:
             reason = _first_line(exc)
-            context.audit("api.plugins.install", principal, outcome="400", spec=request.spec, reason=reason)
-            return _json(400, {"detail": f"install of {request.spec!r} refused: {reason}"})
+            context.audit("api.plugins.install", principal, outcome="409", spec=request.spec, reason=reason)
+            return _json(409, {"detail": f"install of {request.spec!r} refused: {reason}"})
         context.audit(
             "api.plugins.install", principal, outcome="ok", spec=request.spec, plugins=[p.id for p in plugins]
         )
@@ -269,7 +279,7 @@ def build_router(context: ApiContext) -> APIRouter:
     )
     async def run(
         plugin_id: PluginId,
-        payload: Annotated[Payload, Body(discriminator="kind")],
+        payload: Annotated[RunPayload, Body()],
         principal: execute,
         timeout: Annotated[float | None, Query(gt=0, le=300, description="deadline in seconds")] = None,
     ) -> Any:
@@ -317,13 +327,14 @@ _RUN_ERRORS: tuple[tuple[type[AperioError], int], ...] = (
 
 
 async def _run(
-    context: ApiContext, plugin_id: str, payload: Payload, principal: Principal, timeout: float | None
+    context: ApiContext, plugin_id: str, payload: BaseModel, principal: Principal, timeout: float | None
 ) -> Any:
     deadline = timeout or context.run_timeout
 
     def call() -> dict[str, Any]:
         with acting_as(principal.name):
-            return context.host.run(plugin_id, payload, timeout=deadline).model_dump(mode="json")
+            # As a mapping: the host validates it into the hookspecs' own envelope, not the API's subclass.
+            return context.host.run(plugin_id, payload.model_dump(), timeout=deadline).model_dump(mode="json")
 
     started = time.perf_counter()
     future = asyncio.get_running_loop().run_in_executor(context.pool, contextvars.copy_context().run, call)
