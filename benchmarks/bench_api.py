@@ -70,7 +70,9 @@ def serve(root: Path, port_file: Path) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
-async def _round(url: str, headers: dict[str, str], clients: int, per_client: int, *, check: bool = False) -> list[float]:
+async def _round(
+    url: str, headers: dict[str, str], clients: int, per_client: int, *, check: bool = False
+) -> list[float]:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
