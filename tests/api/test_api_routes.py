@@ -263,3 +263,43 @@ def test_malformed_install_body_is_422_naming_the_field(api):
     response = api.client("admin").post("/api/v1/plugins/install", json={"spec": "", "pre": "maybe"})
     assert response.status_code == 422
     assert {tuple(error["loc"]) for error in response.json()["detail"]} == {("body", "spec"), ("body", "pre")}
+
+
+CRASHING_SOURCE = """
+import os, time
+from aperio_hookspecs import Connector, SyncResult, hookimpl
+
+class Crash(Connector):
+    name = "acme_crash"
+    provider = "test"
+
+    def sync(self, context, request):
+        if request.config.get("mode") == "crash":
+            os._exit(3)
+        return SyncResult(connector="acme_crash", next_cursor=STARTED)
+
+# A worker's pid is the same in each new sandbox (its own PID namespace); its start time is not.
+STARTED = str(time.time_ns())
+
+@hookimpl
+def aperio_register_connectors(register):
+    register(Crash())
+"""
+
+
+def test_a_worker_that_crashes_during_run_answers_502_and_the_server_goes_on(served, install, probe_wheel):
+    install(probe_wheel("acme.crash", source=CRASHING_SOURCE))
+    api = served(settings={"plugin_isolation": "process"})
+    client = api.client("admin")
+    first = client.post("/api/v1/plugins/acme.crash/run", json=sync(connector="acme_crash"))
+    assert first.status_code == 200, first.text
+    crashed = client.post("/api/v1/plugins/acme.crash/run", json=sync("crash", connector="acme_crash"))
+    assert crashed.status_code == 502
+    assert "worker" in crashed.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+    again = client.post("/api/v1/plugins/acme.crash/run", json=sync(connector="acme_crash"))
+    assert again.status_code == 200  # a new worker
+    assert again.json()["result"]["next_cursor"] != first.json()["result"]["next_cursor"]
+    info = client.get("/api/v1/plugins/acme.crash").json()
+    assert info["worker_restarts"] >= 1
+    assert 'aperio_plugin_worker_restarts_total{plugin_id="acme.crash"}' in client.get("/metrics").text
