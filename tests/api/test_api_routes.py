@@ -8,6 +8,7 @@ import time
 import pytest
 
 from aperio_plugins import PluginState
+from aperio_plugins.api._models import PluginModel
 
 
 def sync(mode: str = "ok", connector: str = "acme_probe", **config) -> dict:
@@ -37,6 +38,23 @@ def test_list_and_get_give_state_signature_isolation_and_breaker(api):
     )
     assert client.get("/api/v1/plugins", params={"kind": "connector"}).json() == plugins
     assert client.get("/api/v1/plugins", params={"kind": "destination"}).json() == []
+    assert [PluginModel.model_validate(row).model_dump(mode="json") for row in plugins] == plugins
+    assert plugins == [info.as_dict() for info in api.host.plugins()]
+
+
+def test_the_listing_follows_every_change(api):
+    """The listing's JSON is cached per snapshot: a change must show at once, in every field."""
+    client = api.client("admin")
+    before = client.get("/api/v1/plugins").json()
+    client.post("/api/v1/plugins/acme.second/disable")
+    after = client.get("/api/v1/plugins").json()
+    assert after[0] == before[0]
+    assert (after[1]["state"], after[1]["enabled_flag"]) == ("disabled", False)
+    client.post("/api/v1/plugins/acme.probe/run", json=sync("raise"))
+    again = client.get("/api/v1/plugins").json()
+    assert again[0]["call_failures"] == 1
+    assert "provider unreachable" in again[0]["last_call_error"]
+    assert again == [info.as_dict() for info in api.host.plugins()]
 
 
 def test_unknown_id_is_404_naming_it_and_bad_query_422_naming_the_field(api):
