@@ -78,13 +78,15 @@ class ApiContext:
     run_timeout: float = 30.0
     run_workers: int = 16
     install: Installer | None = None
-    _pool: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pool: concurrent.futures.ThreadPoolExecutor = field(init=False, repr=False)
     _install_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        # Threads start on first use; made here so that two first runs cannot make two pools.
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.run_workers, thread_name_prefix="aperio-run")
 
     @property
     def pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.run_workers, thread_name_prefix="aperio-run")
         return self._pool
 
     def audit(self, event: str, principal: Principal | None, **fields: Any) -> None:
@@ -101,9 +103,8 @@ class ApiContext:
             )
 
     def close(self) -> None:
-        if self._pool is not None:
-            # In-flight runs finish on their own threads; a hung one must not hold up shutdown.
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        # In-flight runs finish on their own threads; a hung one must not hold up shutdown.
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _EncodedPlugins:

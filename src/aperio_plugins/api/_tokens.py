@@ -118,7 +118,9 @@ class Tokens:
             return Authentication(None, "revoked token", record.name)
         if _expired(record, self.clock()):
             return Authentication(None, "expired token", record.name)
-        return Authentication(Principal.of(record.name, record.permissions), name=record.name)
+        # A permission this version does not know (written by a newer one) grants nothing here.
+        known = frozenset(p for p in Permission if p.value in record.permissions)
+        return Authentication(Principal(record.name, known), name=record.name)
 
 
 def _expired(record: TokenRecord, now: datetime) -> bool:
