@@ -7,8 +7,6 @@ from datetime import datetime, timezone
 
 import click
 
-from .._settings import HostSettings
-from .._state import SQLiteStateStore
 from ..errors import ConfigurationError
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -31,6 +29,8 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
         import uvicorn
 
         from .._host import PluginHost
+        from .._settings import HostSettings
+        from .._state import SQLiteStateStore
         from ..api import ALL_PERMISSIONS, Tokens, create_app
         from ..api._trail import recording_audit_logger
     except ImportError as exc:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from .._settings import HostSettings
-from .._state import SQLiteStateStore
 from ..api import Permission, Tokens, parse_duration
 from ._output import print_json
+
+if TYPE_CHECKING:
+    from .._state import SQLiteStateStore
 
 _PERMISSIONS = [permission.value for permission in Permission]
 
 
 def _tokens() -> tuple[SQLiteStateStore, Tokens]:
+    # Imported here: the settings and the store load only for the commands that use them.
+    from .._settings import HostSettings
+    from .._state import SQLiteStateStore
+
     store = SQLiteStateStore.in_directory(HostSettings.from_environment().state_dir)
     return store, Tokens(store)
 
