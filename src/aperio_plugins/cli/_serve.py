@@ -56,7 +56,9 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
         )
         if bind not in _LOOPBACK:
             click.echo("warning: listening beyond loopback without TLS; put a TLS proxy in front of it", err=True)
-        if issued is not None:
+        if issued is None:
+            click.echo("    tokens already exist (aperio token list); aperio token create NAME makes another", err=True)
+        else:
             click.echo(
                 f"\n    admin token {issued.record.name!r}, shown only now (aperio token create makes others):",
                 err=True,
