@@ -24,7 +24,7 @@ if shutil.which("pyenv") and "PYENV_VERSION" not in os.environ:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    session.install("-e", "./hookspecs[http]", "-e", ".[dev]", *EXAMPLES)
+    session.install("-e", "./hookspecs[http]", "-e", ".[dev,server]", *EXAMPLES)
     session.run("pytest", *session.posargs)
 
 
@@ -37,7 +37,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", "./hookspecs[http]", "-e", ".", "mypy")
+    session.install("-e", "./hookspecs[http]", "-e", ".[server]", "mypy")
     session.run("mypy")
 
 

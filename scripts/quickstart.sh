@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
 # Install the host, the plugin API and the three example plugins into ./.venv,
-# sign the example plugins with a key made here, trust that key, and list the
-# plugins under the default `strict` trust mode. Safe to run again. Everything it writes
-# stays in this checkout (.venv and .demo); nothing goes to ~/.aperio.
+# sign the example plugins with a key made here, trust that key, list the plugins
+# under the default `strict` trust mode, then run `aperio serve` in the foreground
+# (Ctrl-C stops it). Safe to run again. Everything it writes stays in this checkout
+# (.venv and .demo); nothing goes to ~/.aperio.
+#
+# --no-serve (or APERIO_QUICKSTART_NO_SERVE=1) stops after installing: CI uses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+serve=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-serve) serve=0 ;;
+        *) echo "usage: $0 [--no-serve]" >&2; exit 2 ;;
+    esac
+done
+if [[ "${APERIO_QUICKSTART_NO_SERVE:-0}" == "1" ]]; then
+    serve=0
+fi
 
 started=$SECONDS
 step() { printf '==> [%s/6] %s (%ss)\n' "$1" "$2" "$((SECONDS - started))"; }
 
 python="${PYTHON:-python3}"
 pip_quiet=(--quiet --disable-pip-version-check)
-step 1 "creating .venv and installing the host, the plugin API and their dependencies (about 30 s)"
+step 1 "creating .venv and installing the host, the plugin API, the server and their dependencies (about 30 s)"
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
-.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev]'
+.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev,server]'
 
 step 2 "checking for docker-registry and bubblewrap (used by some tests)"
 # The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.
@@ -75,3 +89,8 @@ echo
 echo "done in $((SECONDS - started)) s. To use this demo host in your shell:"
 echo "  export APERIO_PLUGIN_TRUSTED_KEYS_DIR=$APERIO_PLUGIN_TRUSTED_KEYS_DIR"
 echo "  export APERIO_STATE_DIR=$APERIO_STATE_DIR APERIO_PLUGINS_DIR=$APERIO_PLUGINS_DIR"
+if [[ $serve -eq 1 ]]; then
+    echo
+    echo "==> starting the host as a service: .venv/bin/aperio serve (Ctrl-C stops it; --no-serve skips this)"
+    exec .venv/bin/aperio serve
+fi

@@ -8,13 +8,14 @@ an application that wants them elsewhere passes its own structlog logger.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 AUDIT_LOGGER_NAME = "aperio.audit"
 PLUGIN_LOGGER_NAME = "aperio.plugin"
 
 
-def _stdlib_structlog(name: str) -> Any:
+def _stdlib_structlog(name: str, first: Sequence[Any] = ()) -> Any:
     # Imported here, not at the top: a worker process imports this module but logs without
     # structlog, whose import (its dev renderer pulls in rich) would slow every worker's start.
     import structlog
@@ -27,6 +28,8 @@ def _stdlib_structlog(name: str) -> Any:
     return structlog.wrap_logger(
         logger,
         processors=[
+            # Before the level filter: a recorder here (the API's audit trail) keeps every event.
+            *first,
             structlog.stdlib.filter_by_level,
             structlog.stdlib.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -37,9 +40,12 @@ def _stdlib_structlog(name: str) -> Any:
     )
 
 
-def default_audit_logger() -> Any:
-    """Return a structlog logger that renders audit events as JSON to `aperio.audit`."""
-    return _stdlib_structlog(AUDIT_LOGGER_NAME)
+def default_audit_logger(*recorders: Any) -> Any:
+    """Return a structlog logger that renders audit events as JSON to `aperio.audit`.
+
+    `recorders` are structlog processors that see every event first, whatever the log level.
+    """
+    return _stdlib_structlog(AUDIT_LOGGER_NAME, recorders)
 
 
 def default_plugin_logger() -> Any:

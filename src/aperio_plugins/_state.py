@@ -1,7 +1,9 @@
 """The host's state store: operator decisions and plugin key-value data that outlive a process.
 
 `StateStore` is the interface, made of the three small ones its users need
-(`OperatorDecisions`, `PluginKV`, `RegistryMarks`); `SQLiteStateStore` the embedded default. The SQL
+(`OperatorDecisions`, `PluginKV`, `RegistryMarks`); `SQLiteStateStore` the embedded default. The
+operator API's `TokenStore` and `AuditTrail` (in `_records`) are further small interfaces that
+`SQLiteStateStore` implements too. The SQL
 is kept portable (no SQLite-only syntax) so that a shared PostgreSQL store can
 implement the same interface for a fleet of hosts.
 """
@@ -18,9 +20,11 @@ from pathlib import Path
 from typing import Protocol
 
 from ._model import Isolation
+from ._records import RECORDS_SCHEMA, SQLRecords
 from .errors import StateStoreError
 
-SCHEMA_VERSION = 1
+# 2: the operator API's tokens and audit trail (`_records.RECORDS_SCHEMA`).
+SCHEMA_VERSION = 2
 STATE_FILE_NAME = "state.sqlite3"
 
 _SCHEMA = (
@@ -44,7 +48,11 @@ _SCHEMA = (
     " updated_at VARCHAR(40) NOT NULL,"
     " content_sha256 VARCHAR(64) NOT NULL,"
     " seen_at VARCHAR(40) NOT NULL)",
+    *RECORDS_SCHEMA,
 )
+
+# The statements that bring a store of version N-1 to N; every one is idempotent (IF NOT EXISTS).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {2: RECORDS_SCHEMA}
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-class SQLiteStateStore:
-    """A `StateStore` in one SQLite file, created with owner-only permissions."""
+class SQLiteStateStore(SQLRecords):
+    """A `StateStore` (and the API's `TokenStore` and `AuditTrail`) in one SQLite file, created with
+    owner-only permissions."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -125,6 +134,11 @@ class SQLiteStateStore:
             row = cursor.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
                 cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] < SCHEMA_VERSION:
+                for version in range(row[0] + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS.get(version, ()):
+                        cursor.execute(statement)
+                cursor.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
                 raise StateStoreError(
                     f"state store {self.path} has schema version {row[0]}, newer than this host's"

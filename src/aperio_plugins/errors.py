@@ -282,3 +282,9 @@ class InstallError(RegistryError):
 class PluginCheckError(AperioError):
     """A plugin project or wheel fails a check a strict host would make (`aperio plugin check`, `sign`),
     or cannot be built or scaffolded."""
+
+
+class TokenError(AperioError):
+    """An operator API token request is invalid: unknown permission, bad expiry, a name in use or unknown.
+
+    Never carries the token itself."""

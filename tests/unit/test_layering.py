@@ -91,3 +91,40 @@ def test_the_worker_folder_separates_the_host_side_from_the_worker_side():
     assert shared == ["__init__.py", "__main__.py", "_codec.py", "_protocol.py", "_settings.py", "_tree.py"]
     assert (folder / "supervise" / "_proxy.py").is_file()
     assert (folder / "serve" / "_server.py").is_file()
+
+
+def test_the_core_host_and_the_cli_import_no_server_library():
+    """fastapi and uvicorn come with the `server` extra; only the API's routes and `aperio serve` use them."""
+    loaded = imported_after(
+        "import aperio_plugins, aperio_plugins.cli, aperio_plugins.registry, aperio_plugins.worker\n"
+        "from aperio_plugins import PluginHost, SQLiteStateStore\n"
+        "from aperio_plugins.api import Permission, Principal, Tokens\n"
+        "import aperio_plugins.api._trail\n"
+        "from aperio_plugins.cli._main import cli"
+    )
+    assert (
+        sorted(
+            name for name in loaded if name.split(".")[0] in {"fastapi", "uvicorn", "starlette", "prometheus_client"}
+        )
+        == []
+    )
+
+
+def test_only_the_api_package_and_the_serve_command_name_fastapi_or_uvicorn():
+    import ast
+    from pathlib import Path
+
+    import aperio_plugins
+
+    root = Path(aperio_plugins.__file__).parent
+    # _principal names starlette's Request for type checkers only (under TYPE_CHECKING).
+    allowed = {"api/_routes.py", "api/_app.py", "api/_metrics.py", "api/_principal.py", "cli/_serve.py"}
+    importers = set()
+    for source in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(name.split(".")[0] in {"fastapi", "uvicorn", "starlette", "prometheus_client"} for name in names):
+                importers.add(source.relative_to(root).as_posix())
+    assert importers == allowed

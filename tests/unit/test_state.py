@@ -50,7 +50,7 @@ def test_a_store_from_a_newer_host_is_refused(tmp_path):
     SQLiteStateStore(path).close()
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StateStoreError, match="schema version 99, newer than this host's 1"):
+    with pytest.raises(StateStoreError, match="schema version 99, newer than this host's 2"):
         SQLiteStateStore(path)
 
 
@@ -59,3 +59,50 @@ def test_host_refuses_to_start_on_a_corrupted_store(make_host, tmp_path):
     (tmp_path / "state" / "state.sqlite3").write_bytes(b"\x00garbage" * 512)
     with pytest.raises(StateStoreError, match="unreadable"):
         make_host()
+
+
+def test_a_version_1_store_is_migrated_to_hold_tokens_and_the_audit_trail(tmp_path):
+    import sqlite3
+    from datetime import datetime, timezone
+
+    from aperio_plugins._records import TokenRecord
+    from aperio_plugins._state import SCHEMA_VERSION
+
+    path = tmp_path / "state.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    old.execute("INSERT INTO schema_version (version) VALUES (1)")
+    old.execute(
+        "CREATE TABLE plugin_flags (plugin_id VARCHAR(200) PRIMARY KEY, enabled INTEGER NOT NULL, updated_at VARCHAR(40) NOT NULL)"
+    )
+    old.execute("INSERT INTO plugin_flags VALUES ('acme.a', 0, '2026-01-01T00:00:00+00:00')")
+    old.commit()
+    old.close()
+    store = SQLiteStateStore(path)
+    assert store.enabled_flags() == {"acme.a": False}
+    now = datetime.now(timezone.utc)
+    store.add_token(TokenRecord("ops", "d" * 64, ("plugins:read",), now))
+    store.record_event("plugin.enabled", level="info", occurred_at=now, plugin_id="acme.a", actor="ops", fields="{}")
+    assert [t.name for t in store.tokens()] == ["ops"]
+    assert [(e.event, e.actor) for e in store.audit_events(plugin_id="acme.a")] == [("plugin.enabled", "ops")]
+    store.close()
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert SCHEMA_VERSION == 2
+
+
+def test_a_token_name_in_use_is_refused_and_a_revoked_one_reused(tmp_path):
+    from datetime import datetime, timezone
+
+    from aperio_plugins._records import TokenRecord
+
+    store = SQLiteStateStore.in_directory(tmp_path)
+    now = datetime.now(timezone.utc)
+    store.add_token(TokenRecord("ops", "a" * 64, ("plugins:read",), now))
+    with pytest.raises(StateStoreError, match="a token named 'ops' already exists"):
+        store.add_token(TokenRecord("ops", "b" * 64, ("plugins:read",), now))
+    assert store.revoke_token("ops", now) is True
+    assert store.revoke_token("ops", now) is False
+    assert store.token_by_digest("a" * 64).revoked_at == now
+    store.add_token(TokenRecord("ops", "c" * 64, ("plugins:admin",), now))
+    assert store.token_by_digest("a" * 64) is None
+    assert [(t.name, t.permissions, t.revoked_at) for t in store.tokens()] == [("ops", ("plugins:admin",), None)]

@@ -15,6 +15,8 @@ from ._author import check, dev, init
 from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
 from ._plugin import plugin_group
 from ._registry import registry_group
+from ._serve import serve
+from ._token import token_group
 from ._trust import doctor, keygen, sign, verify
 
 EXIT_ERROR = 1
@@ -58,6 +60,8 @@ for command in (
 cli.add_command(plugin_group)
 cli.add_command(registry_group)
 cli.add_command(doctor)
+cli.add_command(serve)
+cli.add_command(token_group)
 
 
 def _verbosity(args: list[str]) -> int:

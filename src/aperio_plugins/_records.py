@@ -1,0 +1,228 @@
+"""The operator API's records in the state store: API tokens (`TokenStore`) and the audit trail
+(`AuditTrail`), beside `OperatorDecisions`, `PluginKV` and `RegistryMarks`.
+
+The SQL is portable (parameters with `?` are translated by a driver that needs `%s`; no upsert, no
+SQLite-only functions; `LIMIT` is understood by SQLite and PostgreSQL alike). Only the audit table's
+generated id is spelled per database: `INTEGER PRIMARY KEY` here, an identity column in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from .errors import StateStoreError
+
+# Schema version 2 added these; `_state.SQLiteStateStore._migrate` runs them on a version-1 store.
+RECORDS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS api_tokens ("
+    " name VARCHAR(100) PRIMARY KEY,"
+    " token_sha256 VARCHAR(64) NOT NULL UNIQUE,"
+    " permissions VARCHAR(500) NOT NULL,"
+    " created_at VARCHAR(40) NOT NULL,"
+    " expires_at VARCHAR(40),"
+    " revoked_at VARCHAR(40))",
+    "CREATE TABLE IF NOT EXISTS audit_events ("
+    " id INTEGER PRIMARY KEY,"
+    " occurred_at VARCHAR(40) NOT NULL,"
+    " event VARCHAR(200) NOT NULL,"
+    " level VARCHAR(20) NOT NULL,"
+    " plugin_id VARCHAR(200),"
+    " actor VARCHAR(100),"
+    " fields TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS audit_events_plugin ON audit_events (plugin_id, id)",
+    "CREATE INDEX IF NOT EXISTS audit_events_actor ON audit_events (actor, id)",
+    "CREATE INDEX IF NOT EXISTS audit_events_event ON audit_events (event, id)",
+)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One API token as stored: its name, the sha256 of the secret (never the secret), and its limits."""
+
+    name: str
+    token_sha256: str
+    permissions: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit event as kept in the trail; `id` grows with time and pages the trail."""
+
+    id: int
+    occurred_at: datetime
+    event: str
+    level: str
+    plugin_id: str | None
+    actor: str | None
+    fields: dict[str, Any]
+
+
+class TokenStore(Protocol):
+    """The operator API's tokens, stored hashed (the API, `aperio token`, the console)."""
+
+    def add_token(self, record: TokenRecord) -> None:
+        """Store `record`; raise `StateStoreError` if an unrevoked token has its name (a revoked one is replaced)."""
+        ...
+
+    def token_by_digest(self, token_sha256: str) -> TokenRecord | None: ...
+    def tokens(self) -> list[TokenRecord]: ...
+    def revoke_token(self, name: str, at: datetime) -> bool:
+        """Mark the token `name` revoked; return False if there is no unrevoked token of that name."""
+        ...
+
+
+class AuditTrail(Protocol):
+    """Audit events kept in the state store, newest first when read back."""
+
+    def record_event(
+        self, event: str, *, level: str, occurred_at: datetime, plugin_id: str | None, actor: str | None, fields: str
+    ) -> None:
+        """Append one event; `fields` is its JSON object text."""
+        ...
+
+    def audit_events(
+        self,
+        *,
+        plugin_id: str | None = None,
+        event: str | None = None,
+        actor: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Return up to `limit` events matching every given filter, newest first, with ids below `before`."""
+        ...
+
+
+class ApiRecords(TokenStore, AuditTrail, Protocol):
+    """A store of both (`SQLiteStateStore` is one): what `aperio serve` keeps for its API."""
+
+
+def _time(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+class SQLRecords:
+    """`TokenStore` and `AuditTrail` over the state store's `_run` (one transaction per call)."""
+
+    def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
+        raise NotImplementedError  # provided by the store this is mixed into
+
+    def add_token(self, record: TokenRecord) -> None:
+        existing = self._run(("SELECT revoked_at FROM api_tokens WHERE name = ?", (record.name,)))
+        if existing and existing[0][0] is None:
+            raise StateStoreError(f"a token named {record.name!r} already exists; revoke it first")
+        self._run(
+            # Delete then insert: a revoked token's name can be reused; a portable upsert.
+            ("DELETE FROM api_tokens WHERE name = ? AND revoked_at IS NOT NULL", (record.name,)),
+            (
+                "INSERT INTO api_tokens (name, token_sha256, permissions, created_at, expires_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    record.token_sha256,
+                    " ".join(record.permissions),
+                    record.created_at.isoformat(),
+                    _iso(record.expires_at),
+                    _iso(record.revoked_at),
+                ),
+            ),
+        )
+
+    def token_by_digest(self, token_sha256: str) -> TokenRecord | None:
+        rows = self._run((f"{_TOKEN_COLUMNS} WHERE token_sha256 = ?", (token_sha256,)))
+        return _token(rows[0]) if rows else None
+
+    def tokens(self) -> list[TokenRecord]:
+        return [_token(row) for row in self._run((f"{_TOKEN_COLUMNS} ORDER BY name", ()))]
+
+    def revoke_token(self, name: str, at: datetime) -> bool:
+        # UPDATE … RETURNING: SQLite 3.35+ and PostgreSQL both have it; it says whether a row changed.
+        rows = self._run(
+            (
+                "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING name",
+                (at.isoformat(), name),
+            )
+        )
+        return bool(rows)
+
+    def record_event(
+        self, event: str, *, level: str, occurred_at: datetime, plugin_id: str | None, actor: str | None, fields: str
+    ) -> None:
+        self._run(
+            (
+                "INSERT INTO audit_events (occurred_at, event, level, plugin_id, actor, fields)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (occurred_at.isoformat(), event[:200], level[:20], plugin_id, actor, fields),
+            )
+        )
+
+    def audit_events(
+        self,
+        *,
+        plugin_id: str | None = None,
+        event: str | None = None,
+        actor: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        conditions: list[str] = []
+        parameters: list[object] = []
+        for column, value in (("plugin_id", plugin_id), ("event", event), ("actor", actor)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                parameters.append(value)
+        if before is not None:
+            conditions.append("id < ?")
+            parameters.append(before)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = self._run(
+            (
+                # The WHERE clause is built from fixed column names only; every value is a parameter.
+                "SELECT id, occurred_at, event, level, plugin_id, actor, fields FROM audit_events"  # noqa: S608
+                f"{where} ORDER BY id DESC LIMIT ?",
+                (*parameters, max(1, limit)),
+            )
+        )
+        return [_audit(row) for row in rows]
+
+
+_TOKEN_COLUMNS = "SELECT name, token_sha256, permissions, created_at, expires_at, revoked_at FROM api_tokens"  # noqa: S105 - column names, not a secret
+
+
+def _token(row: Sequence[object]) -> TokenRecord:
+    name, digest, permissions, created_at, expires_at, revoked_at = row
+    created = _time(created_at)
+    assert created is not None  # NOT NULL in the schema
+    return TokenRecord(
+        str(name), str(digest), tuple(str(permissions).split()), created, _time(expires_at), _time(revoked_at)
+    )
+
+
+def _audit(row: Sequence[object]) -> AuditRecord:
+    identifier, occurred_at, event, level, plugin_id, actor, fields = row
+    occurred = _time(occurred_at)
+    assert occurred is not None  # NOT NULL in the schema
+    try:
+        decoded = json.loads(str(fields))
+    except ValueError:
+        decoded = {"unreadable": str(fields)}
+    return AuditRecord(
+        id=int(str(identifier)),
+        occurred_at=occurred,
+        event=str(event),
+        level=str(level),
+        plugin_id=None if plugin_id is None else str(plugin_id),
+        actor=None if actor is None else str(actor),
+        fields=decoded if isinstance(decoded, dict) else {"value": decoded},
+    )

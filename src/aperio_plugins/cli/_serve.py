@@ -1,0 +1,73 @@
+"""`aperio serve`: the host as a service (uvicorn), with its API token printed once on first start."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timezone
+
+import click
+
+from ..errors import ConfigurationError
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@click.command("serve")
+@click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--run-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 300), help="Deadline of a run (s)."
+)
+def serve(bind: str, port: int, run_timeout: float) -> None:
+    """Run the host as a service: the operator API under /api/v1, /healthz, /readyz, /metrics.
+
+    Plugins are loaded as `aperio plugin list` loads them; state is the SQLite store in
+    APERIO_STATE_DIR. With no usable token yet, an admin token is created and printed once.
+    Ctrl-C stops it.
+    """
+    try:
+        import uvicorn
+
+        from .._host import PluginHost
+        from .._settings import HostSettings
+        from .._state import SQLiteStateStore
+        from ..api import ALL_PERMISSIONS, Tokens, create_app
+        from ..api._trail import recording_audit_logger
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"aperio serve needs the server extra ({exc.name} is missing): pip install 'aperio-plugins[server]'"
+        ) from None
+    settings = HostSettings.from_environment()
+    store = SQLiteStateStore.in_directory(settings.state_dir)
+    host = PluginHost(settings, state_store=store, audit_logger=recording_audit_logger(store))
+    try:
+        tokens = Tokens(store)
+        issued = None
+        if not tokens.has_usable():
+            taken = {record.name for record in tokens.list() if record.revoked_at is None}
+            name = "admin" if "admin" not in taken else f"admin-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
+            issued = tokens.create(name, ALL_PERMISSIONS)
+        report = host.load()
+        app = create_app(host, store, run_timeout=run_timeout)
+        url = f"http://{bind if ':' not in bind else f'[{bind}]'}:{port}"
+        click.echo(
+            f"aperio serve: {len(report.enabled)} plugin(s) enabled, {len(report.failed)} failed; {url}/api/v1/plugins",
+            err=True,
+        )
+        if bind not in _LOOPBACK:
+            click.echo("warning: listening beyond loopback without TLS; put a TLS proxy in front of it", err=True)
+        if issued is None:
+            click.echo("    tokens already exist (aperio token list); aperio token create NAME makes another", err=True)
+        else:
+            click.echo(
+                f"\n    admin token {issued.record.name!r}, shown only now (aperio token create makes others):",
+                err=True,
+            )
+            click.echo(f"    {issued.token}\n", err=True)
+            click.echo(f'    curl -H "Authorization: Bearer {issued.token}" {url}/api/v1/plugins\n', err=True)
+        # uvicorn shuts down gracefully on Ctrl-C, then raises the signal again: a stop, not a failure.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(uvicorn.Config(app, host=bind, port=port, log_level="info", server_header=False)).run()
+        click.echo("aperio serve: stopped", err=True)
+    finally:
+        host.close()
