@@ -356,3 +356,16 @@ def test_a_revoked_token_ends_its_console_session(console):
     assert refused.status_code == 401
     assert console.states()["aperio.box-connector"] == "enabled"
     assert 'id="token"' in client.get("/").text
+
+
+def test_an_unknown_plugin_is_reported_on_the_page_escaped(console):
+    client, csrf = console.signed_in("admin")
+    answer = client.post("/console/plugins/<b>nope/reload", data={"csrf": csrf})
+    assert (answer.status_code, answer.headers["location"]) == (303, "/")
+    page = client.get("/").text
+    assert "no plugin with id &#39;&lt;b&gt;nope&#39;" in page
+    assert "<b>nope" not in page
+    assert console.states() == dict.fromkeys(EXAMPLE_IDS, "enabled")
+    audited = console.events(actor="ops-admin", event="api.plugin.reload")
+    assert audited[0]["plugin_id"] == "<b>nope"
+    assert audited[0]["fields"]["outcome"] == "404"

@@ -194,7 +194,7 @@ def console_router(context: ApiContext, api: APIRouter, tokens: Tokens) -> APIRo
             _set_cookie(response, request, fresh)
         return response
 
-    def message(request: Request, status: int, title: str, text: str, session: Session | None = None) -> HTMLResponse:
+    def message(status: int, title: str, text: str, session: Session | None = None) -> HTMLResponse:
         csrf = session.csrf if session is not None and session.token is not None else None
         return pages.render("message.html", status, title=title, text=text, csrf=csrf)
 
@@ -202,7 +202,6 @@ def console_router(context: ApiContext, api: APIRouter, tokens: Tokens) -> APIRo
         route = f"{request.method} {request.url.path}"
         context.audit("console.csrf.refused", principal, route=route, outcome="403")
         return message(
-            request,
             403,
             "Form refused",
             "This form did not come from this console session. Reload the console and try again.",
@@ -219,7 +218,7 @@ def console_router(context: ApiContext, api: APIRouter, tokens: Tokens) -> APIRo
         except HTTPException as refused:
             if refused.status_code == 401:
                 return sign_in_page(request, error="Your session's token is no longer valid; sign in again.")
-            return message(request, 403, "Not allowed", str(refused.detail), session)
+            return message(403, "Not allowed", str(refused.detail), session)
         notice, session.notice = session.notice, None
         events = context.trail.audit_events(limit=_EVENTS_SHOWN) if context.trail is not None else []
         return pages.render(
@@ -281,7 +280,7 @@ def console_router(context: ApiContext, api: APIRouter, tokens: Tokens) -> APIRo
             principal = need_admin(request)
         except HTTPException as refused:
             title = "Sign in first" if refused.status_code == 401 else "Not allowed"
-            return message(request, refused.status_code, title, str(refused.detail), session)
+            return message(refused.status_code, title, str(refused.detail), session)
         if session is None or not session.csrf_matches(form.get("csrf")):
             return csrf_refused(request, session, principal)
         try:
