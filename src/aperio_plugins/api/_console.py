@@ -279,8 +279,9 @@ def console_router(context: ApiContext, api: APIRouter, tokens: Tokens) -> APIRo
         try:
             principal = need_admin(request)
         except HTTPException as refused:
-            title = "Sign in first" if refused.status_code == 401 else "Not allowed"
-            return message(refused.status_code, title, str(refused.detail), session)
+            if refused.status_code == 401:
+                return message(401, "Sign in first", "Sign in to the console, then try again.")
+            return message(refused.status_code, "Not allowed", str(refused.detail), session)
         if session is None or not session.csrf_matches(form.get("csrf")):
             return csrf_refused(request, session, principal)
         try:
