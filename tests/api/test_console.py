@@ -286,6 +286,11 @@ def test_form_without_or_with_a_wrong_csrf_token_is_refused_and_changes_nothing(
     _, other_csrf = console.signed_in("admin")
     assert client.post("/console/plugins/aperio.box-remediation/disable", data={"csrf": other_csrf}).status_code == 403
     assert console.states()["aperio.box-remediation"] == "enabled"
+    # Nor can a forged form sign the session out.
+    assert client.post("/console/sign-out", data={"csrf": "forged"}).status_code == 403
+    assert 'id="plugins"' in client.get("/").text
+    assert console.events(event="console.csrf.refused")[0]["fields"]["route"] == "POST /console/sign-out"
+    assert console.events(event="console.csrf.refused")[0]["actor"] == "ops-admin"
     # The accepted path: the session's own token.
     accepted = client.post("/console/plugins/aperio.box-remediation/disable", data={"csrf": csrf})
     assert (accepted.status_code, accepted.headers["location"]) == (303, "/")

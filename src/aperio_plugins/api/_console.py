@@ -200,6 +200,8 @@ def console_router(context: ApiContext, api: APIRouter, tokens: Tokens) -> APIRo
 
     def csrf_refused(request: Request, session: Session | None, principal: Principal | None) -> HTMLResponse:
         route = f"{request.method} {request.url.path}"
+        if principal is None and session is not None and session.name is not None:
+            principal = Principal(session.name, frozenset())  # a signed-in session's name, for the trail
         context.audit("console.csrf.refused", principal, route=route, outcome="403")
         return message(
             403,
