@@ -32,7 +32,7 @@ fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
 .venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev,server]'
 
-step 2 "checking for docker-registry and bubblewrap (used by some tests)"
+step 2 "checking for docker-registry, bubblewrap and chromium (used by some tests)"
 # The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.
 if ! command -v docker-registry >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -51,6 +51,16 @@ if ! command -v bwrap >/dev/null 2>&1; then
             || echo "note: could not install bubblewrap; workers fall back to subreaper containment"
     else
         echo "note: bubblewrap is not installed (apt-get install bubblewrap); workers fall back to subreaper containment"
+    fi
+fi
+
+# The console's browser tests drive Debian's Chromium with Playwright (never a browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+            || echo "note: could not install chromium; the console's browser tests will be skipped"
+    else
+        echo "note: chromium is not installed (apt-get install chromium); the console's browser tests will be skipped"
     fi
 fi
 

@@ -1,8 +1,8 @@
 """`create_app`: the FastAPI application `aperio serve` runs, and the bearer-token authorizer.
 
 Layout: `/api/v1/…` (the router), `/healthz` and `/readyz` (no token: probes learn only a status),
-`/metrics` (Prometheus, `plugins:read`), and `/`, which redirects to `/docs` until a console
-router is passed in `extra_routers` (mounted after the API, so it may claim `/`).
+`/metrics` (Prometheus, `plugins:read`), and `/`: the operator console (`_console`, sign-in with a
+token from `store`), or with `console=False` a redirect to `/docs` unless `extra_routers` claims `/`.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations, which name local aliases.
@@ -59,6 +59,7 @@ def create_app(
     extra_routers: Sequence[APIRouter] = (),
     run_timeout: float = 30.0,
     install: Installer | None = None,
+    console: bool = True,
 ) -> FastAPI:
     """Return the operator application for `host`, with tokens and the audit trail in `store`.
 
@@ -80,7 +81,8 @@ def create_app(
         lifespan=lifespan,
         description="Manage the plugins of an aperio host. Send `Authorization: Bearer TOKEN` (`aperio token create`).",
     )
-    app.include_router(build_router(context))
+    api_router = build_router(context)
+    app.include_router(api_router)
     reader = Annotated[Principal, Depends(_requirement(context, Permission.READ))]
 
     @app.exception_handler(AperioError)
@@ -116,6 +118,10 @@ def create_app(
         """Prometheus metrics per plugin: calls, failures, latency, breaker state, worker restarts."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    if console:
+        from ._console import console_router  # jinja2 is needed only when the console is served
+
+        extra_routers = (*extra_routers, console_router(context, api_router, Tokens(store)))
     for extra in extra_routers:
         app.include_router(extra)
     if not any(getattr(route, "path", None) == "/" for extra in extra_routers for route in extra.routes):

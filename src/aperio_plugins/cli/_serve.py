@@ -19,7 +19,7 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
     "--run-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 300), help="Deadline of a run (s)."
 )
 def serve(bind: str, port: int, run_timeout: float) -> None:
-    """Run the host as a service: the operator API under /api/v1, /healthz, /readyz, /metrics.
+    """Run the host as a service: the console at /, the operator API under /api/v1, /healthz, /readyz, /metrics.
 
     Plugins are loaded as `aperio plugin list` loads them; state is the SQLite store in
     APERIO_STATE_DIR. With no usable token yet, an admin token is created and printed once.
@@ -51,7 +51,8 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
         app = create_app(host, store, run_timeout=run_timeout)
         url = f"http://{bind if ':' not in bind else f'[{bind}]'}:{port}"
         click.echo(
-            f"aperio serve: {len(report.enabled)} plugin(s) enabled, {len(report.failed)} failed; {url}/api/v1/plugins",
+            f"aperio serve: {len(report.enabled)} plugin(s) enabled, {len(report.failed)} failed; "
+            f"console {url}/, API {url}/api/v1/plugins",
             err=True,
         )
         if bind not in _LOOPBACK:
