@@ -30,7 +30,7 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
-.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev,server]'
+.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev,server,postgres]'
 
 step 2 "checking for docker-registry and bubblewrap (used by some tests)"
 # The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.

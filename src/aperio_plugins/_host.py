@@ -52,7 +52,8 @@ from ._model import (
 )
 from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, scan_plugins_dir
 from ._settings import HostSettings
-from ._state import SQLiteStateStore, StateStore
+from ._state import StateStore
+from ._state_url import open_state_store
 from ._trust import Severity, TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
 from ._verify import verify_installed
 from .errors import (
@@ -178,7 +179,7 @@ class PluginHost:
         for source in spec_sources:
             self._manager.add_hookspecs(source)
         self._propagating = frozenset(_propagating_hooks(spec_sources))
-        self._store = state_store if state_store is not None else SQLiteStateStore.in_directory(self.settings.state_dir)
+        self._store = state_store if state_store is not None else open_state_store(self.settings)
         self._slots: dict[str, _Slot] = {}
         self._shadowed: list[PluginInfo] = []
         self._broken: list[str] = []

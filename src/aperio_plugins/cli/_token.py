@@ -5,15 +5,15 @@ from __future__ import annotations
 import click
 
 from .._settings import HostSettings
-from .._state import SQLiteStateStore
+from .._state_url import HostStateStore, open_state_store
 from ..api import Permission, Tokens, parse_duration
 from ._output import print_json
 
 _PERMISSIONS = [permission.value for permission in Permission]
 
 
-def _tokens() -> tuple[SQLiteStateStore, Tokens]:
-    store = SQLiteStateStore.in_directory(HostSettings.from_environment().state_dir)
+def _tokens() -> tuple[HostStateStore, Tokens]:
+    store = open_state_store(HostSettings.from_environment())
     return store, Tokens(store)
 
 
