@@ -87,6 +87,10 @@ class PostgresStateStore(SQLStateStore):
         return scrub(str(exc) or type(exc).__name__, self._url, self._secrets)
 
     def _migrate(self, connection: psycopg.Connection[Any], migrations: Sequence[Migration]) -> None:
+        if connection.info.server_version >= 140000:
+            # A host killed in the middle of a long step: without this its server process runs the
+            # statement to the end before it sees the client gone, holding the lock other hosts wait on.
+            connection.execute("SET client_connection_check_interval = 1000")
         connection.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             with connection.transaction():
