@@ -73,7 +73,10 @@ def test_a_store_from_a_newer_host_is_refused_and_left_alone(backend, open_store
 def test_a_failing_step_is_rolled_back_whole_and_the_next_start_retries_it(backend, open_store):
     open_store()
     broken = (*MIGRATIONS, _step(3, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO no_such_table VALUES (1)"))
-    with pytest.raises(StateStoreError, match=r"migration 3 \(test step 3\) failed and was rolled back, the store stays at schema version 2: .*no_such_table"):
+    with pytest.raises(
+        StateStoreError,
+        match=r"migration 3 \(test step 3\) failed and was rolled back, the store stays at schema version 2: .*no_such_table",
+    ):
         backend.open(broken)
     assert "half_done" not in backend.tables()
     assert backend.version() == [2]
@@ -142,7 +145,7 @@ def test_hosts_starting_at_once_apply_each_step_exactly_once(backend):
         start.wait()
         try:
             stores.append(backend.open(steps))
-        except BaseException as exc:  # collected and asserted below, whatever it is
+        except BaseException as exc:  # noqa: BLE001 - a thread's failure is collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=host) for _ in range(6)]

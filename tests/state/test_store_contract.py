@@ -102,7 +102,10 @@ def test_tokens_names_are_unique_until_revoked_and_found_by_digest(open_store):
     assert store.token_by_digest("a" * 64).revoked_at == NOW
     store.add_token(TokenRecord("ops", "d" * 64, ("plugins:read",), NOW))
     assert store.token_by_digest("a" * 64) is None
-    assert [(t.name, t.token_sha256[0], t.revoked_at) for t in store.tokens()] == [("ci", "c", None), ("ops", "d", None)]
+    assert [(t.name, t.token_sha256[0], t.revoked_at) for t in store.tokens()] == [
+        ("ci", "c", None),
+        ("ops", "d", None),
+    ]
 
 
 def test_the_audit_trail_reads_back_newest_first_filtered_and_paged(open_store):
@@ -161,7 +164,7 @@ def test_threads_and_hosts_writing_at_once_lose_nothing(open_store):
                 store.record_event(
                     "kv.write", level="info", occurred_at=NOW, plugin_id="acme.shared", actor=f"w{worker}", fields="{}"
                 )
-        except BaseException as exc:  # collected and asserted below, whatever it is
+        except BaseException as exc:  # noqa: BLE001 - a thread's failure is collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(worker,)) for worker in range(8)]
