@@ -32,7 +32,7 @@ fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
 .venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev,server,postgres]'
 
-step 2 "checking for docker-registry and bubblewrap (used by some tests)"
+step 2 "checking for docker-registry, bubblewrap and postgresql (used by some tests)"
 # The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.
 if ! command -v docker-registry >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -51,6 +51,17 @@ if ! command -v bwrap >/dev/null 2>&1; then
             || echo "note: could not install bubblewrap; workers fall back to subreaper containment"
     else
         echo "note: bubblewrap is not installed (apt-get install bubblewrap); workers fall back to subreaper containment"
+    fi
+fi
+
+# The state-store tests start a real PostgreSQL on 127.0.0.1 (initdb and pg_ctl from Debian's server
+# package; nothing is left running); a fleet of hosts shares one through APERIO_STATE_URL.
+if ! compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && ! command -v pg_ctl >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
+            || echo "note: could not install postgresql; the PostgreSQL state-store tests will be skipped"
+    else
+        echo "note: PostgreSQL is not installed (apt-get install postgresql); its state-store tests will be skipped"
     fi
 fi
 
