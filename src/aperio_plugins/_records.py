@@ -79,7 +79,7 @@ class AuditTrail(Protocol):
 
 
 class ApiRecords(TokenStore, AuditTrail, Protocol):
-    """A store of both (`SQLiteStateStore` is one): what `aperio serve` keeps for its API."""
+    """A store of both (every state store backend is one): what `aperio serve` keeps for its API."""
 
 
 def _time(value: object) -> datetime | None:
