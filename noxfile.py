@@ -37,7 +37,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", "./hookspecs[http]", "-e", ".[server]", "mypy")
+    # The optional extras too: mypy checks the API (server) and the PostgreSQL store (postgres) as well.
+    session.install("-e", "./hookspecs[http]", "-e", ".[server,postgres]", "mypy")
     session.run("mypy")
 
 

@@ -30,9 +30,9 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install "${pip_quiet[@]}" --upgrade pip
-.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev,server]'
+.venv/bin/python -m pip install "${pip_quiet[@]}" -e './hookspecs[http]' -e '.[dev,server,postgres]'
 
-step 2 "checking for docker-registry, bubblewrap and chromium (used by some tests)"
+step 2 "checking for docker-registry, bubblewrap, chromium and postgresql (used by some tests)"
 # The OCI tests start a real registry on 127.0.0.1: Debian's docker-registry.
 if ! command -v docker-registry >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -61,6 +61,17 @@ if ! command -v chromium >/dev/null 2>&1; then
             || echo "note: could not install chromium; the console's browser tests will be skipped"
     else
         echo "note: chromium is not installed (apt-get install chromium); the console's browser tests will be skipped"
+    fi
+fi
+
+# The state-store tests start a real PostgreSQL on 127.0.0.1 (initdb and pg_ctl from Debian's server
+# package; nothing is left running); a fleet of hosts shares one through APERIO_STATE_URL.
+if ! compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && ! command -v pg_ctl >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
+            || echo "note: could not install postgresql; the PostgreSQL state-store tests will be skipped"
+    else
+        echo "note: PostgreSQL is not installed (apt-get install postgresql); its state-store tests will be skipped"
     fi
 fi
 

@@ -38,7 +38,8 @@ from ._plugin_records import Records, Slot, snapshot
 from ._reports import Reporter
 from ._run import run_plugin
 from ._settings import HostSettings
-from ._state import SQLiteStateStore, StateStore
+from ._state import StateStore
+from ._state_url import open_state_store
 from ._trust import TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
 from ._verify import verify_installed
 from ._wiring import host_environment, plugin_manager
@@ -97,7 +98,7 @@ class PluginHost:
         self._credential_provider = credential_provider
         self._call_timeout = call_timeout
         self._manager, propagating = plugin_manager(hookspecs)
-        self._store = state_store if state_store is not None else SQLiteStateStore.in_directory(self.settings.state_dir)
+        self._store = state_store if state_store is not None else open_state_store(self.settings)
         self._records = Records(self._audit)
         self._lock = self._records.lock
         self._broken: list[str] = []

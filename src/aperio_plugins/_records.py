@@ -1,9 +1,9 @@
 """The operator API's records in the state store: API tokens (`TokenStore`) and the audit trail
 (`AuditTrail`), beside `OperatorDecisions`, `PluginKV` and `RegistryMarks`.
 
-The SQL is portable (parameters with `?` are translated by a driver that needs `%s`; no upsert, no
-SQLite-only functions; `LIMIT` is understood by SQLite and PostgreSQL alike). Only the audit table's
-generated id is spelled per database: `INTEGER PRIMARY KEY` here, an identity column in PostgreSQL.
+The SQL is portable (parameters with `?` are translated by a driver that needs `%s`; `INSERT … ON
+CONFLICT` and `UPDATE … RETURNING` are understood by SQLite 3.35+ and PostgreSQL alike). The tables
+are created by `_migrations`, where the audit table's generated id is spelled per database.
 """
 
 from __future__ import annotations
@@ -15,28 +15,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .errors import StateStoreError
-
-# Schema version 2 added these; `_state.SQLiteStateStore._migrate` runs them on a version-1 store.
-RECORDS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS api_tokens ("
-    " name VARCHAR(100) PRIMARY KEY,"
-    " token_sha256 VARCHAR(64) NOT NULL UNIQUE,"
-    " permissions VARCHAR(500) NOT NULL,"
-    " created_at VARCHAR(40) NOT NULL,"
-    " expires_at VARCHAR(40),"
-    " revoked_at VARCHAR(40))",
-    "CREATE TABLE IF NOT EXISTS audit_events ("
-    " id INTEGER PRIMARY KEY,"
-    " occurred_at VARCHAR(40) NOT NULL,"
-    " event VARCHAR(200) NOT NULL,"
-    " level VARCHAR(20) NOT NULL,"
-    " plugin_id VARCHAR(200),"
-    " actor VARCHAR(100),"
-    " fields TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS audit_events_plugin ON audit_events (plugin_id, id)",
-    "CREATE INDEX IF NOT EXISTS audit_events_actor ON audit_events (actor, id)",
-    "CREATE INDEX IF NOT EXISTS audit_events_event ON audit_events (event, id)",
-)
 
 
 @dataclass(frozen=True)
@@ -101,7 +79,7 @@ class AuditTrail(Protocol):
 
 
 class ApiRecords(TokenStore, AuditTrail, Protocol):
-    """A store of both (`SQLiteStateStore` is one): what `aperio serve` keeps for its API."""
+    """A store of both (every state store backend is one): what `aperio serve` keeps for its API."""
 
 
 def _time(value: object) -> datetime | None:
@@ -119,15 +97,14 @@ class SQLRecords:
         raise NotImplementedError  # provided by the store this is mixed into
 
     def add_token(self, record: TokenRecord) -> None:
-        existing = self._run(("SELECT revoked_at FROM api_tokens WHERE name = ?", (record.name,)))
-        if existing and existing[0][0] is None:
-            raise StateStoreError(f"a token named {record.name!r} already exists; revoke it first")
-        self._run(
-            # Delete then insert: a revoked token's name can be reused; a portable upsert.
+        # One transaction, and the insert itself decides: two hosts adding the same name at once
+        # cannot both pass a separate check (PostgreSQL's READ COMMITTED would let them).
+        inserted = self._run(
+            # A revoked token's name can be reused.
             ("DELETE FROM api_tokens WHERE name = ? AND revoked_at IS NOT NULL", (record.name,)),
             (
                 "INSERT INTO api_tokens (name, token_sha256, permissions, created_at, expires_at, revoked_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
                 (
                     record.name,
                     record.token_sha256,
@@ -138,6 +115,8 @@ class SQLRecords:
                 ),
             ),
         )
+        if not inserted:
+            raise StateStoreError(f"a token named {record.name!r} already exists; revoke it first")
 
     def token_by_digest(self, token_sha256: str) -> TokenRecord | None:
         rows = self._run((f"{_TOKEN_COLUMNS} WHERE token_sha256 = ?", (token_sha256,)))

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._breaker import BreakerPolicy
@@ -26,6 +26,10 @@ class HostSettings(BaseSettings):
     plugin_trusted_keys_dir: Path = Path("~/.aperio/plugin-keys")
     plugin_trusted_identities: Path = Path("~/.aperio/trusted-identities.toml")
     state_dir: Path = Path("~/.aperio/state")
+    # A fleet's shared store (postgresql://…) instead of SQLite in state_dir. A SecretStr, so that no repr,
+    # log line or settings dump shows its password; checked when the store opens (`_state_url`), where
+    # the message shows it redacted, not here, where a validation error would echo it whole.
+    state_url: SecretStr | None = None
     # The public half of the host's install-receipt key; None: `host-key.pub.pem` in the state directory.
     # Set for workers, whose state directory is their own, so that they check receipts with the host's key.
     plugin_receipt_key: Path | None = None
@@ -57,6 +61,11 @@ class HostSettings(BaseSettings):
     @classmethod
     def _expand_optional_home(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()
+
+    @field_validator("state_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("registry_insecure_hosts", mode="before")
     @classmethod

@@ -3,56 +3,28 @@
 `StateStore` is the interface, made of the three small ones its users need
 (`OperatorDecisions`, `PluginKV`, `RegistryMarks`); `SQLiteStateStore` the embedded default. The
 operator API's `TokenStore` and `AuditTrail` (in `_records`) are further small interfaces that
-`SQLiteStateStore` implements too. The SQL
-is kept portable (no SQLite-only syntax) so that a shared PostgreSQL store can
-implement the same interface for a fleet of hosts.
+every store implements too. The SQL is portable and lives in `SQLStateStore`, so that the shared
+PostgreSQL store (`_state_postgres`) differs only in how it connects, runs and migrates.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
+from ._migrations import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the version this host writes
 from ._model import Isolation
-from ._records import RECORDS_SCHEMA, SQLRecords
+from ._records import SQLRecords
 from .errors import StateStoreError
 
-# 2: the operator API's tokens and audit trail (`_records.RECORDS_SCHEMA`).
-SCHEMA_VERSION = 2
 STATE_FILE_NAME = "state.sqlite3"
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS plugin_flags ("
-    " plugin_id VARCHAR(200) PRIMARY KEY,"
-    " enabled INTEGER NOT NULL,"
-    " updated_at VARCHAR(40) NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS plugin_isolation ("
-    " plugin_id VARCHAR(200) PRIMARY KEY,"
-    " isolation VARCHAR(20) NOT NULL,"
-    " updated_at VARCHAR(40) NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS plugin_kv ("
-    " plugin_id VARCHAR(200) NOT NULL,"
-    " item_key VARCHAR(500) NOT NULL,"
-    " item_value TEXT NOT NULL,"
-    " PRIMARY KEY (plugin_id, item_key))",
-    "CREATE TABLE IF NOT EXISTS registry_indexes ("
-    " source VARCHAR(2048) PRIMARY KEY,"
-    " format_version INTEGER NOT NULL,"
-    " updated_at VARCHAR(40) NOT NULL,"
-    " content_sha256 VARCHAR(64) NOT NULL,"
-    " seen_at VARCHAR(40) NOT NULL)",
-    *RECORDS_SCHEMA,
-)
-
-# The statements that bring a store of version N-1 to N; every one is idempotent (IF NOT EXISTS).
-_MIGRATIONS: dict[int, tuple[str, ...]] = {2: RECORDS_SCHEMA}
 
 
 @dataclass(frozen=True)
@@ -103,84 +75,21 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-class SQLiteStateStore(SQLRecords):
-    """A `StateStore` (and the API's `TokenStore` and `AuditTrail`) in one SQLite file, created with
-    owner-only permissions."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            path.chmod(0o600)
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StateStoreError(
-                f"state store {path} is unreadable ({exc}); move it aside to start with empty state,"
-                " or restore it from a backup"
-            ) from None
-        except OSError as exc:
-            raise StateStoreError(f"cannot open state store {path}: {exc.strerror or exc}") from None
-
-    @classmethod
-    def in_directory(cls, state_dir: Path) -> SQLiteStateStore:
-        return cls(state_dir / STATE_FILE_NAME)
-
-    def _migrate(self) -> None:
-        with self._transaction() as cursor:
-            for statement in _SCHEMA:
-                cursor.execute(statement)
-            row = cursor.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] < SCHEMA_VERSION:
-                for version in range(row[0] + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS.get(version, ()):
-                        cursor.execute(statement)
-                cursor.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise StateStoreError(
-                    f"state store {self.path} has schema version {row[0]}, newer than this host's"
-                    f" {SCHEMA_VERSION}; upgrade aperio-plugins"
-                )
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cursor = self._connection.cursor()
-            try:
-                cursor.execute("BEGIN")
-                yield cursor
-                cursor.execute("COMMIT")
-            except BaseException:
-                if self._connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-                raise
-            finally:
-                cursor.close()
-
-    def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
-        """Run `statements` in one transaction; return the rows of the last one."""
-        rows: list[tuple[object, ...]] = []
-        try:
-            with self._transaction() as cursor:
-                for statement, parameters in statements:
-                    rows = list(cursor.execute(statement, parameters).fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise StateStoreError(f"state store {self.path}: {exc}") from None
-        return rows
+class SQLStateStore(SQLRecords):
+    """Every store interface over `_run` (one transaction per call), in SQL that SQLite and
+    PostgreSQL both run; a backend supplies `_run` and `close`."""
 
     def enabled_flags(self) -> dict[str, bool]:
         rows = self._run(("SELECT plugin_id, enabled FROM plugin_flags", ()))
         return {str(plugin_id): bool(enabled) for plugin_id, enabled in rows}
 
     def set_enabled(self, plugin_id: str, enabled: bool) -> None:
-        # Portable upsert: delete then insert inside one transaction.
+        # An upsert, not delete-then-insert: under PostgreSQL's READ COMMITTED two hosts deleting
+        # then inserting the same id at once collide on the primary key.
         self._run(
-            ("DELETE FROM plugin_flags WHERE plugin_id = ?", (plugin_id,)),
             (
-                "INSERT INTO plugin_flags (plugin_id, enabled, updated_at) VALUES (?, ?, ?)",
+                "INSERT INTO plugin_flags (plugin_id, enabled, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (plugin_id) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
                 (plugin_id, 1 if enabled else 0, _now()),
             ),
         )
@@ -191,17 +100,17 @@ class SQLiteStateStore(SQLRecords):
 
     def set_isolation(self, plugin_id: str, isolation: Isolation | None) -> None:
         """Record the operator's isolation for one plugin; None returns it to the host default."""
-        statements: list[tuple[str, tuple[object, ...]]] = [
-            ("DELETE FROM plugin_isolation WHERE plugin_id = ?", (plugin_id,))
-        ]
-        if isolation is not None:
-            statements.append(
-                (
-                    "INSERT INTO plugin_isolation (plugin_id, isolation, updated_at) VALUES (?, ?, ?)",
-                    (plugin_id, isolation.value, _now()),
-                )
+        if isolation is None:
+            self._run(("DELETE FROM plugin_isolation WHERE plugin_id = ?", (plugin_id,)))
+            return
+        self._run(
+            (
+                "INSERT INTO plugin_isolation (plugin_id, isolation, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (plugin_id) DO UPDATE SET isolation = excluded.isolation,"
+                " updated_at = excluded.updated_at",
+                (plugin_id, isolation.value, _now()),
             )
-        self._run(*statements)
+        )
 
     def forget_plugin(self, plugin_id: str, *, purge_data: bool = True) -> None:
         """Drop the operator's decisions about a plugin and, with `purge_data`, the data it stored."""
@@ -219,8 +128,11 @@ class SQLiteStateStore(SQLRecords):
 
     def kv_set(self, plugin_id: str, key: str, value: str) -> None:
         self._run(
-            ("DELETE FROM plugin_kv WHERE plugin_id = ? AND item_key = ?", (plugin_id, key)),
-            ("INSERT INTO plugin_kv (plugin_id, item_key, item_value) VALUES (?, ?, ?)", (plugin_id, key, value)),
+            (
+                "INSERT INTO plugin_kv (plugin_id, item_key, item_value) VALUES (?, ?, ?)"
+                " ON CONFLICT (plugin_id, item_key) DO UPDATE SET item_value = excluded.item_value",
+                (plugin_id, key, value),
+            )
         )
 
     def kv_delete(self, plugin_id: str, key: str) -> None:
@@ -242,13 +154,98 @@ class SQLiteStateStore(SQLRecords):
 
     def record_index(self, source: str, seen: SeenIndex) -> None:
         self._run(
-            ("DELETE FROM registry_indexes WHERE source = ?", (source,)),
             (
                 "INSERT INTO registry_indexes (source, format_version, updated_at, content_sha256, seen_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET"
+                " format_version = excluded.format_version, updated_at = excluded.updated_at,"
+                " content_sha256 = excluded.content_sha256, seen_at = excluded.seen_at",
                 (source, seen.format_version, seen.updated_at.isoformat(), seen.content_sha256, _now()),
             ),
         )
+
+    def close(self) -> None:
+        raise NotImplementedError  # provided by the backend
+
+
+class SQLiteStateStore(SQLStateStore):
+    """A `StateStore` (and the API's `TokenStore` and `AuditTrail`) in one SQLite file, created with
+    owner-only permissions."""
+
+    def __init__(self, path: Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        """Open (creating if needed) and migrate the store at `path`; `migrations` is for tests.
+
+        Raises `StateStoreError` for an unreadable file, a failed migration, or a newer schema.
+        """
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            path.chmod(0o600)
+            self._migrate(migrations)
+        except sqlite3.DatabaseError as exc:
+            raise StateStoreError(
+                f"state store {path} is unreadable ({exc}); move it aside to start with empty state,"
+                " or restore it from a backup"
+            ) from None
+        except OSError as exc:
+            raise StateStoreError(f"cannot open state store {path}: {exc.strerror or exc}") from None
+        except StateStoreError:
+            self._connection.close()
+            raise
+
+    @classmethod
+    def in_directory(cls, state_dir: Path) -> SQLiteStateStore:
+        return cls(state_dir / STATE_FILE_NAME)
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        # BEGIN IMMEDIATE takes SQLite's write lock before the version is read, so two hosts
+        # starting on one file apply each step once: the second waits, then finds it done.
+        with self._transaction("BEGIN IMMEDIATE") as cursor:
+            cursor.execute(SCHEMA_VERSION_TABLE)
+            current = self._version(cursor)
+        for step in pending(current, migrations, store=str(self.path)):
+            try:
+                with self._transaction("BEGIN IMMEDIATE") as cursor:
+                    if self._version(cursor) >= step.version:
+                        continue
+                    for statement in step.statements(Dialect.SQLITE):
+                        cursor.execute(statement)
+                    cursor.execute("DELETE FROM schema_version")
+                    cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (step.version,))
+            except sqlite3.DatabaseError as exc:
+                raise failed(step, str(self.path), str(exc)) from None
+
+    @staticmethod
+    def _version(cursor: sqlite3.Cursor) -> int:
+        row = cursor.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    @contextmanager
+    def _transaction(self, begin: str = "BEGIN") -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cursor = self._connection.cursor()
+            try:
+                cursor.execute(begin)
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException:
+                if self._connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+
+    def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """Run `statements` in one transaction; return the rows of the last one."""
+        rows: list[tuple[object, ...]] = []
+        try:
+            with self._transaction() as cursor:
+                for statement, parameters in statements:
+                    rows = list(cursor.execute(statement, parameters).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StateStoreError(f"state store {self.path}: {exc}") from None
+        return rows
 
     def close(self) -> None:
         with self._lock:

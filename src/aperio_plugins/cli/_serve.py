@@ -22,15 +22,15 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
     """Run the host as a service: the console at /, the operator API under /api/v1, /healthz, /readyz, /metrics.
 
     Plugins are loaded as `aperio plugin list` loads them; state is the SQLite store in
-    APERIO_STATE_DIR. With no usable token yet, an admin token is created and printed once.
-    Ctrl-C stops it.
+    APERIO_STATE_DIR, or the PostgreSQL database APERIO_STATE_URL names. With no usable token
+    yet, an admin token is created and printed once. Ctrl-C stops it.
     """
     try:
         import uvicorn
 
         from .._host import PluginHost
         from .._settings import HostSettings
-        from .._state import SQLiteStateStore
+        from .._state_url import open_state_store
         from ..api import ALL_PERMISSIONS, Tokens, create_app
         from ..api._trail import recording_audit_logger
     except ImportError as exc:
@@ -38,7 +38,7 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             f"aperio serve needs the server extra ({exc.name} is missing): pip install 'aperio-plugins[server]'"
         ) from None
     settings = HostSettings.from_environment()
-    store = SQLiteStateStore.in_directory(settings.state_dir)
+    store = open_state_store(settings)
     host = PluginHost(settings, state_store=store, audit_logger=recording_audit_logger(store))
     try:
         tokens = Tokens(store)

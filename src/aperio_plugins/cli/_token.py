@@ -10,17 +10,17 @@ from ..api import Permission, Tokens, parse_duration
 from ._output import print_json
 
 if TYPE_CHECKING:
-    from .._state import SQLiteStateStore
+    from .._state_url import HostStateStore
 
 _PERMISSIONS = [permission.value for permission in Permission]
 
 
-def _tokens() -> tuple[SQLiteStateStore, Tokens]:
+def _tokens() -> tuple[HostStateStore, Tokens]:
     # Imported here: the settings and the store load only for the commands that use them.
     from .._settings import HostSettings
-    from .._state import SQLiteStateStore
+    from .._state_url import open_state_store
 
-    store = SQLiteStateStore.in_directory(HostSettings.from_environment().state_dir)
+    store = open_state_store(HostSettings.from_environment())
     return store, Tokens(store)
 
 

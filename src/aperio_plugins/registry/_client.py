@@ -28,7 +28,8 @@ from .._audit import default_audit_logger
 from .._model import TrustMode
 from .._receipt import write_receipt
 from .._settings import HostSettings
-from .._state import SQLiteStateStore, StateStore
+from .._state import StateStore
+from .._state_url import open_state_store
 from .._trust import TrustStore, load_trust_store
 from .._wheel_signatures import WheelSignature, signatures_beside
 from ..errors import AperioError, ArtifactRejectedError, InstallError, ResolutionError
@@ -132,7 +133,7 @@ class RegistryClient:
     @classmethod
     def from_settings(cls, settings: HostSettings | None = None, **options: Any) -> RegistryClient:
         settings = settings or HostSettings.from_environment()
-        store = SQLiteStateStore.in_directory(settings.state_dir)
+        store = open_state_store(settings)
         return cls(settings, store, load_trust_store(settings), **options)
 
     def __enter__(self) -> RegistryClient:

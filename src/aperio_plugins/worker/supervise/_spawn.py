@@ -82,8 +82,9 @@ def worker_environment(
     env = {name: source[name] for name in _PASSED if name in source}
     env.update({name: value for name, value in source.items() if name.startswith(_PASSED_PREFIXES)})
     for name, value in settings.model_dump().items():
-        # The worker keeps its state in its private directory, and never installs anything.
-        if value is not None and name not in ("state_dir", "plugin_receipt_key") and not name.startswith("registry_"):
+        # The worker keeps its state in its private directory, and never installs anything; the
+        # shared store's URL carries the database password, which no plugin may read.
+        if value is not None and not name.startswith(("state_", "registry_")) and name != "plugin_receipt_key":
             env[f"APERIO_{name.upper()}"] = _setting_value(value)
     # Only the public half of the host's receipt key: the worker checks install receipts, never writes one.
     receipt_key = settings.plugin_receipt_key or host_public_key_path(settings.state_dir)
