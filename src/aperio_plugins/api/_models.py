@@ -93,6 +93,7 @@ class EventModel(_Strict):
     plugin_id: str | None
     actor: str | None
     fields: dict[str, Any]
+    host: str | None = Field(default=None, description="the host the event happened on (APERIO_HOST_NAME)")
 
 
 class EventPage(_Strict):
@@ -112,3 +113,8 @@ class ReadyBody(_Strict):
     status: str
     plugins: int
     failed: int
+
+
+class FleetBody(_Strict):
+    lock: dict[str, Any] | None = Field(description="the pinned lock: revision, who pinned it, its releases")
+    hosts: list[dict[str, Any]] = Field(description="live hosts: plugins, refusals (with reasons) and drift")
