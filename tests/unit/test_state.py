@@ -50,7 +50,7 @@ def test_a_store_from_a_newer_host_is_refused(tmp_path):
     SQLiteStateStore(path).close()
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StateStoreError, match="schema version 99, newer than this host's 2"):
+    with pytest.raises(StateStoreError, match=f"schema version 99, newer than this host's {SCHEMA_VERSION}"):
         SQLiteStateStore(path)
 
 
