@@ -10,7 +10,7 @@ import json
 import signal
 from pathlib import Path
 
-from conftest import Fleet, wait_for
+from fleet_hosts import Fleet, wait_for
 from plugin_builders import connector_wheel
 
 from aperio_plugins.testing import install_wheels
