@@ -159,9 +159,8 @@ class ChangeListener:
     def wait(self, timeout: float) -> bool:
         try:
             for _ in self._connection.notifies(timeout=timeout, stop_after=1):
-                # Several changes in a burst need one re-read: drain what already arrived.
-                for _ in self._connection.notifies(timeout=0.0):
-                    pass
+                # One at a time (a zero timeout waits forever in psycopg 3.3): a burst of changes
+                # costs a few quick re-reads, each of which finds the state already applied.
                 return True
         except psycopg.Error as exc:
             raise StateStoreError(f"state store {self._store.display}: {self._store._why(exc)}") from None
