@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 from pathlib import Path
 
+import pytest
 from fleet_hosts import Fleet, wait_for
 from plugin_builders import connector_wheel
+from postgres_server import MISSING, find_bindir, start_server
 
 from aperio_plugins.testing import install_wheels
 
@@ -143,3 +146,45 @@ def test_a_host_that_stops_beating_leaves_the_status_after_the_ttl(fleet: Fleet)
     wait_for(lambda: live() == {"host-a"}, 20, interval=1.0)
     assert a.stop() == 0  # a clean stop removes a host at once
     wait_for(lambda: live() == set(), 5, interval=0.5)
+
+
+def test_a_host_cut_off_from_postgresql_says_so_and_catches_up_after(tmp_path: Path) -> None:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(MISSING)
+    # A server of its own: stopping the session's would cut every other test off too.
+    server = start_server(bindir)
+    fleet = Fleet(tmp_path, {"APERIO_STATE_URL": server.create_database("partition")}, [])
+    try:
+        wheel = connector_wheel(tmp_path / "wheels", "acme.conn")
+        for name in ("host-a", "host-b"):
+            install_wheels([wheel], target=fleet.plugins_dir(name))
+        a, b = fleet.start("host-a"), fleet.start("host-b")
+        token = fleet.token
+        assert token is not None
+        assert a.post("/api/v1/plugins/acme.conn/disable", token).status_code == 200
+        wait_for(lambda: b.state_of("acme.conn", token) == "disabled", PROPAGATION)
+
+        server.stop()
+        wait_for(lambda: b.get("/readyz").status_code == 503, 15, interval=0.2)
+        ready = b.get("/readyz").json()
+        assert ready["status"].startswith("state store unavailable"), ready
+        assert b.get("/healthz").status_code == 200  # still serving, with the last state it knew
+        assert b.process.poll() is None
+
+        server.start()
+        wait_for(lambda: b.get("/readyz").status_code == 200, 30, interval=0.2)
+        wait_for(lambda: a.get("/readyz").status_code == 200, 30, interval=0.2)
+        assert b.state_of("acme.conn", token) == "disabled"  # nothing lost
+        assert a.post("/api/v1/plugins/acme.conn/enable", token).status_code == 200
+        wait_for(lambda: b.state_of("acme.conn", token) == "enabled", PROPAGATION)
+        assert a.stop() == 0
+        assert b.stop() == 0
+        assert "state store unavailable" in b.output  # logged, not a traceback
+        assert "Traceback" not in b.output
+    finally:
+        for host in fleet.hosts:
+            if host.process.poll() is None:
+                host.process.kill()
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
