@@ -188,3 +188,18 @@ def test_a_host_cut_off_from_postgresql_says_so_and_catches_up_after(tmp_path: P
                 host.process.kill()
         server.stop()
         shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def test_pinning_an_unreadable_or_invalid_lock_is_refused_in_one_line(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, {"APERIO_STATE_DIR": str(tmp_path / "shared-state")}, [])
+    missing = fleet.aperio("fleet", "pin", str(tmp_path / "nope.lock"))
+    assert missing.returncode == 1
+    assert "cannot read lock file" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    invalid = tmp_path / "bad.lock"
+    invalid.write_text(json.dumps({"format_version": 1, "plugins": [{"plugin_ids": []}]}))
+    refused = fleet.aperio("fleet", "pin", str(invalid))
+    assert refused.returncode == 1
+    assert "is invalid" in refused.stderr
+    status = json.loads(fleet.aperio("fleet", "status", "--json").stdout)
+    assert status == {"lock": None, "hosts": []}  # nothing was pinned
