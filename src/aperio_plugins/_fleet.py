@@ -24,7 +24,7 @@ from ._fleet_records import FleetRecords, PinnedLock
 from ._host import PluginHost
 from ._model import Isolation, PluginState
 from ._state import StateStore
-from .errors import AperioError, UnknownPluginError
+from .errors import AperioError, StateStoreError, UnknownPluginError
 
 _log = logging.getLogger("aperio.fleet")
 
@@ -93,6 +93,8 @@ class FleetAgent:
         if self._thread is not None:
             self._thread.join(timeout=15)
             self._thread = None
+        if self._problem is not None:
+            return  # the store is out of reach: the TTL removes this host from the status
         try:
             self.store.forget_host(self.name)
         except AperioError as exc:
@@ -181,9 +183,9 @@ class FleetAgent:
                         self.host.reload(plugin_id)
             except UnknownPluginError:
                 continue  # a decision about a plugin this host does not have
+            except StateStoreError:
+                raise  # the loop backs off and the next pass applies it
             except AperioError as exc:
-                if "state store" in exc.message:
-                    raise
                 _log.warning("fleet: could not apply the decision about %s: %s", plugin_id, exc.message)
 
     def _converge(self) -> None:
@@ -235,9 +237,9 @@ def reconcile(host: PluginHost, store: StateStore, pinned: PinnedLock) -> _Recon
     for entry in lock.plugins:
         try:
             [result] = client.install_locked(lock, only=frozenset({entry.plugin_ids[0]}))
+        except StateStoreError:
+            raise  # not this release's fault: the revision is retried once the store answers
         except AperioError as exc:
-            if "state store" in exc.message and "cannot" in exc.message:
-                raise
             outcome.refusals.append(
                 {"plugin_ids": entry.plugin_ids, "version": entry.version, "reason": exc.message.splitlines()[0]}
             )
