@@ -43,6 +43,19 @@ def test_disable_and_enable_reach_every_host_and_are_audited_once(fleet: Fleet, 
     wait_for(lambda: b.state_of("acme.conn", token) == "enabled", PROPAGATION)
     wait_for(lambda: a.state_of("acme.conn", token) == "enabled", PROPAGATION)
 
+    # An isolation choice made on A: B reloads the plugin into a worker process.
+    assert b.get("/api/v1/plugins/acme.conn", token).json()["worker_pid"] is None
+    isolated = fleet.aperio("plugin", "isolate", "acme.conn", "process", on="host-a")
+    assert isolated.returncode == 0, isolated.stderr
+
+    def in_worker(served) -> bool:
+        return served.get("/api/v1/plugins/acme.conn", token).json()["worker_pid"] is not None
+
+    wait_for(lambda: in_worker(b), PROPAGATION)
+    wait_for(lambda: in_worker(a), PROPAGATION)
+    assert b.state_of("acme.conn", token) == "enabled"
+    assert len(_events(fleet, b, plugin_id="acme.conn", event="plugin.isolation.set")) == 1
+
     disabled = _events(fleet, b, plugin_id="acme.conn", event="plugin.disabled")
     assert [(e["actor"], e["host"]) for e in disabled] == [("admin", "host-a")]  # once, not once per host
     by_cli = [
