@@ -168,7 +168,6 @@ class FleetAgent:
                 pid for pid in set(isolation) | set(self._isolation) if isolation.get(pid) != self._isolation.get(pid)
             }
         )
-        self._flags, self._isolation = flags, isolation
         for plugin_id in sorted(changed_flags | changed_isolation):
             try:
                 info = self.host.get(plugin_id)
@@ -186,7 +185,11 @@ class FleetAgent:
             except StateStoreError:
                 raise  # the loop backs off and the next pass applies it
             except AperioError as exc:
+                # Not retried until the decision changes again: a plugin that cannot come up here
+                # would otherwise be retried, and logged, on every pass.
                 _log.warning("fleet: could not apply the decision about %s: %s", plugin_id, exc.message)
+        # Only once every change was applied: after a store error the next pass sees them again.
+        self._flags, self._isolation = flags, isolation
 
     def _converge(self) -> None:
         pinned = self.store.pinned_lock()
