@@ -40,6 +40,8 @@ class AuditRecord:
     plugin_id: str | None
     actor: str | None
     fields: dict[str, Any]
+    # The host the event happened on (`fleet.host_name()`); None for events from before the fleet.
+    host: str | None = None
 
 
 class TokenStore(Protocol):
@@ -60,9 +62,17 @@ class AuditTrail(Protocol):
     """Audit events kept in the state store, newest first when read back."""
 
     def record_event(
-        self, event: str, *, level: str, occurred_at: datetime, plugin_id: str | None, actor: str | None, fields: str
+        self,
+        event: str,
+        *,
+        level: str,
+        occurred_at: datetime,
+        plugin_id: str | None,
+        actor: str | None,
+        fields: str,
+        host: str | None = None,
     ) -> None:
-        """Append one event; `fields` is its JSON object text."""
+        """Append one event; `fields` is its JSON object text, `host` the host it happened on."""
         ...
 
     def audit_events(
@@ -136,13 +146,21 @@ class SQLRecords:
         return bool(rows)
 
     def record_event(
-        self, event: str, *, level: str, occurred_at: datetime, plugin_id: str | None, actor: str | None, fields: str
+        self,
+        event: str,
+        *,
+        level: str,
+        occurred_at: datetime,
+        plugin_id: str | None,
+        actor: str | None,
+        fields: str,
+        host: str | None = None,
     ) -> None:
         self._run(
             (
-                "INSERT INTO audit_events (occurred_at, event, level, plugin_id, actor, fields)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (occurred_at.isoformat(), event[:200], level[:20], plugin_id, actor, fields),
+                "INSERT INTO audit_events (occurred_at, event, level, plugin_id, actor, fields, host)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (occurred_at.isoformat(), event[:200], level[:20], plugin_id, actor, fields, host and host[:200]),
             )
         )
 
@@ -168,7 +186,7 @@ class SQLRecords:
         rows = self._run(
             (
                 # The WHERE clause is built from fixed column names only; every value is a parameter.
-                "SELECT id, occurred_at, event, level, plugin_id, actor, fields FROM audit_events"  # noqa: S608
+                "SELECT id, occurred_at, event, level, plugin_id, actor, fields, host FROM audit_events"  # noqa: S608
                 f"{where} ORDER BY id DESC LIMIT ?",
                 (*parameters, max(1, limit)),
             )
@@ -189,7 +207,7 @@ def _token(row: Sequence[object]) -> TokenRecord:
 
 
 def _audit(row: Sequence[object]) -> AuditRecord:
-    identifier, occurred_at, event, level, plugin_id, actor, fields = row
+    identifier, occurred_at, event, level, plugin_id, actor, fields, host = row
     occurred = _time(occurred_at)
     assert occurred is not None  # NOT NULL in the schema
     try:
@@ -204,4 +222,5 @@ def _audit(row: Sequence[object]) -> AuditRecord:
         plugin_id=None if plugin_id is None else str(plugin_id),
         actor=None if actor is None else str(actor),
         fields=decoded if isinstance(decoded, dict) else {"value": decoded},
+        host=None if host is None else str(host),
     )

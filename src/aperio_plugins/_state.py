@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from ._fleet_records import SQLFleetRecords
 from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
 from ._migrations import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the version this host writes
 from ._model import Isolation
@@ -75,7 +76,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-class SQLStateStore(SQLRecords):
+class SQLStateStore(SQLRecords, SQLFleetRecords):
     """Every store interface over `_run` (one transaction per call), in SQL that SQLite and
     PostgreSQL both run; a backend supplies `_run` and `close`."""
 
@@ -85,13 +86,16 @@ class SQLStateStore(SQLRecords):
 
     def set_enabled(self, plugin_id: str, enabled: bool) -> None:
         # An upsert, not delete-then-insert: under PostgreSQL's READ COMMITTED two hosts deleting
-        # then inserting the same id at once collide on the primary key.
+        # then inserting the same id at once collide on the primary key. Writing the flag it already
+        # has changes nothing, so a host applying a decision it received does not make it new again.
         self._run(
             (
                 "INSERT INTO plugin_flags (plugin_id, enabled, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (plugin_id) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
+                " ON CONFLICT (plugin_id) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at"
+                " WHERE plugin_flags.enabled <> excluded.enabled",
                 (plugin_id, 1 if enabled else 0, _now()),
             ),
+            *self._change_notice(),
         )
 
     def isolation_overrides(self) -> dict[str, Isolation]:
@@ -101,15 +105,16 @@ class SQLStateStore(SQLRecords):
     def set_isolation(self, plugin_id: str, isolation: Isolation | None) -> None:
         """Record the operator's isolation for one plugin; None returns it to the host default."""
         if isolation is None:
-            self._run(("DELETE FROM plugin_isolation WHERE plugin_id = ?", (plugin_id,)))
+            self._run(("DELETE FROM plugin_isolation WHERE plugin_id = ?", (plugin_id,)), *self._change_notice())
             return
         self._run(
             (
                 "INSERT INTO plugin_isolation (plugin_id, isolation, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (plugin_id) DO UPDATE SET isolation = excluded.isolation,"
-                " updated_at = excluded.updated_at",
+                " updated_at = excluded.updated_at WHERE plugin_isolation.isolation <> excluded.isolation",
                 (plugin_id, isolation.value, _now()),
-            )
+            ),
+            *self._change_notice(),
         )
 
     def forget_plugin(self, plugin_id: str, *, purge_data: bool = True) -> None:
@@ -120,7 +125,7 @@ class SQLStateStore(SQLRecords):
         ]
         if purge_data:
             statements.append(("DELETE FROM plugin_kv WHERE plugin_id = ?", (plugin_id,)))
-        self._run(*statements)
+        self._run(*statements, *self._change_notice())
 
     def kv_get(self, plugin_id: str, key: str) -> str | None:
         rows = self._run(("SELECT item_value FROM plugin_kv WHERE plugin_id = ? AND item_key = ?", (plugin_id, key)))

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
+from ._fleet_records import CHANGES_CHANNEL
 from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
 from ._state import SQLStateStore
 from ._state_url import redact_url, scrub, url_secrets
@@ -127,5 +128,44 @@ class PostgresStateStore(SQLStateStore):
             raise StateStoreError(f"state store {self.display}: {self._why(exc)}") from None
         return rows
 
+    def _change_notice(self) -> tuple[tuple[str, tuple[object, ...]], ...]:
+        # NOTIFY is transactional: the other hosts hear it when (and only if) the change commits.
+        return (("SELECT pg_notify(?, '')", (CHANGES_CHANNEL,)),)
+
+    def listener(self) -> ChangeListener:
+        """A dedicated connection LISTENing for decisions and pins; raises `StateStoreError`."""
+        return ChangeListener(self)
+
     def close(self) -> None:
         self._pool.close()
+
+
+class ChangeListener:
+    """One connection outside the pool, LISTENing on the fleet's channel.
+
+    `wait(timeout)` returns True when a change was notified (or may have been: the listener just
+    connected), False when the timeout passed quietly. A dropped connection raises `StateStoreError`;
+    the caller makes a new listener after a backoff.
+    """
+
+    def __init__(self, store: PostgresStateStore) -> None:
+        self._store = store
+        try:
+            self._connection = psycopg.connect(store._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            self._connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+        except psycopg.Error as exc:
+            raise StateStoreError(f"state store {store.display}: cannot listen: {store._why(exc)}") from None
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+                # One at a time (a zero timeout waits forever in psycopg 3.3): a burst of changes
+                # costs a few quick re-reads, each of which finds the state already applied.
+                return True
+        except psycopg.Error as exc:
+            raise StateStoreError(f"state store {self._store.display}: {self._store._why(exc)}") from None
+        return False
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._connection.close()

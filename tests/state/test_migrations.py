@@ -26,7 +26,12 @@ ALL_TABLES = {
     "registry_indexes",
     "api_tokens",
     "audit_events",
+    "fleet_lock",
+    "fleet_hosts",
 }
+
+
+NEXT = SCHEMA_VERSION + 1  # the number of a test's own step after the real ones
 
 
 def _step(version: int, *statements: str) -> Migration:
@@ -35,7 +40,7 @@ def _step(version: int, *statements: str) -> Migration:
 
 def test_the_steps_are_numbered_one_by_one_from_1():
     assert [step.version for step in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 2
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 3
 
 
 def test_a_fresh_store_gets_every_step(backend, open_store):
@@ -50,7 +55,7 @@ def test_a_store_of_the_previous_version_is_upgraded_and_keeps_its_data(backend,
     old.kv_set("acme.a", "cursor", "41")
     old.close()
     assert backend.version() == [SCHEMA_VERSION - 1]
-    assert "api_tokens" not in backend.tables()
+    assert "fleet_lock" not in backend.tables()
     store = open_store()
     assert backend.version() == [SCHEMA_VERSION]
     assert store.enabled_flags() == {"acme.a": False}
@@ -64,7 +69,9 @@ def test_a_store_of_the_previous_version_is_upgraded_and_keeps_its_data(backend,
 def test_a_store_from_a_newer_host_is_refused_and_left_alone(backend, open_store):
     open_store().set_enabled("acme.a", True)
     backend.sql("UPDATE schema_version SET version = 99")
-    with pytest.raises(StateStoreError, match=r"schema version 99, newer than this host's 2; upgrade aperio-plugins"):
+    with pytest.raises(
+        StateStoreError, match=rf"schema version 99, newer than this host's {SCHEMA_VERSION}; upgrade aperio-plugins"
+    ):
         backend.open()
     assert backend.version() == [99]
     assert backend.sql("SELECT plugin_id, enabled FROM plugin_flags") == [("acme.a", 1)]
@@ -72,17 +79,18 @@ def test_a_store_from_a_newer_host_is_refused_and_left_alone(backend, open_store
 
 def test_a_failing_step_is_rolled_back_whole_and_the_next_start_retries_it(backend, open_store):
     open_store()
-    broken = (*MIGRATIONS, _step(3, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO no_such_table VALUES (1)"))
+    broken = (*MIGRATIONS, _step(NEXT, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO no_such_table VALUES (1)"))
     with pytest.raises(
         StateStoreError,
-        match=r"migration 3 \(test step 3\) failed and was rolled back, the store stays at schema version 2: .*no_such_table",
+        match=rf"migration {NEXT} \(test step {NEXT}\) failed and was rolled back,"
+        rf" the store stays at schema version {SCHEMA_VERSION}: .*no_such_table",
     ):
         backend.open(broken)
     assert "half_done" not in backend.tables()
-    assert backend.version() == [2]
-    fixed = (*MIGRATIONS, _step(3, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO half_done VALUES (1)"))
+    assert backend.version() == [SCHEMA_VERSION]
+    fixed = (*MIGRATIONS, _step(NEXT, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO half_done VALUES (1)"))
     open_store(fixed)
-    assert backend.version() == [3]
+    assert backend.version() == [NEXT]
     assert backend.sql("SELECT n FROM half_done") == [(1,)]
 
 
@@ -109,7 +117,7 @@ def test_a_host_killed_in_the_middle_of_a_step_leaves_the_store_at_the_previous_
         from aperio_plugins._migrations import MIGRATIONS, Migration
         from aperio_plugins._state import SQLiteStateStore
         statements = ("CREATE TABLE half_done (n INTEGER)", "INSERT INTO half_done VALUES (1)", {_SLOW_STEP[backend.name]!r})
-        steps = (*MIGRATIONS, Migration(3, "slow", statements, statements))
+        steps = (*MIGRATIONS, Migration({NEXT}, "slow", statements, statements))
         if {backend.name!r} == "sqlite":
             SQLiteStateStore(Path({backend.location!r}), migrations=steps)
         else:
@@ -130,13 +138,13 @@ def test_a_host_killed_in_the_middle_of_a_step_leaves_the_store_at_the_previous_
     assert host.returncode == -signal.SIGKILL
     store = open_store()
     assert "half_done" not in backend.tables()
-    assert backend.version() == [2]
+    assert backend.version() == [SCHEMA_VERSION]
     assert store.kv_get("acme.a", "cursor") == "1"
 
 
 def test_hosts_starting_at_once_apply_each_step_exactly_once(backend):
     # Step 3 creates a table without IF NOT EXISTS and counts itself: a second run would fail or count 2.
-    steps = (*MIGRATIONS, _step(3, "CREATE TABLE applied (n INTEGER)", "INSERT INTO applied VALUES (1)"))
+    steps = (*MIGRATIONS, _step(NEXT, "CREATE TABLE applied (n INTEGER)", "INSERT INTO applied VALUES (1)"))
     start = threading.Barrier(6)
     stores: list[object] = []
     errors: list[BaseException] = []
@@ -157,5 +165,5 @@ def test_hosts_starting_at_once_apply_each_step_exactly_once(backend):
         store.close()
     assert errors == []
     assert len(stores) == 6
-    assert backend.version() == [3]
+    assert backend.version() == [NEXT]
     assert backend.sql("SELECT count(*) FROM applied") == [(1,)]

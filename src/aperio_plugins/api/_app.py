@@ -15,13 +15,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from .. import __version__
+from .._fleet import FleetAgent, fleet_view
 from .._host import PluginHost
 from .._model import PluginState
 from .._records import ApiRecords, TokenStore
 from ..errors import AperioError
 from ._installing import Installer, registry_installer
 from ._metrics import CONTENT_TYPE, ApiMetrics
-from ._models import ErrorBody, HealthBody, ReadyBody
+from ._models import ErrorBody, FleetBody, HealthBody, ReadyBody
 from ._principal import Authorizer, Permission, Principal
 from ._routes import AUTH_REFUSAL, ApiContext, _requirement, build_router
 from ._tokens import Tokens
@@ -59,12 +60,15 @@ def create_app(
     extra_routers: Sequence[APIRouter] = (),
     run_timeout: float = 30.0,
     install: Installer | None = None,
+    fleet: FleetAgent | None = None,
     console: bool = True,
 ) -> FastAPI:
     """Return the operator application for `host`, with tokens and the audit trail in `store`.
 
     `store` must implement `TokenStore` and `AuditTrail` (`SQLiteStateStore` does). `authorize`
     defaults to bearer tokens from `store`. The host and the store stay the caller's to close.
+    `fleet`, when given, runs for the application's lifespan (started on start-up, stopped at
+    shutdown); its problem, if any, makes `/readyz` answer 503 with the reason.
     """
     metrics = ApiMetrics(host)
     installer = install or registry_installer(host, recording_audit_logger(store))
@@ -72,8 +76,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        context.close()
+        if fleet is not None:
+            fleet.start()
+        try:
+            yield
+        finally:
+            if fleet is not None:
+                fleet.stop()
+            context.close()
 
     app = FastAPI(
         title="aperio operator API",
@@ -100,6 +110,14 @@ def create_app(
         """Plugins are loaded and the state store answers."""
         infos = host.plugins()
         failed = sum(1 for info in infos if info.state is PluginState.FAILED)
+        problem = fleet.problem if fleet is not None else None
+        if problem is not None:
+            # The host still serves its plugins from the last state it knew; a balancer should
+            # know that decisions made elsewhere do not reach it now.
+            return JSONResponse(
+                status_code=503,
+                content={"status": f"state store unavailable: {problem}", "plugins": len(infos), "failed": failed},
+            )
         try:
             store.audit_events(limit=1)
         except AperioError:
@@ -117,6 +135,18 @@ def create_app(
     def prometheus(principal: reader) -> Response:
         """Prometheus metrics per plugin: calls, failures, latency, breaker state, worker restarts."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get(
+        "/api/v1/fleet",
+        response_model=FleetBody,
+        responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
+        tags=["fleet"],
+    )
+    def fleet_status(principal: reader) -> FleetBody:
+        """The fleet's pinned lock and its live hosts: what each runs and what each could not install."""
+        if fleet is None:
+            return FleetBody(lock=None, hosts=[])
+        return FleetBody(**fleet_view(fleet.store))
 
     if console:
         from ._console import console_router  # jinja2 is needed only when the console is served

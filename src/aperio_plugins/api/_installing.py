@@ -22,7 +22,7 @@ _REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}(@[A-Za-z0-9.+!_-]{1,1
 
 def check_spec(spec: str) -> None:
     """Raise `InstallError` unless `spec` is `ID[@VERSION]` or `oci://…`."""
-    if spec.startswith("oci://") and len(spec) > len("oci://") and not any(c.isspace() for c in spec):
+    if spec.startswith("oci://") and len(spec) > len("oci://") and all("!" <= c <= "~" for c in spec):
         return
     if _REFERENCE.fullmatch(spec) is None or spec.endswith(".whl"):
         raise InstallError(

@@ -77,8 +77,9 @@ class InstallRequest(_Strict):
     spec: str = Field(
         min_length=1,
         max_length=500,
-        # ID[@VERSION] or oci://…: never a path or file: URL naming a file on the server.
-        pattern=r"^(oci://\S+|[A-Za-z0-9][A-Za-z0-9._-]{0,199}(@[A-Za-z0-9.+!_-]{1,100})?)$",
+        # ID[@VERSION] or oci://…: never a path or file: URL naming a file on the server. OCI references
+        # are printable ASCII; `\S` would differ between the OpenAPI's (ECMA) and pydantic's regex dialects.
+        pattern=r"^(oci://[!-~]+|[A-Za-z0-9][A-Za-z0-9._-]{0,199}(@[A-Za-z0-9.+!_-]{1,100})?)$",
         description="a registry reference ID or ID@VERSION (from the server's APERIO_REGISTRY_INDEX), or oci://HOST/REPO:TAG",
     )
     pre: bool = Field(default=False, description="consider pre-releases when no version is pinned")
@@ -97,6 +98,7 @@ class EventModel(_Strict):
     plugin_id: str | None
     actor: str | None
     fields: dict[str, Any]
+    host: str | None = Field(default=None, description="the host the event happened on (APERIO_HOST_NAME)")
 
 
 class EventPage(_Strict):
@@ -132,3 +134,8 @@ class DeliveryRun(DeliveryBatch):
 
 
 RunPayload = Annotated[SyncRun | RemediationRun | DeliveryRun, Field(discriminator="kind")]
+
+
+class FleetBody(_Strict):
+    lock: dict[str, Any] | None = Field(description="the pinned lock: revision, who pinned it, its releases")
+    hosts: list[dict[str, Any]] = Field(description="live hosts: plugins, refusals (with reasons) and drift")

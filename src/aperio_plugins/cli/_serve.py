@@ -23,11 +23,14 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
 
     Plugins are loaded as `aperio plugin list` loads them; state is the SQLite store in
     APERIO_STATE_DIR, or the PostgreSQL database APERIO_STATE_URL names. With no usable token
-    yet, an admin token is created and printed once. Ctrl-C stops it.
+    yet, an admin token is created and printed once. Decisions made on other hosts sharing the
+    store are applied within seconds, and the plugins directory converges to `aperio fleet pin`.
+    Ctrl-C stops it.
     """
     try:
         import uvicorn
 
+        from .._fleet import FleetAgent
         from .._host import PluginHost
         from .._settings import HostSettings
         from .._state_url import open_state_store
@@ -48,7 +51,8 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             name = "admin" if "admin" not in taken else f"admin-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
             issued = tokens.create(name, ALL_PERMISSIONS)
         report = host.load()
-        app = create_app(host, store, run_timeout=run_timeout)
+        fleet = FleetAgent(host, store)
+        app = create_app(host, store, run_timeout=run_timeout, fleet=fleet)
         url = f"http://{bind if ':' not in bind else f'[{bind}]'}:{port}"
         click.echo(
             f"aperio serve: {len(report.enabled)} plugin(s) enabled, {len(report.failed)} failed; "

@@ -85,9 +85,15 @@ def list_tokens(as_json: bool) -> None:
 @click.argument("name")
 def revoke_token(name: str) -> None:
     """Revoke the token NAME; the API refuses it from the next request on."""
+    from ..api._trail import record
+    from ._fleet import cli_actor
+
     store, tokens = _tokens()
     try:
         tokens.revoke(name)
+        # Every host reads tokens from the shared store per request, so the revocation is in force
+        # on all of them at once; the trail records where it was made.
+        record(store, "token.revoked", actor=cli_actor(), fields={"name": name})
     finally:
         store.close()
     click.echo(f"revoked {name}")
