@@ -22,7 +22,7 @@ import aperio_hookspecs
 from aperio_hookspecs import PROJECT_NAME, PROPAGATE_ATTRIBUTE, Payload
 from aperio_hookspecs import specs as api_specs
 
-from . import _activation, _invoke
+from . import _activation, _dispatch, _invoke
 from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
 from ._boundary import Boundary, record_tree
@@ -783,6 +783,14 @@ class PluginHost:
             for finding in result.findings:
                 self.hook.aperio_finding_raised(finding=finding)
         return result
+
+    def deliver(self, destination: str, events: Iterable[Any], config: Mapping[str, Any] | None = None) -> str:
+        """Queue a batch for `destination` in the state store's outbox, durable when this returns, for a
+        `Dispatcher` to deliver at least once. Returns the batch's idempotency key.
+
+        Raises `DeliveryError` (unknown destination, malformed envelopes) and `StateStoreError`.
+        """
+        return _dispatch.enqueue(_dispatch.outbox_of(self._store), self.destinations, destination, events, config)
 
     def _recorder(self, plugin_id: str) -> ErrorRecorder:
         # The guard tells the breaker itself, with the call's permit.

@@ -21,6 +21,7 @@ from typing import Protocol
 from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
 from ._migrations import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the version this host writes
 from ._model import Isolation
+from ._outbox import SQLOutbox
 from ._records import SQLRecords
 from .errors import StateStoreError
 
@@ -75,7 +76,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-class SQLStateStore(SQLRecords):
+class SQLStateStore(SQLRecords, SQLOutbox):
     """Every store interface over `_run` (one transaction per call), in SQL that SQLite and
     PostgreSQL both run; a backend supplies `_run` and `close`."""
 

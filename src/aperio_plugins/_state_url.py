@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from ._outbox import Outbox
 from ._records import AuditTrail, TokenStore
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
@@ -23,7 +24,7 @@ _MASK = "***"
 _PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE)
 
 
-class HostStateStore(StateStore, TokenStore, AuditTrail, Protocol):
+class HostStateStore(StateStore, TokenStore, AuditTrail, Outbox, Protocol):
     """Every interface a backend implements: what the host, the CLI and `aperio serve` open."""
 
 

@@ -20,6 +20,7 @@ from aperio_plugins._records import TokenRecord
 
 ALL_TABLES = {
     "schema_version",
+    "outbox_batches",
     "plugin_flags",
     "plugin_isolation",
     "plugin_kv",
@@ -35,7 +36,7 @@ def _step(version: int, *statements: str) -> Migration:
 
 def test_the_steps_are_numbered_one_by_one_from_1():
     assert [step.version for step in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 2
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 3
 
 
 def test_a_fresh_store_gets_every_step(backend, open_store):
@@ -50,7 +51,7 @@ def test_a_store_of_the_previous_version_is_upgraded_and_keeps_its_data(backend,
     old.kv_set("acme.a", "cursor", "41")
     old.close()
     assert backend.version() == [SCHEMA_VERSION - 1]
-    assert "api_tokens" not in backend.tables()
+    assert "outbox_batches" not in backend.tables()
     store = open_store()
     assert backend.version() == [SCHEMA_VERSION]
     assert store.enabled_flags() == {"acme.a": False}
