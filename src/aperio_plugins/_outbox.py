@@ -246,3 +246,17 @@ class SQLOutbox:
             (f"DELETE FROM outbox_batches WHERE state IN (?, ?){where} RETURNING id", (*states, *values)),  # noqa: S608
         )
         return len(rows)
+
+
+def status_document(outbox: Outbox) -> dict[str, list[dict[str, Any]]]:
+    """The outbox's counts and dead letters as JSON-ready data (`aperio outbox status --json`, the API)."""
+    return {
+        "counts": [
+            {"destination": c.destination, "state": c.state.value, "batches": c.batches, "events": c.events}
+            for c in outbox.outbox_counts()
+        ],
+        "dead": [
+            {"id": d.id, "destination": d.destination, "events": d.events, "attempts": d.attempts, "reason": d.reason}
+            for d in outbox.outbox_dead()
+        ],
+    }

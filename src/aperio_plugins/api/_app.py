@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from .. import __version__
+from .._dispatch import Dispatcher
 from .._host import PluginHost
 from .._model import PluginState
 from .._records import ApiRecords, TokenStore
@@ -22,6 +23,7 @@ from ..errors import AperioError
 from ._installing import Installer
 from ._metrics import CONTENT_TYPE, ApiMetrics
 from ._models import ErrorBody, HealthBody, ReadyBody
+from ._outbox import build_outbox_router, register_outbox_metrics
 from ._principal import Authorizer, Permission, Principal
 from ._routes import AUTH_REFUSAL, ApiContext, _requirement, build_router
 from ._tokens import Tokens
@@ -58,18 +60,24 @@ def create_app(
     extra_routers: Sequence[APIRouter] = (),
     run_timeout: float = 30.0,
     install: Installer | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> FastAPI:
     """Return the operator application for `host`, with tokens and the audit trail in `store`.
 
     `store` must implement `TokenStore` and `AuditTrail` (`SQLiteStateStore` does). `authorize`
     defaults to bearer tokens from `store`. The host and the store stay the caller's to close.
+    A `dispatcher` delivers the outbox in a background thread for the app's lifetime.
     """
     metrics = ApiMetrics(host)
     context = ApiContext(host, authorize or bearer_authorizer(store), store, metrics, run_timeout, install=install)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if dispatcher is not None:
+            dispatcher.start()
         yield
+        if dispatcher is not None:
+            dispatcher.stop()
         context.close()
 
     app = FastAPI(
@@ -79,6 +87,8 @@ def create_app(
         description="Manage the plugins of an aperio host. Send `Authorization: Bearer TOKEN` (`aperio token create`).",
     )
     app.include_router(build_router(context))
+    app.include_router(build_outbox_router(context, store))
+    register_outbox_metrics(metrics, store, dispatcher)
     reader = Annotated[Principal, Depends(_requirement(context, Permission.READ))]
 
     @app.exception_handler(AperioError)

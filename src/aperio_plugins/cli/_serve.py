@@ -30,6 +30,7 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
     try:
         import uvicorn
 
+        from .._dispatch import Dispatcher, DispatchPolicy
         from .._host import PluginHost
         from ..api import ALL_PERMISSIONS, Tokens, create_app
         from ..api._trail import recording_audit_logger
@@ -38,6 +39,7 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             f"aperio serve needs the server extra ({exc.name} is missing): pip install 'aperio-plugins[server]'"
         ) from None
     settings = HostSettings.from_environment()
+    policy = DispatchPolicy.from_environment()
     store = open_state_store(settings)
     host = PluginHost(settings, state_store=store, audit_logger=recording_audit_logger(store))
     try:
@@ -48,7 +50,8 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             name = "admin" if "admin" not in taken else f"admin-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
             issued = tokens.create(name, ALL_PERMISSIONS)
         report = host.load()
-        app = create_app(host, store, run_timeout=run_timeout)
+        # The outbox's dispatcher runs beside the API for as long as the app does.
+        app = create_app(host, store, run_timeout=run_timeout, dispatcher=Dispatcher(host, store, policy))
         url = f"http://{bind if ':' not in bind else f'[{bind}]'}:{port}"
         click.echo(
             f"aperio serve: {len(report.enabled)} plugin(s) enabled, {len(report.failed)} failed; {url}/api/v1/plugins",
