@@ -5,21 +5,26 @@ host's lease to another."""
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hec_receiver import TOKEN, HecReceiver, hec_receiver
+from live_server import Api
 
 from aperio_hookspecs import Event
 from aperio_plugins import PluginHost, PluginState
 from aperio_plugins._dispatch import Dispatcher, DispatchPolicy
 from aperio_plugins._outbox import BatchState
+from aperio_plugins.cli._main import cli
 from aperio_plugins.errors import ConfigurationError, DeliveryError
 
 FAST = DispatchPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, lease=30.0, poll_interval=0.05)
@@ -228,3 +233,67 @@ def test_bad_outbox_settings_are_one_clear_error(environ, message):
     with pytest.raises(ConfigurationError, match=message):
         DispatchPolicy.from_environment(environ)
     assert DispatchPolicy.from_environment({"APERIO_OUTBOX_MAX_ATTEMPTS": "4"}).max_attempts == 4
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_api_queues_a_batch_that_the_served_dispatcher_delivers(open_store, host_on, receiver):
+    store = open_store()
+    host = host_on(store)
+    dispatcher = Dispatcher(host, store, FAST)
+    envelopes = [event.model_dump(mode="json") for event in _events("api", 3)]
+    with Api(host, store, dispatcher=dispatcher) as api:
+        body = {"envelopes": envelopes, "config": {"url": receiver.url}}
+        refused = api.client("reader").post("/api/v1/destinations/splunk-hec/deliver", json=body)
+        assert refused.status_code == 403
+        unknown = api.client("runner").post("/api/v1/destinations/splunk-hek/deliver", json=body)
+        assert unknown.status_code == 422
+        assert "no destination named 'splunk-hek'" in unknown.json()["detail"]
+        assert store.outbox_counts() == []  # refused: nothing queued
+
+        answer = api.client("runner").post("/api/v1/destinations/splunk-hec/deliver", json=body)
+        assert answer.status_code == 202
+        assert answer.json()["envelopes"] == 3
+        _wait_for(lambda: len(receiver.indexed) == 3)
+        _wait_for(lambda: _counts(store) == {"delivered": 3})
+        status = api.client("reader").get("/api/v1/outbox").json()
+        assert status["counts"] == [{"destination": "splunk-hec", "state": "delivered", "batches": 1, "events": 3}]
+        metrics = api.client("reader").get("/metrics").text
+        assert 'aperio_outbox_events{destination="splunk-hec",state="delivered"} 3.0' in metrics
+        assert "aperio_outbox_delivered_total 1.0" in metrics
+    assert sorted(receiver.ids()) == ["api-0", "api-1", "api-2"]
+    assert not any(thread.name == "aperio-outbox" for thread in threading.enumerate())  # stopped with the app
+
+
+def test_the_cli_shows_retries_and_purges_the_outbox(backend, open_store, host_on, receiver, tmp_path):
+    store = open_store()
+    host = host_on(store)
+    key = host.deliver("splunk-hec", _events("cli", 2), {"url": receiver.url})
+    receiver.refuse = "Incorrect index"
+    Dispatcher(host, store, FAST).drain()
+    environment = {"APERIO_STATE_DIR": str(Path(backend.location).parent if backend.name == "sqlite" else tmp_path)}
+    if backend.name == "postgres":
+        environment["APERIO_STATE_URL"] = backend.location
+    runner = CliRunner()
+
+    shown = runner.invoke(cli, ["outbox", "status"], env=environment)
+    assert shown.exit_code == 0, shown.output
+    assert "splunk-hec  dead  1 batch(es), 2 event(s)" in shown.output
+    assert f"dead {key}" in shown.output
+    assert "Incorrect index" in shown.output
+    as_json = json.loads(runner.invoke(cli, ["outbox", "status", "--json"], env=environment).output)
+    assert as_json["dead"][0]["id"] == key
+
+    retried = runner.invoke(cli, ["outbox", "retry", "--destination", "splunk-hec"], env=environment)
+    assert "1 dead-lettered batch(es) queued again" in retried.output
+    receiver.refuse = None
+    Dispatcher(host, store, FAST).drain()
+    assert sorted(receiver.ids()) == ["cli-0", "cli-1"]
+    purged = runner.invoke(cli, ["outbox", "purge"], env=environment)
+    assert "1 batch(es) purged" in purged.output
+    assert "the outbox is empty" in runner.invoke(cli, ["outbox", "status"], env=environment).output
