@@ -3,8 +3,8 @@ and several hosts starting at once."""
 
 from __future__ import annotations
 
-import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -28,6 +28,9 @@ ALL_TABLES = {
     "api_tokens",
     "audit_events",
 }
+
+
+NEXT = SCHEMA_VERSION + 1  # a test step after the real ones
 
 
 def _step(version: int, *statements: str) -> Migration:
@@ -65,7 +68,9 @@ def test_a_store_of_the_previous_version_is_upgraded_and_keeps_its_data(backend,
 def test_a_store_from_a_newer_host_is_refused_and_left_alone(backend, open_store):
     open_store().set_enabled("acme.a", True)
     backend.sql("UPDATE schema_version SET version = 99")
-    with pytest.raises(StateStoreError, match=r"schema version 99, newer than this host's 2; upgrade aperio-plugins"):
+    with pytest.raises(
+        StateStoreError, match=rf"schema version 99, newer than this host's {SCHEMA_VERSION}; upgrade aperio-plugins"
+    ):
         backend.open()
     assert backend.version() == [99]
     assert backend.sql("SELECT plugin_id, enabled FROM plugin_flags") == [("acme.a", 1)]
@@ -73,31 +78,43 @@ def test_a_store_from_a_newer_host_is_refused_and_left_alone(backend, open_store
 
 def test_a_failing_step_is_rolled_back_whole_and_the_next_start_retries_it(backend, open_store):
     open_store()
-    broken = (*MIGRATIONS, _step(3, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO no_such_table VALUES (1)"))
+    broken = (*MIGRATIONS, _step(NEXT, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO no_such_table VALUES (1)"))
     with pytest.raises(
         StateStoreError,
-        match=r"migration 3 \(test step 3\) failed and was rolled back, the store stays at schema version 2: .*no_such_table",
+        match=rf"migration {NEXT} \(test step {NEXT}\) failed and was rolled back,"
+        rf" the store stays at schema version {SCHEMA_VERSION}: .*no_such_table",
     ):
         backend.open(broken)
     assert "half_done" not in backend.tables()
-    assert backend.version() == [2]
-    fixed = (*MIGRATIONS, _step(3, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO half_done VALUES (1)"))
+    assert backend.version() == [SCHEMA_VERSION]
+    fixed = (*MIGRATIONS, _step(NEXT, "CREATE TABLE half_done (n INTEGER)", "INSERT INTO half_done VALUES (1)"))
     open_store(fixed)
-    assert backend.version() == [3]
+    assert backend.version() == [NEXT]
     assert backend.sql("SELECT n FROM half_done") == [(1,)]
 
 
-# A host whose step 3 creates a table, then runs long: SIGKILLed in the middle, it never commits.
+# A host whose next step creates a table, then runs long: SIGKILLed in the middle, it never commits.
 _SLOW_STEP = {
     "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) SELECT count(*) FROM c",
     "postgres": "SELECT pg_sleep(60)",
 }
 
 
-def _in_step_3(backend) -> bool:
+def _writing(location: str) -> bool:
+    try:
+        with sqlite3.connect(location, timeout=0) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        return True  # "database is locked": a writer holds the lock
+    return False
+
+
+def _in_next_step(backend) -> bool:
     if backend.name == "sqlite":
-        # The rollback journal exists from the step's first write until its commit.
-        return os.path.exists(backend.location + "-journal")
+        # The store runs in WAL mode, so no rollback journal shows the step; the host holds the
+        # write lock for the whole step, and only for moments before it (reading the version).
+        return _writing(backend.location) and not time.sleep(0.3) and _writing(backend.location)
     rows = backend.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")
     return rows[0][0] > 0
 
@@ -110,7 +127,7 @@ def test_a_host_killed_in_the_middle_of_a_step_leaves_the_store_at_the_previous_
         from aperio_plugins._migrations import MIGRATIONS, Migration
         from aperio_plugins._state import SQLiteStateStore
         statements = ("CREATE TABLE half_done (n INTEGER)", "INSERT INTO half_done VALUES (1)", {_SLOW_STEP[backend.name]!r})
-        steps = (*MIGRATIONS, Migration(3, "slow", statements, statements))
+        steps = (*MIGRATIONS, Migration({NEXT}, "slow", statements, statements))
         if {backend.name!r} == "sqlite":
             SQLiteStateStore(Path({backend.location!r}), migrations=steps)
         else:
@@ -121,9 +138,9 @@ def test_a_host_killed_in_the_middle_of_a_step_leaves_the_store_at_the_previous_
     host = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
-        while not _in_step_3(backend):
+        while not _in_next_step(backend):
             assert host.poll() is None, host.stderr.read().decode()
-            assert time.monotonic() < deadline, "the host never reached step 3"
+            assert time.monotonic() < deadline, "the host never reached the next step"
             time.sleep(0.02)
     finally:
         host.send_signal(signal.SIGKILL)
@@ -131,13 +148,13 @@ def test_a_host_killed_in_the_middle_of_a_step_leaves_the_store_at_the_previous_
     assert host.returncode == -signal.SIGKILL
     store = open_store()
     assert "half_done" not in backend.tables()
-    assert backend.version() == [2]
+    assert backend.version() == [SCHEMA_VERSION]
     assert store.kv_get("acme.a", "cursor") == "1"
 
 
 def test_hosts_starting_at_once_apply_each_step_exactly_once(backend):
-    # Step 3 creates a table without IF NOT EXISTS and counts itself: a second run would fail or count 2.
-    steps = (*MIGRATIONS, _step(3, "CREATE TABLE applied (n INTEGER)", "INSERT INTO applied VALUES (1)"))
+    # The next step creates a table without IF NOT EXISTS and counts itself: a second run would fail or count 2.
+    steps = (*MIGRATIONS, _step(NEXT, "CREATE TABLE applied (n INTEGER)", "INSERT INTO applied VALUES (1)"))
     start = threading.Barrier(6)
     stores: list[object] = []
     errors: list[BaseException] = []
@@ -158,5 +175,5 @@ def test_hosts_starting_at_once_apply_each_step_exactly_once(backend):
         store.close()
     assert errors == []
     assert len(stores) == 6
-    assert backend.version() == [3]
+    assert backend.version() == [NEXT]
     assert backend.sql("SELECT count(*) FROM applied") == [(1,)]
