@@ -38,7 +38,9 @@ from aperio_plugins._model import PluginKind
 from aperio_plugins._state import SQLiteStateStore
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-RAW_TABLE = "CREATE TABLE raw_events (id VARCHAR(64) PRIMARY KEY, destination VARCHAR(200) NOT NULL, payload TEXT NOT NULL)"
+RAW_TABLE = (
+    "CREATE TABLE raw_events (id VARCHAR(64) PRIMARY KEY, destination VARCHAR(200) NOT NULL, payload TEXT NOT NULL)"
+)
 RAW_INSERT = "INSERT INTO raw_events (id, destination, payload) VALUES (?, ?, ?)"
 
 
