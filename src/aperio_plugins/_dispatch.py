@@ -108,9 +108,8 @@ def enqueue(
     if destination not in destinations:
         known = ", ".join(sorted(destinations)) or "none"
         raise DeliveryError(f"no destination named {destination!r} is registered on this host (known: {known})")
-    items = [
-        event.model_dump(mode="json") if isinstance(event, pydantic.BaseModel) else dict(event) for event in events
-    ]
+    # Envelope models pass as they are (validated when made); anything else is validated here.
+    items = [event if isinstance(event, (Event, Finding)) else dict(event) for event in events]
     try:
         batch = DeliveryBatch(destination=destination, envelopes=items, config=dict(config or {}))
     except pydantic.ValidationError as exc:
