@@ -26,6 +26,7 @@ class HecReceiver:
     url: str = ""
     refuse: str | None = None  # HEC's text for a refusal of every request
     fail_next: int = 0  # answer this many requests 503 (busy) before indexing again
+    fail_requests: set[int] = field(default_factory=set)  # 1-based numbers of requests to answer 503
     delay: float = 0.0  # seconds before answering each request
     indexed: list[tuple[str | None, str]] = field(default_factory=list)  # (idempotency key, envelope id)
     header_keys: list[str | None] = field(default_factory=list)
@@ -81,8 +82,8 @@ def _handler(receiver: HecReceiver) -> type[BaseHTTPRequestHandler]:
                 if receiver.refuse is not None:
                     self._answer(400, {"text": receiver.refuse, "code": 6, "invalid-event-number": 0})
                     return
-                if receiver.fail_next > 0:
-                    receiver.fail_next -= 1
+                if receiver.fail_next > 0 or receiver.requests in receiver.fail_requests:
+                    receiver.fail_next = max(0, receiver.fail_next - 1)
                     self._answer(503, {"text": "Server is busy", "code": 9})
                     return
                 receiver.header_keys.append(self.headers.get("X-Aperio-Idempotency-Key"))

@@ -297,3 +297,26 @@ def test_the_cli_shows_retries_and_purges_the_outbox(backend, open_store, host_o
     purged = runner.invoke(cli, ["outbox", "purge"], env=environment)
     assert "1 batch(es) purged" in purged.output
     assert "the outbox is empty" in runner.invoke(cli, ["outbox", "status"], env=environment).output
+
+
+def test_a_receipt_mixing_accepted_refused_and_busy_splits_the_batch(open_store, host_on, receiver):
+    store = open_store()
+    host = host_on(store, plugin_breaker_failures=100)
+    events = _events("m", 6)
+    oversized = events[2].model_copy(update={"raw": {"blob": "x" * 2000}})
+    events[2] = oversized
+    config = {"url": receiver.url, "max_batch_bytes": 600, "max_retries": 0}
+    key = host.deliver("splunk-hec", events, config)
+    receiver.fail_requests = {2}  # the first chunk is indexed, the second finds HEC busy
+    dispatcher = Dispatcher(host, store, BACKING_OFF)
+    dispatcher.run_once()
+    [dead] = store.outbox_dead()
+    assert dead.id != key  # the refused envelope is a dead letter of its own
+    assert dead.events == 1
+    assert "over max_batch_bytes" in dead.reason
+    assert _counts(store)["queued"] < 5  # the rest waits for its retry, without what HEC took
+    _wait_until_due()
+    dispatcher.run_once()
+    assert sorted(receiver.ids()) == ["m-0", "m-1", "m-3", "m-4", "m-5"]
+    assert set(receiver.ids().values()) == {1}  # the retry sent only what was not taken
+    assert set(_counts(store)) == {"dead", "delivered"}  # nothing left queued, nothing dropped
