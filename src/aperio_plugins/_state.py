@@ -183,9 +183,6 @@ class SQLiteStateStore(SQLStateStore):
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             path.chmod(0o600)
-            # WAL: a commit is one sync of the log instead of the rollback journal's several, which
-            # the outbox (a commit per batch) feels most; readers no longer wait for a writer.
-            self._connection.execute("PRAGMA journal_mode=WAL")
             self._migrate(migrations)
         except sqlite3.DatabaseError as exc:
             raise StateStoreError(

@@ -112,8 +112,8 @@ def _writing(location: str) -> bool:
 
 def _in_next_step(backend) -> bool:
     if backend.name == "sqlite":
-        # The store runs in WAL mode, so no rollback journal shows the step; the host holds the
-        # write lock for the whole step, and only for moments before it (reading the version).
+        # The host holds the write lock for the whole step, and only for moments before it
+        # (reading the version); this holds in rollback-journal and WAL modes alike.
         return _writing(backend.location) and not time.sleep(0.3) and _writing(backend.location)
     rows = backend.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")
     return rows[0][0] > 0
