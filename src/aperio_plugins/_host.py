@@ -18,6 +18,7 @@ from pydantic import BaseModel
 import aperio_hookspecs
 from aperio_hookspecs import Payload
 
+from . import _dispatch
 from ._audit import default_audit_logger, default_plugin_logger
 from ._boundary import Boundary
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
@@ -434,6 +435,14 @@ class PluginHost:
             for finding in result.findings:
                 self.hook.aperio_finding_raised(finding=finding)
         return result
+
+    def deliver(self, destination: str, events: Iterable[Any], config: Mapping[str, Any] | None = None) -> str:
+        """Queue a batch for `destination` in the state store's outbox, durable when this returns, for a
+        `Dispatcher` to deliver at least once. Returns the batch's idempotency key.
+
+        Raises `DeliveryError` (unknown destination, malformed envelopes) and `StateStoreError`.
+        """
+        return _dispatch.enqueue(_dispatch.outbox_of(self._store), self.destinations, destination, events, config)
 
     # -- shutdown ------------------------------------------------------------
 

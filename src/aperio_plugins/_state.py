@@ -22,6 +22,7 @@ from ._fleet_records import SQLFleetRecords
 from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
 from ._migrations import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: the version this host writes
 from ._model import Isolation
+from ._outbox import SQLOutbox
 from ._records import SQLRecords
 from .errors import StateStoreError
 
@@ -76,7 +77,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-class SQLStateStore(SQLRecords, SQLFleetRecords):
+class SQLStateStore(SQLRecords, SQLFleetRecords, SQLOutbox):
     """Every store interface over `_run` (one transaction per call), in SQL that SQLite and
     PostgreSQL both run; a backend supplies `_run` and `close`."""
 

@@ -40,6 +40,8 @@ def _placeholders(statement: str) -> str:
 class PostgresStateStore(SQLStateStore):
     """Every store interface in one PostgreSQL database, safe to share between threads and hosts."""
 
+    dialect = Dialect.POSTGRES  # the outbox's claim skips rows another host has locked
+
     def __init__(self, url: str, *, migrations: Sequence[Migration] = MIGRATIONS, pool_size: int = POOL_SIZE) -> None:
         """Connect, apply pending migrations, and open the pool.
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from ._fleet_records import FleetRecords
+from ._outbox import Outbox
 from ._records import AuditTrail, TokenStore
 from ._settings import HostSettings
 from ._state import SQLiteStateStore, StateStore
@@ -24,7 +25,7 @@ _MASK = "***"
 _PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE)
 
 
-class HostStateStore(StateStore, TokenStore, AuditTrail, FleetRecords, Protocol):
+class HostStateStore(StateStore, TokenStore, AuditTrail, FleetRecords, Outbox, Protocol):
     """Every interface a backend implements: what the host, the CLI and `aperio serve` open."""
 
 

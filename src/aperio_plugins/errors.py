@@ -139,6 +139,10 @@ class CircuitOpenError(HookError):
         self.retry_in = retry_in
 
 
+class DeliveryError(HookError):
+    """A batch could not be queued for a destination: no such destination, or malformed envelopes."""
+
+
 class WorkerError(AperioError):
     """A call could not be served by the plugin's worker process, or the worker could not be started.
 

@@ -3,8 +3,8 @@ and several hosts starting at once."""
 
 from __future__ import annotations
 
-import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,6 +20,7 @@ from aperio_plugins._records import TokenRecord
 
 ALL_TABLES = {
     "schema_version",
+    "outbox_batches",
     "plugin_flags",
     "plugin_isolation",
     "plugin_kv",
@@ -40,7 +41,7 @@ def _step(version: int, *statements: str) -> Migration:
 
 def test_the_steps_are_numbered_one_by_one_from_1():
     assert [step.version for step in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 3
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 4
 
 
 def test_a_fresh_store_gets_every_step(backend, open_store):
@@ -55,7 +56,7 @@ def test_a_store_of_the_previous_version_is_upgraded_and_keeps_its_data(backend,
     old.kv_set("acme.a", "cursor", "41")
     old.close()
     assert backend.version() == [SCHEMA_VERSION - 1]
-    assert "fleet_lock" not in backend.tables()
+    assert "outbox_batches" not in backend.tables()
     store = open_store()
     assert backend.version() == [SCHEMA_VERSION]
     assert store.enabled_flags() == {"acme.a": False}
@@ -94,17 +95,28 @@ def test_a_failing_step_is_rolled_back_whole_and_the_next_start_retries_it(backe
     assert backend.sql("SELECT n FROM half_done") == [(1,)]
 
 
-# A host whose step 3 creates a table, then runs long: SIGKILLed in the middle, it never commits.
+# A host whose next step creates a table, then runs long: SIGKILLed in the middle, it never commits.
 _SLOW_STEP = {
     "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) SELECT count(*) FROM c",
     "postgres": "SELECT pg_sleep(60)",
 }
 
 
-def _in_step_3(backend) -> bool:
+def _writing(location: str) -> bool:
+    try:
+        with sqlite3.connect(location, timeout=0) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        return True  # "database is locked": a writer holds the lock
+    return False
+
+
+def _in_next_step(backend) -> bool:
     if backend.name == "sqlite":
-        # The rollback journal exists from the step's first write until its commit.
-        return os.path.exists(backend.location + "-journal")
+        # The host holds the write lock for the whole step, and only for moments before it
+        # (reading the version); this holds in rollback-journal and WAL modes alike.
+        return _writing(backend.location) and not time.sleep(0.3) and _writing(backend.location)
     rows = backend.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")
     return rows[0][0] > 0
 
@@ -128,9 +140,9 @@ def test_a_host_killed_in_the_middle_of_a_step_leaves_the_store_at_the_previous_
     host = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
-        while not _in_step_3(backend):
+        while not _in_next_step(backend):
             assert host.poll() is None, host.stderr.read().decode()
-            assert time.monotonic() < deadline, "the host never reached step 3"
+            assert time.monotonic() < deadline, "the host never reached the next step"
             time.sleep(0.02)
     finally:
         host.send_signal(signal.SIGKILL)
@@ -143,7 +155,7 @@ def test_a_host_killed_in_the_middle_of_a_step_leaves_the_store_at_the_previous_
 
 
 def test_hosts_starting_at_once_apply_each_step_exactly_once(backend):
-    # Step 3 creates a table without IF NOT EXISTS and counts itself: a second run would fail or count 2.
+    # The next step creates a table without IF NOT EXISTS and counts itself: a second run would fail or count 2.
     steps = (*MIGRATIONS, _step(NEXT, "CREATE TABLE applied (n INTEGER)", "INSERT INTO applied VALUES (1)"))
     start = threading.Barrier(6)
     stores: list[object] = []

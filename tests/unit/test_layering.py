@@ -124,6 +124,7 @@ def test_only_the_api_package_and_the_serve_command_name_fastapi_or_uvicorn():
         "api/_routes.py",
         "api/_app.py",
         "api/_metrics.py",
+        "api/_outbox.py",
         "api/_principal.py",
         "api/_console.py",
         "cli/_serve.py",

@@ -36,6 +36,7 @@ class Posted:
     channel: str | None
     content_type: str | None
     body: bytes
+    idempotency_key: str | None = None
 
 
 @dataclass
@@ -116,7 +117,8 @@ def _handler_for(hec: FakeHec) -> type[BaseHTTPRequestHandler]:
             authorization = self.headers.get("Authorization")
             channel = self.headers.get("X-Splunk-Request-Channel")
             with hec.lock:
-                hec.posts.append(Posted(self.path, authorization, channel, self.headers.get("Content-Type"), body))
+                key = self.headers.get("X-Aperio-Idempotency-Key")
+                hec.posts.append(Posted(self.path, authorization, channel, self.headers.get("Content-Type"), body, key))
                 number = len(hec.posts)
             if number in hec.dropped:
                 self.close_connection = True

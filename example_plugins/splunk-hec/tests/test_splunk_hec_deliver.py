@@ -158,3 +158,22 @@ def test_delivery_is_logged_without_the_token(hec_server, hec_context):
     assert [record.event for record in records] == ["splunk.delivery.started", "splunk.delivery.finished"]
     assert records[-1].fields["accepted"] == 1
     assert hec_server.token not in repr(records)
+
+
+def test_the_batch_idempotency_key_travels_with_every_request_and_event(hec_server, hec_context):
+    envelopes = [make_event(n, pad=400) for n in range(6)]
+    keyed = batch(hec_server, envelopes, max_batch_bytes=1500).model_copy(update={"idempotency_key": "k-0001"})
+
+    receipt = SplunkHec().deliver(hec_context, keyed)
+
+    assert len(receipt.accepted) == 6
+    assert len(hec_server.posts) > 1  # chunked: each chunk carries the key
+    assert {post.idempotency_key for post in hec_server.posts} == {"k-0001"}
+    assert [event["fields"] for event in hec_server.indexed] == [{"aperio_idempotency_key": "k-0001"}] * 6
+
+
+def test_a_batch_without_a_key_sends_none(hec_server, hec_context):
+    SplunkHec().deliver(hec_context, batch(hec_server, [make_event(1)]))
+
+    assert hec_server.posts[0].idempotency_key is None
+    assert "fields" not in hec_server.indexed[0]

@@ -160,6 +160,9 @@ class DeliveryBatch(_Envelope):
     destination: NonEmpty
     envelopes: tuple[DeliverableEnvelope, ...]
     config: dict[str, JsonValue] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    """The same on every redelivery of this batch (API 1.2): a receiver that can deduplicate keeps
+    `(idempotency_key, envelope id)` and counts a repeat once. None for a direct, unqueued call."""
 
 
 class RejectedEnvelope(_Envelope):

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from .. import __version__
+from .._dispatch import Dispatcher
 from .._fleet import FleetAgent, fleet_view
 from .._host import PluginHost
 from .._model import PluginState
@@ -23,6 +24,7 @@ from ..errors import AperioError
 from ._installing import Installer, registry_installer
 from ._metrics import CONTENT_TYPE, ApiMetrics
 from ._models import ErrorBody, FleetBody, HealthBody, ReadyBody
+from ._outbox import build_outbox_router, register_outbox_metrics
 from ._principal import Authorizer, Permission, Principal
 from ._routes import AUTH_REFUSAL, ApiContext, _requirement, build_router
 from ._tokens import Tokens
@@ -61,6 +63,7 @@ def create_app(
     run_timeout: float = 30.0,
     install: Installer | None = None,
     fleet: FleetAgent | None = None,
+    dispatcher: Dispatcher | None = None,
     console: bool = True,
 ) -> FastAPI:
     """Return the operator application for `host`, with tokens and the audit trail in `store`.
@@ -68,7 +71,8 @@ def create_app(
     `store` must implement `TokenStore` and `AuditTrail` (`SQLiteStateStore` does). `authorize`
     defaults to bearer tokens from `store`. The host and the store stay the caller's to close.
     `fleet`, when given, runs for the application's lifespan (started on start-up, stopped at
-    shutdown); its problem, if any, makes `/readyz` answer 503 with the reason.
+    shutdown); its problem, if any, makes `/readyz` answer 503 with the reason. A `dispatcher`
+    delivers the outbox in a background thread for the app's lifetime.
     """
     metrics = ApiMetrics(host)
     installer = install or registry_installer(host, recording_audit_logger(store))
@@ -78,9 +82,13 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if fleet is not None:
             fleet.start()
+        if dispatcher is not None:
+            dispatcher.start()
         try:
             yield
         finally:
+            if dispatcher is not None:
+                dispatcher.stop()
             if fleet is not None:
                 fleet.stop()
             context.close()
@@ -93,6 +101,8 @@ def create_app(
     )
     api_router = build_router(context)
     app.include_router(api_router)
+    app.include_router(build_outbox_router(context, store))
+    register_outbox_metrics(metrics, store, dispatcher)
     reader = Annotated[Principal, Depends(_requirement(context, Permission.READ))]
 
     @app.exception_handler(AperioError)

@@ -14,6 +14,7 @@ from ..errors import AperioError
 from ._author import check, dev, init
 from ._fleet import fleet_group
 from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
+from ._outbox import outbox_group
 from ._plugin import plugin_group
 from ._registry import registry_group
 from ._serve import serve
@@ -64,6 +65,7 @@ cli.add_command(doctor)
 cli.add_command(serve)
 cli.add_command(token_group)
 cli.add_command(fleet_group)
+cli.add_command(outbox_group)
 
 
 def _verbosity(args: list[str]) -> int:

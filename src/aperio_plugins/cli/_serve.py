@@ -30,6 +30,7 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
     try:
         import uvicorn
 
+        from .._dispatch import Dispatcher, DispatchPolicy
         from .._fleet import FleetAgent
         from .._host import PluginHost
         from .._settings import HostSettings
@@ -41,6 +42,7 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             f"aperio serve needs the server extra ({exc.name} is missing): pip install 'aperio-plugins[server]'"
         ) from None
     settings = HostSettings.from_environment()
+    policy = DispatchPolicy.from_environment()
     store = open_state_store(settings)
     host = PluginHost(settings, state_store=store, audit_logger=recording_audit_logger(store))
     try:
@@ -52,7 +54,8 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             issued = tokens.create(name, ALL_PERMISSIONS)
         report = host.load()
         fleet = FleetAgent(host, store)
-        app = create_app(host, store, run_timeout=run_timeout, fleet=fleet)
+        # The outbox's dispatcher runs beside the API for as long as the app does.
+        app = create_app(host, store, run_timeout=run_timeout, fleet=fleet, dispatcher=Dispatcher(host, store, policy))
         url = f"http://{bind if ':' not in bind else f'[{bind}]'}:{port}"
         click.echo(
             f"aperio serve: {len(report.enabled)} plugin(s) enabled, {len(report.failed)} failed; "

@@ -49,7 +49,9 @@ class SplunkHec(Destination):
         token = context.credentials.get(HEC_SCOPE).secret.get_secret_value()
         log = context.logger.bind(destination=self.name)
         host = config.host or socket.gethostname()
-        encoded = [encode(envelope, config, host) for envelope in batch.envelopes]
+        # getattr: the key is plugin API 1.2; under a 1.1 host the batch has none.
+        key: str | None = getattr(batch, "idempotency_key", None)
+        encoded = [encode(envelope, config, host, key) for envelope in batch.envelopes]
         # Too big under this config however often it is redelivered: not retryable.
         rejected = [
             RejectedEnvelope(
@@ -62,7 +64,7 @@ class SplunkHec(Destination):
         ]
         chunks = pack([item for item in encoded if len(item.data) <= config.max_batch_bytes], config.max_batch_bytes)
         transport = HttpTransport(context, provider=PROVIDER, policy=config.retry_policy, sleep=self._sleep)
-        client = HecClient(transport, url=config.url, token=token, channel=config.channel)
+        client = HecClient(transport, url=config.url, token=token, channel=config.channel, idempotency_key=key)
         log.info("splunk.delivery.started", envelopes=len(encoded), chunks=len(chunks), oversized=len(rejected))
 
         accepted: list[str] = []

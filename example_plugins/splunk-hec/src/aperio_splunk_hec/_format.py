@@ -20,8 +20,17 @@ class Encoded:
     data: bytes
 
 
-def hec_event(envelope: Event | Finding, config: HecConfig, host: str) -> dict[str, Any]:
-    """Return the HEC event object for one envelope; the envelope itself is the `event`."""
+IDEMPOTENCY_FIELD = "aperio_idempotency_key"
+
+
+def hec_event(
+    envelope: Event | Finding, config: HecConfig, host: str, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """Return the HEC event object for one envelope; the envelope itself is the `event`.
+
+    With the batch's idempotency key, the event carries it as an indexed field: a search (or a
+    receiver) can count `(aperio_idempotency_key, event.id)` once however often it was redelivered.
+    """
     when = envelope.occurred_at if isinstance(envelope, Event) else envelope.detected_at
     event: dict[str, Any] = {
         "time": epoch(when),
@@ -32,6 +41,8 @@ def hec_event(envelope: Event | Finding, config: HecConfig, host: str) -> dict[s
     }
     if config.index is not None:
         event["index"] = config.index
+    if idempotency_key is not None:
+        event["fields"] = {IDEMPOTENCY_FIELD: idempotency_key}
     return event
 
 
@@ -44,10 +55,12 @@ def epoch(when: datetime) -> float:
     return round(when.timestamp(), 3)
 
 
-def encode(envelope: Event | Finding, config: HecConfig, host: str) -> Encoded:
+def encode(envelope: Event | Finding, config: HecConfig, host: str, idempotency_key: str | None = None) -> Encoded:
     # One object per line: HEC reads concatenated objects, and a newline keeps
     # a captured request readable at no cost.
-    text = json.dumps(hec_event(envelope, config, host), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(
+        hec_event(envelope, config, host, idempotency_key), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
     return Encoded(envelope.id, (text + "\n").encode("utf-8"))
 
 

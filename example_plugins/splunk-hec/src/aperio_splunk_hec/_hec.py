@@ -58,13 +58,18 @@ def parse_answer(response: Response) -> HecAnswer:
 class HecClient:
     """Posts event objects to one collector with one token."""
 
-    def __init__(self, transport: HttpTransport, *, url: str, token: str, channel: str | None) -> None:
+    def __init__(
+        self, transport: HttpTransport, *, url: str, token: str, channel: str | None, idempotency_key: str | None = None
+    ) -> None:
         self._transport = transport
         self._endpoint = url + EVENT_PATH
         self._headers = {"Authorization": f"Splunk {token}", "Content-Type": "application/json"}
         if channel is not None:
             # Required when the token has indexer acknowledgment turned on.
             self._headers["X-Splunk-Request-Channel"] = channel
+        if idempotency_key is not None:
+            # HEC ignores it; a proxy or receiver in front of HEC can deduplicate redeliveries on it.
+            self._headers["X-Aperio-Idempotency-Key"] = idempotency_key
 
     def send(self, body: bytes) -> HecAnswer:
         """Post concatenated event objects; return HEC's answer when it took or refused them.
