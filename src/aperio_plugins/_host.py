@@ -22,13 +22,14 @@ import aperio_hookspecs
 from aperio_hookspecs import PROJECT_NAME, PROPAGATE_ATTRIBUTE, Payload
 from aperio_hookspecs import specs as api_specs
 
-from . import _activation, _invoke
+from . import _activation, _invoke, _lazy
 from ._admit import Decision, admit, duplicate_refusal, split_duplicates
 from ._audit import default_audit_logger, default_plugin_logger
 from ._boundary import Boundary, record_tree
 from ._breaker import BreakerState, CircuitBreaker, Permit, incident_of
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
+from ._compat import incompatibility
 from ._context import CredentialProvider, new_context
 from ._dev import is_development_build
 from ._discover import Discovery, SearchRoot, discover, search_roots
@@ -194,14 +195,19 @@ class PluginHost:
         self._host_modules = HostModules(self._plugins_root)
         self._boundary = Boundary(self._plugins_root, self.trust_mode, self._report_dependency)
         self._reported: set[str] = set()  # problems and dependencies already audited by this host
+        # Lazy activation (_lazy.py): plugins admitted at load but imported on first use.
+        self._pending = _lazy.PendingActivations()
+        self._unscanned: Discovery | None = None  # a discovery whose plugins directory is not scanned yet
+        self._relay = _lazy.LazyRelay(self._manager.hook, self._activate_declaring)
         self._report_trust_problems()
 
     # -- relay and catalog ---------------------------------------------------
 
     @property
-    def hook(self) -> pluggy.HookRelay:
-        """pluggy's relay: `host.hook.<name>(**kwargs)`, reaching every enabled plugin."""
-        return self._manager.hook
+    def hook(self) -> _lazy.LazyRelay:
+        """pluggy's relay: `host.hook.<name>(**kwargs)`, reaching every enabled plugin (pending ones
+        that declare the hook are activated when it is looked up)."""
+        return self._relay
 
     @property
     def trust_mode(self) -> TrustMode:
@@ -209,15 +215,67 @@ class PluginHost:
 
     @property
     def connectors(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.CONNECTOR)
+        return self._catalog_of(PluginKind.CONNECTOR)
 
     @property
     def remediations(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.REMEDIATION)
+        return self._catalog_of(PluginKind.REMEDIATION)
 
     @property
     def destinations(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.DESTINATION)
+        return self._catalog_of(PluginKind.DESTINATION)
+
+    def _catalog_of(self, kind: PluginKind) -> Mapping[str, CatalogEntry]:
+        if self._pending:
+            self._activate_declaring(_lazy.registration_hook(kind))
+        return self._catalog.of_kind(kind)
+
+    # -- lazy activation (_lazy.py) -------------------------------------------
+
+    def _defer(self, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None) -> bool:
+        """Record `candidate` as pending if it may wait for its first use; False: bring it up now.
+
+        Imports and hashes nothing. Whatever this cannot decide cheaply (and every refusal)
+        is left to the eager path, which reports it at load as before.
+        """
+        try:
+            inspected = inspect_candidate(candidate, self._root_paths, self._cache)
+        except ManifestError:
+            return False
+        development_build = is_development_build(candidate.metadata_dir)
+        if not enabled_flag or incompatibility(inspected.api_requirement, self.api_version) is not None:
+            return False
+        if not _lazy.deferrable(
+            inspected,
+            activation=self.settings.plugin_activation,
+            isolation=self._isolation_of(inspected, isolation_override),
+            trust_mode=self.trust_mode,
+            untrusted_plugins_dir=self._trust.untrusted_plugins_dir is not None,
+            development_build=development_build,
+        ):
+            return False
+        hooks = frozenset(inspected.manifest.hooks or ())
+        self._pending.add(_lazy.Pending(candidate.plugin_id, candidate.position, hooks, isolation_override))
+        self._relay.forget(hooks)
+        self._slots[candidate.plugin_id] = _Slot(_lazy.pending_info(inspected, enabled_flag), candidate)
+        self._audit.info("plugin.activation.pending", plugin_id=candidate.plugin_id, hooks=sorted(hooks))
+        return True
+
+    def _activate_declaring(self, *hooks: str) -> None:
+        """Bring up every pending plugin that declares one of `hooks`, first on the search path first."""
+        if not self._pending:
+            return
+        with self._lock:
+            for pending in self._pending.declaring(hooks):
+                self._activate_pending(pending.plugin_id)
+
+    def _activate_pending(self, plugin_id: str) -> None:
+        pending = self._pending.pop(plugin_id)
+        slot = self._slots.get(plugin_id)
+        if pending is None or slot is None or slot.candidate is None:
+            return
+        self._audit.info("plugin.activation.started", plugin_id=plugin_id)
+        self._bring_up(slot.candidate, slot.info.enabled_flag, pending.isolation_override)
 
     def plugins(self) -> tuple[PluginInfo, ...]:
         """Return a snapshot of every plugin the host knows, by id, duplicates after their winner."""
@@ -260,7 +318,11 @@ class PluginHost:
                 if current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED):
                     continue
                 plugin_id = candidate.plugin_id
-                self._bring_up(candidate, flags.get(plugin_id, True), isolations.get(plugin_id))
+                flag, isolation = flags.get(plugin_id, True), isolations.get(plugin_id)
+                # Plugins asked for by id (`only`: a worker, say) are brought up now, never deferred.
+                if wanted is None and self._defer(candidate, flag, isolation):
+                    continue
+                self._bring_up(candidate, flag, isolation)
             self._shadowed = [
                 self._shadowed_info(duplicate, winner)
                 for duplicate, winner in duplicates
@@ -275,13 +337,20 @@ class PluginHost:
         roots = self._roots()
         self._root_paths = [root.path for root in roots]
         discovery = discover(roots, self._cache)
-        self._scan_plugins_dir(discovery)
+        # Who owns what in the plugins directory is read when a plugin is first evaluated, not
+        # here: a start whose plugins are all pending (lazy activation) reads no RECORD at all.
+        self._unscanned = discovery
         self._broken = [f"{item.name} in {item.root}: {item.reason}" for item in discovery.broken]
         for item in discovery.broken:
             self._audit.warning(
                 "plugin.discovery.failed", distribution=item.name, root=str(item.root), reason=item.reason
             )
         return discovery
+
+    def _ensure_scanned(self) -> None:
+        if self._unscanned is not None:
+            discovery, self._unscanned = self._unscanned, None
+            self._scan_plugins_dir(discovery)
 
     def _scan_plugins_dir(self, discovery: Discovery) -> None:
         """Read who owns what in the plugins directory, serve its unsigned dependencies if the
@@ -311,7 +380,9 @@ class PluginHost:
     @property
     def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
         """What the last discovery found in the plugins directory that no admitted code accounts for."""
-        return tuple(plugins_dir_problems(self._layout, self.trust_mode))
+        with self._lock:
+            self._ensure_scanned()
+            return tuple(plugins_dir_problems(self._layout, self.trust_mode))
 
     def _collision(self, inspected: Inspected, verification: Verification) -> str | None:
         candidate = inspected.candidate
@@ -335,7 +406,9 @@ class PluginHost:
         return self._failed_info(duplicate, refusal)
 
     def _evaluate(self, candidate: Candidate, enabled_flag: bool) -> _Outcome:
-        """Run inspect, verify and admit for one candidate. Changes no state."""
+        """Run inspect, verify and admit for one candidate. Changes no state (but reads the
+        plugins directory's ownership if this discovery has not yet)."""
+        self._ensure_scanned()
         self._audit.info(
             "plugin.discovered",
             plugin_id=candidate.plugin_id,
@@ -423,6 +496,9 @@ class PluginHost:
                 gate=breaker,
                 refuse=lambda hook_name, permit: _circuit_open(plugin_id, hook_name, permit),
             )
+            declared = _lazy.declaration_problem(inspected.manifest.hooks, prepared.implementations)
+            if declared is not None:
+                raise PluginLoadError(declared, plugin_id=plugin_id, distribution=inspected.candidate.describe())
             registrations = _activation.register(self._manager, self._catalog, prepared)
         except PluginLoadError as exc:
             _release(plugin, importer)
@@ -607,6 +683,7 @@ class PluginHost:
         and is not imported at the next start. Raises `UnknownPluginError`."""
         with self._lock:
             slot = self._slot(plugin_id)
+            self._pending.pop(plugin_id)  # a disabled plugin is never activated; enable() brings it up
             self._store.set_enabled(plugin_id, False)
             if slot.info.state is PluginState.ENABLED:
                 self._manager.unregister(name=plugin_id)
@@ -627,6 +704,7 @@ class PluginHost:
                 raise LifecycleError(
                     f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id
                 )
+            self._pending.pop(plugin_id)
             self._drop_from_memory(slot)
             slot.info = _with_registrations(
                 dataclasses.replace(slot.info, state=PluginState.UNLOADED), PluginRegistrations()
@@ -642,6 +720,7 @@ class PluginHost:
         """
         with self._lock:
             slot = self._slot(plugin_id)
+            self._pending.pop(plugin_id)  # reloaded now, from disk, like a plugin never loaded
             candidate = self._current_candidate(plugin_id)
             enabled_flag = self._store.enabled_flags().get(plugin_id, True)
             isolation_override = self._store.isolation_overrides().get(plugin_id)
@@ -746,6 +825,11 @@ class PluginHost:
         """
         envelope = _invoke.parse_payload(plugin_id, payload)
         with self._lock:
+            if plugin_id in self._pending:
+                # The kinds it registers first, in search-path order, so that a name two plugins
+                # register goes to the same one as at an eager load; then the plugin itself.
+                self._activate_declaring(*(_lazy.registration_hook(kind) for kind in self._slot(plugin_id).info.kinds))
+                self._activate_pending(plugin_id)
             slot = self._slot(plugin_id)
             if slot.info.state is not PluginState.ENABLED:
                 raise LifecycleError(
@@ -828,7 +912,8 @@ class PluginHost:
                 return
             self._closed = True
             try:
-                self.hook.aperio_host_shutdown()
+                # The manager's relay: a pending plugin never ran, and is not imported to be told.
+                self._manager.hook.aperio_host_shutdown()
             finally:
                 # An unguarded host lets a plugin's shutdown error through,
                 # but the manager and the store are released all the same.

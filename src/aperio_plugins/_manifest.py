@@ -11,6 +11,7 @@ point names. One file serves every plugin id of a distribution:
     credential_scopes = ["box:read"]
     isolation = "any"
     network = true      # optional; connectors and destinations keep the network unless false
+    hooks = ["aperio_register_connectors"]  # optional; lets the host import the plugin on first use
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ MANIFEST_NAME = "aperio-plugin.toml"
 MANIFEST_VERSION = 1
 _MAX_MANIFEST_BYTES = 64 * 1024
 
+_HookName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=100)]
 _Scope = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9._*-]+)*$", max_length=128)]
 
 
@@ -55,6 +57,7 @@ class PluginSection(BaseModel):
     isolation: Isolation = Isolation.ANY
     homepage: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     network: bool | None = None
+    hooks: list[_HookName] | None = None
 
 
 def needs_network(kinds: Sequence[PluginKind], declared: bool | None) -> bool:
@@ -165,6 +168,7 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
         network=needs_network(section.kinds, section.network),
+        hooks=tuple(sorted(set(section.hooks))) if section.hooks is not None else None,
     )
 
 
