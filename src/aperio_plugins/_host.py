@@ -261,6 +261,31 @@ class PluginHost:
         self._audit.info("plugin.activation.pending", plugin_id=candidate.plugin_id, hooks=sorted(hooks))
         return True
 
+    def verify_pending(self) -> LoadReport:
+        """Inspect, verify and admit every pending plugin without importing it; return all plugins.
+
+        A pending plugin that would be refused is refused now (state `failed`, as at activation);
+        the others stay pending with the signature status verification found. They are verified
+        again when activated: this only answers "what would happen", for `aperio plugin list`.
+        """
+        with self._lock:
+            for plugin_id, slot in list(self._slots.items()):
+                if plugin_id not in self._pending or slot.candidate is None:
+                    continue
+                outcome = self._evaluate(slot.candidate, slot.info.enabled_flag)
+                if outcome.decision is Decision.REFUSE or outcome.verification is None:
+                    self._pending.pop(plugin_id)
+                    slot.info = outcome.info
+                    continue
+                verification = outcome.verification
+                slot.info = dataclasses.replace(
+                    slot.info,
+                    signature_status=verification.status,
+                    signature_detail=verification.detail,
+                    signer=verification.signer,
+                )
+            return LoadReport(self.plugins())
+
     def _activate_declaring(self, *hooks: str) -> None:
         """Bring up every pending plugin that declares one of `hooks`, first on the search path first."""
         if not self._pending:
