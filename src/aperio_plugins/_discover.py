@@ -101,6 +101,15 @@ def _name_and_version(metadata_dir: Path) -> tuple[str, str]:
 
 
 def _plugin_entry_points(metadata_dir: Path) -> list[tuple[str, str]]:
+    try:
+        with open(os.path.join(metadata_dir, "entry_points.txt"), encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return []
+    # Most distributions have entry points of other groups only: a section of ours must name the
+    # group, so a file without the name is not parsed (on a cold start, half of discovery's time).
+    if ENTRY_POINT_GROUP not in text:
+        return []
     distribution = importlib.metadata.Distribution.at(metadata_dir)
     return [(ep.name, ep.value) for ep in distribution.entry_points if ep.group == ENTRY_POINT_GROUP]
 

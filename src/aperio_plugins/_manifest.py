@@ -172,6 +172,37 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
     )
 
 
+_WANTED_HEADERS = {"name": 0, "version": 1, "requires-dist": 2}
+
+
+def _plain_headers(data: bytes) -> tuple[str | None, str | None, list[str]] | None:
+    """Return (Name, Version, [Requires-Dist]) from METADATA's header block when every header line is
+    a plain `Key: value` in UTF-8; None otherwise, and `packaging`'s email parser reads it instead.
+
+    Most METADATA files are exactly that, and `email.parser` costs about 0.3 ms a file in a fresh
+    process, a sixth of a cold start with 50 plugins. Anything unusual (a folded line, a line without
+    a colon, bytes that are not UTF-8, a repeated Name) goes to the full parser, unchanged.
+    """
+    try:
+        block = data.split(b"\n\n", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    block = block.replace("\r\n", "\n").removesuffix("\n")
+    if "\r" in block:
+        return None
+    found: list[list[str]] = [[], [], []]
+    for line in block.split("\n"):
+        key, colon, value = line.partition(":")
+        if not colon or not key or key != key.strip() or line[:1].isspace():
+            return None
+        index = _WANTED_HEADERS.get(key.lower())
+        if index is not None:
+            found[index].append(value.lstrip(" \t"))  # as the email parser does: leading only
+    if len(found[0]) > 1 or len(found[1]) > 1:
+        return None
+    return (found[0][0] if found[0] else None), (found[1][0] if found[1] else None), found[2]
+
+
 def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
     """Return (project name, version, requirement on the plugin API, METADATA's sha256) from METADATA.
 
@@ -186,9 +217,11 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
     # Only the headers matter here; the body is the long description, often most of the file.
     # `parse_email` is lenient: what it cannot parse lands in its second result, which the
     # checks below do not need (a missing name, version or requirement is refused by name).
-    raw, _ = packaging.metadata.parse_email(data.split(b"\n\n", 1)[0])
-    name = raw.get("name")
-    version = raw.get("version")
+    headers = _plain_headers(data)
+    if headers is None:
+        raw, _ = packaging.metadata.parse_email(data.split(b"\n\n", 1)[0])
+        headers = (raw.get("name"), raw.get("version"), list(raw.get("requires_dist") or []))
+    name, version, requires_dist = headers
     if not name or not version:
         raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: missing Name or Version")
     try:
@@ -198,7 +231,7 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
             candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version"
         ) from None
     try:
-        requirement = api_requirement(raw.get("requires_dist") or [])
+        requirement = api_requirement(requires_dist)
     except ManifestError as exc:
         raise _fail(candidate, f"{candidate.metadata_dir}/METADATA: {exc.message}") from None
     return name, version, requirement, hashlib.sha256(data).hexdigest()
