@@ -256,7 +256,6 @@ class PluginHost:
             return False
         hooks = frozenset(inspected.manifest.hooks or ())
         self._pending.add(_lazy.Pending(candidate.plugin_id, candidate.position, hooks, isolation_override))
-        self._relay.forget(hooks)
         self._slots[candidate.plugin_id] = _Slot(_lazy.pending_info(inspected, enabled_flag), candidate)
         self._audit.info("plugin.activation.pending", plugin_id=candidate.plugin_id, hooks=sorted(hooks))
         return True
@@ -288,11 +287,10 @@ class PluginHost:
 
     def _activate_declaring(self, *hooks: str) -> None:
         """Bring up every pending plugin that declares one of `hooks`, first on the search path first."""
-        if not self._pending:
-            return
         with self._lock:
             for pending in self._pending.declaring(hooks):
                 self._activate_pending(pending.plugin_id)
+            self._relay.update(self._pending.hooks())  # a trigger left by disable() or run() heals here
 
     def _activate_pending(self, plugin_id: str) -> None:
         pending = self._pending.pop(plugin_id)
@@ -355,6 +353,7 @@ class PluginHost:
             ]
             if self._cache is not None:
                 self._cache.save()
+            self._relay.update(self._pending.hooks())  # new triggers, and callers pluggy added
             return LoadReport(self.plugins())
 
     def _discover(self) -> Discovery:
@@ -855,6 +854,7 @@ class PluginHost:
                 # register goes to the same one as at an eager load; then the plugin itself.
                 self._activate_declaring(*(_lazy.registration_hook(kind) for kind in self._slot(plugin_id).info.kinds))
                 self._activate_pending(plugin_id)
+                self._relay.update(self._pending.hooks())
             slot = self._slot(plugin_id)
             if slot.info.state is not PluginState.ENABLED:
                 raise LifecycleError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -57,6 +58,10 @@ class PendingActivations:
     def pop(self, plugin_id: str) -> Pending | None:
         return self._pending.pop(plugin_id, None)
 
+    def hooks(self) -> frozenset[str]:
+        """Every hook some pending plugin declares."""
+        return frozenset(hook for pending in self._pending.values() for hook in pending.hooks)
+
     def declaring(self, hooks: Iterable[str]) -> list[Pending]:
         """Return the pending plugins that declare any of `hooks`, first on the search path first."""
         wanted = frozenset(hooks)
@@ -69,37 +74,52 @@ def registration_hook(kind: PluginKind) -> str:
     return next(hook for hook, (hook_kind, _) in REGISTRATION_HOOKS.items() if hook_kind is kind)
 
 
-class LazyRelay:
-    """`host.hook`: pluggy's relay, activating the pending plugins that declare a hook before handing it out.
+class _Trigger:
+    """Stands in `LazyRelay` for a hook that pending plugins declare: using it activates them."""
 
-    A hook looked up once with nothing pending for it is kept in this object's `__dict__`, so
-    later lookups cost what they cost on pluggy's own relay; `forget` drops the hooks of a
-    newly pending plugin so that their next lookup activates it. A caller that keeps a hook
-    caller itself (`caller = host.hook.name`) across a `load()` keeps calling without the
-    plugins that load made pending: keep `host.hook` instead.
-    """
+    def __init__(self, name: str, relay: pluggy.HookRelay, activate: Callable[[str], None]) -> None:
+        self._name, self._relay, self._activate = name, relay, activate
 
-    _aperio_relay: pluggy.HookRelay
-    _aperio_activate: Callable[[str], None]
-
-    def __init__(self, relay: pluggy.HookRelay, activate: Callable[[str], None]) -> None:
-        self.__dict__["_aperio_relay"] = relay
-        self.__dict__["_aperio_activate"] = activate
-
-    def __getattr__(self, name: str) -> pluggy.HookCaller:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        self._aperio_activate(name)
-        caller: pluggy.HookCaller = getattr(self._aperio_relay, name)
-        self.__dict__[name] = caller
+    def _caller(self) -> pluggy.HookCaller:
+        self._activate(self._name)
+        caller: pluggy.HookCaller = getattr(self._relay, self._name)
         return caller
 
-    def __dir__(self) -> list[str]:
-        return dir(self._aperio_relay)
+    def __call__(self, **kwargs: Any) -> Any:
+        return self._caller()(**kwargs)
 
-    def forget(self, hooks: Iterable[str]) -> None:
-        for name in hooks:
-            self.__dict__.pop(name, None)
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return getattr(self._caller(), attribute)  # call_historic, get_hookimpls, ...
+
+
+class LazyRelay:
+    """`host.hook`: pluggy's hook callers, with a trigger in place of each hook pending plugins declare.
+
+    A trigger activates the pending plugins that declare its hook (first on the search path
+    first) before pluggy picks the implementations of the call, so the first call already
+    reaches them with their own marker options. The relay is a plain object whose attributes
+    are the callers themselves (no `__getattr__`, which would cost every lookup about 70 ns);
+    the host calls `update` whenever what is pending or registered changes. A caller kept
+    across a `load()` (`caller = host.hook.name`) does not see plugins that load made pending:
+    keep `host.hook` instead.
+    """
+
+    def __init__(self, relay: pluggy.HookRelay, activate: Callable[[str], None]) -> None:
+        self._aperio_relay = relay
+        self._aperio_activate = activate
+        self.update(frozenset())
+
+    def update(self, pending_hooks: frozenset[str]) -> None:
+        """Make every hook caller of the relay an attribute, triggers for the hooks in `pending_hooks`."""
+        relay, activate = self._aperio_relay, self._aperio_activate
+        for name, caller in vars(relay).items():
+            self.__dict__[name] = _Trigger(name, relay, activate) if name in pending_hooks else caller
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> pluggy.HookCaller: ...
 
 
 def _signed_or_received(metadata_dir: str) -> bool:

@@ -237,3 +237,13 @@ def test_a_manifest_hooks_list_must_be_names():
         manifest_sections(
             b'manifest_version = 1\n[plugins."a.b"]\nsummary = "s"\nkinds = ["connector"]\nhooks = [1]\n', "m"
         )
+
+
+def test_looking_at_a_pending_hooks_implementations_activates_its_plugins(install, wheel_dir, make_host, marker):
+    install(lazy_wheel(wheel_dir, "acme.lazy", marker=marker))
+    host = make_host("warn")
+    host.load()
+    assert "aperio_finding_raised" in dir(host.hook)
+
+    assert [impl.plugin_name for impl in host.hook.aperio_finding_raised.get_hookimpls()] == ["acme.lazy"]
+    assert imported_ids(marker) == ["acme.lazy"]
