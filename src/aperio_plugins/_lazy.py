@@ -2,9 +2,10 @@
 
 A plugin whose manifest lists the hooks it implements (`hooks = [...]`) need not be
 imported at start: the host records it as pending and activates it (the whole pipeline:
-inspect, verify, admit, import, register) the first time anyone looks up one of those
-hooks on `host.hook`, reads the catalog of a kind it registers, or runs it. The lookup
-happens before pluggy picks the implementations of a call, so the first call already
+inspect, verify, admit, import, register) the first time anyone calls one of those hooks
+through `host.hook` (or asks it for its implementations), reads the catalog of a kind it
+registers, or runs it. Activation happens before pluggy picks the implementations of a
+call, so the first call already
 reaches the plugin with its own marker options (wrapper, tryfirst, trylast), exactly as
 an eagerly loaded plugin. This is VS Code's activation events, with hooks as the events.
 
