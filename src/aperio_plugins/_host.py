@@ -206,7 +206,7 @@ class PluginHost:
     @property
     def hook(self) -> _lazy.LazyRelay:
         """pluggy's relay: `host.hook.<name>(**kwargs)`, reaching every enabled plugin (pending ones
-        that declare the hook are activated when it is looked up)."""
+        that declare the hook are activated by its first call)."""
         return self._relay
 
     @property
