@@ -199,15 +199,13 @@ class PluginHost:
         self._pending = _lazy.PendingActivations()
         self._unscanned: Discovery | None = None  # a discovery whose plugins directory is not scanned yet
         self._relay = _lazy.LazyRelay(self._manager.hook, self._activate_declaring)
+        # pluggy's relay: `host.hook.<name>(**kwargs)` reaches every enabled plugin (pending ones that
+        # declare the hook are activated by its first call). A plain attribute, not a property: a
+        # property's call was most of what the relay cost a hook call (read it, never assign it).
+        self.hook: _lazy.LazyRelay = self._relay
         self._report_trust_problems()
 
     # -- relay and catalog ---------------------------------------------------
-
-    @property
-    def hook(self) -> _lazy.LazyRelay:
-        """pluggy's relay: `host.hook.<name>(**kwargs)`, reaching every enabled plugin (pending ones
-        that declare the hook are activated by its first call)."""
-        return self._relay
 
     @property
     def trust_mode(self) -> TrustMode:
