@@ -12,7 +12,6 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
-import pluggy
 from pydantic import BaseModel
 
 import aperio_hookspecs
@@ -23,6 +22,8 @@ from ._boundary import Boundary
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider
+from ._lazy import LazyRelay
+from ._lazy_state import LazyActivation
 from ._model import (
     Candidate,
     Inspected,
@@ -51,7 +52,7 @@ from .errors import (
 )
 from .pipeline import walk
 from .pipeline.admit import split_duplicates
-from .pipeline.discover import Discovery, resolved_path, survey
+from .pipeline.discover import Discovery, Survey, resolved_path, survey
 from .pipeline.environment import Refused
 from .pipeline.inspect import inspect_candidate
 from .pipeline.load import forget_modules
@@ -121,14 +122,16 @@ class PluginHost:
             cache=DiscoveryCache(self.settings.state_dir / CACHE_FILE_NAME) if discovery_cache else None,
             plugins_root=self._plugins_root,
         )
+        self._unscanned: Survey | None = None  # a discovery whose plugins directory is not scanned yet
+        # Lazy activation (_lazy.py): plugins admitted at load but imported on first use.
+        self._lazy = LazyActivation(self._manager, self._records, self._bring_up, self._audit)
+        # pluggy's relay: `host.hook.<name>(**kwargs)` reaches every enabled plugin (pending ones that
+        # declare the hook are activated by its first call). A plain attribute, not a property: a
+        # property's call was most of what the relay cost a hook call (read it, never assign it).
+        self.hook: LazyRelay = self._lazy.relay
         self._reporter.trust_configuration(self.settings, self._env.trust)
 
     # -- relay and catalog ---------------------------------------------------
-
-    @property
-    def hook(self) -> pluggy.HookRelay:
-        """pluggy's relay: `host.hook.<name>(**kwargs)`, reaching every enabled plugin."""
-        return self._manager.hook
 
     @property
     def trust_mode(self) -> TrustMode:
@@ -136,15 +139,19 @@ class PluginHost:
 
     @property
     def connectors(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.CONNECTOR)
+        return self._catalog_of(PluginKind.CONNECTOR)
 
     @property
     def remediations(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.REMEDIATION)
+        return self._catalog_of(PluginKind.REMEDIATION)
 
     @property
     def destinations(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.DESTINATION)
+        return self._catalog_of(PluginKind.DESTINATION)
+
+    def _catalog_of(self, kind: PluginKind) -> Mapping[str, CatalogEntry]:
+        self._lazy.catalog_of(kind)  # pending plugins that may register entries of `kind` come up first
+        return self._catalog.of_kind(kind)
 
     def plugins(self) -> tuple[PluginInfo, ...]:
         """Return a snapshot of every plugin the host knows, by id, duplicates after their winner."""
@@ -162,7 +169,9 @@ class PluginHost:
     @property
     def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
         """What the last discovery found in the plugins directory that no admitted code accounts for."""
-        return tuple(plugins_dir_problems(self._env.layout, self.trust_mode))
+        with self._lock:
+            self._ensure_scanned()
+            return tuple(plugins_dir_problems(self._env.layout, self.trust_mode))
 
     @property
     def trust_store(self) -> TrustStore:
@@ -192,7 +201,12 @@ class PluginHost:
                     current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED)
                 ):
                     continue
-                self._bring_up(candidate, flags.get(plugin_id, True), isolations.get(plugin_id))
+                flag, isolation = flags.get(plugin_id, True), isolations.get(plugin_id)
+                # Plugins asked for by id (`only`: a worker, say) are brought up now, never deferred.
+                activation = self.settings.plugin_activation
+                if wanted is None and self._lazy.defer(candidate, self._env, activation, flag, isolation):
+                    continue
+                self._bring_up(candidate, flag, isolation)
             self._records.shadowed = [
                 walk.shadowed(duplicate, winner, self._env)
                 for duplicate, winner in duplicates
@@ -200,23 +214,45 @@ class PluginHost:
             ]
             if self._env.cache is not None:
                 self._env.cache.save()
+            self._lazy.refresh()  # new triggers, and callers pluggy added
+            return LoadReport(self.plugins())
+
+    def verify_pending(self) -> LoadReport:
+        """Inspect, verify and admit every pending plugin without importing it; return all plugins.
+
+        A pending plugin that would be refused is refused now (state `failed`, as at activation);
+        the others stay pending with the signature status verification found.
+        """
+        with self._lock:
+            self._ensure_scanned()
+            self._lazy.verify_pending(self._env)
             return LoadReport(self.plugins())
 
     def _discover(self) -> Discovery:
-        """Run the discover stage, serve the plugins directory's unsigned dependencies if the trust mode
-        allows it, and audit what this host has not reported yet."""
+        """Run the discover stage and audit the distributions it could not read. The plugins directory's
+        ownership is read when a plugin is first evaluated (`_ensure_scanned`), not here."""
         found = survey(self._search_path, self.settings.plugins_dir, self._plugins_root, self._env.cache)
-        self._env = self._env.with_survey(found.roots, found.layout, found.host_modules)
-        self._boundary.update(found.layout, found.host_modules)
-        for problem in plugins_dir_problems(found.layout, self.trust_mode):
-            self._reporter.problem(problem)
+        self._env = dataclasses.replace(self._env, roots=found.roots)  # inspect needs only the roots
+        self._unscanned = found
         discovery = found.discovery
         self._broken = self._reporter.broken(discovery)
         # Once per discovery, not per plugin: each call makes every finder on sys.path list its directory again.
         importlib.invalidate_caches()
         return discovery
 
+    def _ensure_scanned(self) -> None:
+        """Read who owns what in the plugins directory, serve its unsigned dependencies if the trust
+        mode allows it, and audit problems this host has not reported yet (once per discovery)."""
+        if self._unscanned is None:
+            return
+        found, self._unscanned = self._unscanned, None
+        self._env = self._env.with_survey(found.roots, found.layout, found.host_modules)
+        self._boundary.update(found.layout, found.host_modules)
+        for problem in plugins_dir_problems(found.layout, self.trust_mode):
+            self._reporter.problem(problem)
+
     def _bring_up(self, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None) -> PluginInfo:
+        self._ensure_scanned()
         walked = walk.bring_up(candidate, self._env, enabled_flag, isolation_override, self._manager, self._catalog)
         self._records.slots[candidate.plugin_id] = Slot(walked.info, candidate, walked.activated)
         if walked.activated is not None:
@@ -302,6 +338,7 @@ class PluginHost:
         and is not imported at the next start. Raises `UnknownPluginError`."""
         with self._lock:
             slot = self._records.slot(plugin_id)
+            self._lazy.forget(plugin_id)  # a disabled plugin is never activated; enable() brings it up
             self._store.set_enabled(plugin_id, False)
             if slot.info.state is PluginState.ENABLED:
                 self._manager.unregister(name=plugin_id)
@@ -322,6 +359,7 @@ class PluginHost:
                 raise LifecycleError(
                     f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id
                 )
+            self._lazy.forget(plugin_id)
             if slot.info.state is PluginState.ENABLED:
                 self._manager.unregister(name=plugin_id)
                 self._catalog.remove(plugin_id)
@@ -343,6 +381,7 @@ class PluginHost:
         """
         with self._lock:
             slot = self._records.slot(plugin_id)
+            self._lazy.forget(plugin_id)  # reloaded now, from disk, like a plugin never loaded
             candidate = self._current_candidate(plugin_id)
             enabled_flag = self._store.enabled_flags().get(plugin_id, True)
             isolation_override = self._store.isolation_overrides().get(plugin_id)
@@ -362,6 +401,7 @@ class PluginHost:
         old = slot.activated
         assert old is not None
         was_enabled = slot.info.state is PluginState.ENABLED
+        self._ensure_scanned()
         try:
             evaluated, activated = walk.reactivate(
                 candidate, self._env, enabled_flag, isolation_override, self._manager, self._catalog, old, was_enabled
@@ -420,6 +460,7 @@ class PluginHost:
         `PluginCallError` when the plugin raises or returns something malformed.
         Findings in a sync result are broadcast through `aperio_finding_raised`.
         """
+        self._lazy.before_run(plugin_id)
         result = run_plugin(
             self._records,
             plugin_id,
@@ -444,7 +485,8 @@ class PluginHost:
                 return
             self._closed = True
             try:
-                self.hook.aperio_host_shutdown()
+                # The manager's relay: a pending plugin never ran, and is not imported to be told.
+                self._manager.hook.aperio_host_shutdown()
             finally:
                 # An unguarded host lets a plugin's shutdown error through,
                 # but the manager and the store are released all the same.
