@@ -5,7 +5,6 @@ fail has run."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,6 @@ import aperio_hookspecs
 from aperio_hookspecs import Payload
 
 from ._audit import default_audit_logger, default_plugin_logger
-from ._boundary import Boundary
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider
@@ -36,23 +34,18 @@ from ._model import (
     Verification,
 )
 from ._plugin_records import Records, Slot, snapshot
-from ._reports import Reporter
 from ._run import run_plugin
 from ._settings import HostSettings
 from ._state import StateStore
 from ._state_url import open_state_store
+from ._surroundings import Surroundings
 from ._trust import TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
 from ._verify import verify_installed
 from ._wiring import host_environment, plugin_manager
-from .errors import (
-    ConfigurationError,
-    LifecycleError,
-    PluginLoadError,
-    UnknownPluginError,
-)
+from .errors import ConfigurationError, LifecycleError, PluginLoadError, UnknownPluginError
 from .pipeline import walk
 from .pipeline.admit import split_duplicates
-from .pipeline.discover import Discovery, Survey, resolved_path, survey
+from .pipeline.discover import Discovery
 from .pipeline.environment import Refused
 from .pipeline.inspect import inspect_candidate
 from .pipeline.load import forget_modules
@@ -102,12 +95,9 @@ class PluginHost:
         self._store = state_store if state_store is not None else open_state_store(self.settings)
         self._records = Records(self._audit)
         self._lock = self._records.lock
-        self._broken: list[str] = []
         self._catalog = Catalog()
         self._closed = False
-        self._plugins_root = resolved_path(self.settings.plugins_dir)
-        self._reporter = Reporter(self._audit, self.trust_mode)
-        self._boundary = Boundary(self._plugins_root, self.trust_mode, self._reporter.dependency)
+        self._surroundings = Surroundings(self.settings, self._search_path, self._audit)
         self._env = host_environment(
             self.settings,
             self._records,
@@ -120,16 +110,16 @@ class PluginHost:
             guard_calls=guard_calls,
             propagating=propagating,
             cache=DiscoveryCache(self.settings.state_dir / CACHE_FILE_NAME) if discovery_cache else None,
-            plugins_root=self._plugins_root,
+            plugins_root=self._surroundings.plugins_root,
         )
-        self._unscanned: Survey | None = None  # a discovery whose plugins directory is not scanned yet
         # Lazy activation (_lazy.py): plugins admitted at load but imported on first use.
-        self._lazy = LazyActivation(self._manager, self._records, self._bring_up, self._audit)
-        # pluggy's relay: `host.hook.<name>(**kwargs)` reaches every enabled plugin (pending ones that
-        # declare the hook are activated by its first call). A plain attribute, not a property: a
-        # property's call was most of what the relay cost a hook call (read it, never assign it).
+        self._lazy = LazyActivation(
+            self.settings.plugin_activation, self._manager, self._records, self._bring_up, self._audit
+        )
+        # `host.hook.<name>(**kwargs)` reaches every enabled plugin; its first call activates the pending ones
+        # that declare the hook. A plain attribute: a property's call was most of what a hook call cost.
         self.hook: LazyRelay = self._lazy.relay
-        self._reporter.trust_configuration(self.settings, self._env.trust)
+        self._surroundings.reporter.trust_configuration(self.settings, self._env.trust)
 
     # -- relay and catalog ---------------------------------------------------
 
@@ -164,7 +154,7 @@ class PluginHost:
     @property
     def broken_distributions(self) -> tuple[str, ...]:
         """Distributions whose metadata could not be read during the last discovery."""
-        return tuple(self._broken)
+        return self._surroundings.broken
 
     @property
     def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
@@ -203,8 +193,7 @@ class PluginHost:
                     continue
                 flag, isolation = flags.get(plugin_id, True), isolations.get(plugin_id)
                 # Plugins asked for by id (`only`: a worker, say) are brought up now, never deferred.
-                activation = self.settings.plugin_activation
-                if wanted is None and self._lazy.defer(candidate, self._env, activation, flag, isolation):
+                if wanted is None and self._lazy.defer(candidate, self._env, flag, isolation):
                     continue
                 self._bring_up(candidate, flag, isolation)
             self._records.shadowed = [
@@ -218,38 +207,19 @@ class PluginHost:
             return LoadReport(self.plugins())
 
     def verify_pending(self) -> LoadReport:
-        """Inspect, verify and admit every pending plugin without importing it; return all plugins.
-
-        A pending plugin that would be refused is refused now (state `failed`, as at activation);
-        the others stay pending with the signature status verification found.
-        """
+        """Inspect, verify and admit every pending plugin without importing it; return all plugins
+        (a pending plugin that would be refused is refused now, as at activation)."""
         with self._lock:
             self._ensure_scanned()
             self._lazy.verify_pending(self._env)
             return LoadReport(self.plugins())
 
     def _discover(self) -> Discovery:
-        """Run the discover stage and audit the distributions it could not read. The plugins directory's
-        ownership is read when a plugin is first evaluated (`_ensure_scanned`), not here."""
-        found = survey(self._search_path, self.settings.plugins_dir, self._plugins_root, self._env.cache)
-        self._env = dataclasses.replace(self._env, roots=found.roots)  # inspect needs only the roots
-        self._unscanned = found
-        discovery = found.discovery
-        self._broken = self._reporter.broken(discovery)
-        # Once per discovery, not per plugin: each call makes every finder on sys.path list its directory again.
-        importlib.invalidate_caches()
+        discovery, self._env = self._surroundings.discover(self._env)
         return discovery
 
     def _ensure_scanned(self) -> None:
-        """Read who owns what in the plugins directory, serve its unsigned dependencies if the trust
-        mode allows it, and audit problems this host has not reported yet (once per discovery)."""
-        if self._unscanned is None:
-            return
-        found, self._unscanned = self._unscanned, None
-        self._env = self._env.with_survey(found.roots, found.layout, found.host_modules)
-        self._boundary.update(found.layout, found.host_modules)
-        for problem in plugins_dir_problems(found.layout, self.trust_mode):
-            self._reporter.problem(problem)
+        self._env = self._surroundings.scanned(self._env)  # the plugins directory's ownership, once per discovery
 
     def _bring_up(self, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None) -> PluginInfo:
         self._ensure_scanned()
@@ -429,11 +399,8 @@ class PluginHost:
         )
 
     def verify(self, plugin_id: str) -> tuple[Inspected, Verification]:
-        """Inspect and verify the installed plugin `plugin_id` from disk, importing nothing.
-
-        Raises `UnknownPluginError` if it is not installed and `ManifestError`
-        if it cannot be inspected.
-        """
+        """Inspect and verify the installed plugin `plugin_id` from disk, importing nothing. Raises
+        `UnknownPluginError` if it is not installed and `ManifestError` if it cannot be inspected."""
         with self._lock:
             try:
                 candidate = self._current_candidate(plugin_id)
@@ -495,7 +462,7 @@ class PluginHost:
                         self._manager.unregister(name=slot.info.id)
                     if slot.activated is not None:
                         slot.activated.loaded.release()
-                self._boundary.close()
+                self._surroundings.boundary.close()
                 self._store.close()
 
     def __enter__(self) -> PluginHost:

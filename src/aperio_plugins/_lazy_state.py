@@ -65,8 +65,11 @@ def may_wait(
 class LazyActivation:
     """The pending plugins of one host and `host.hook`, whose triggers activate them."""
 
-    def __init__(self, manager: pluggy.PluginManager, records: Records, bring_up: BringUp, audit: Any) -> None:
+    def __init__(
+        self, activation: Activation, manager: pluggy.PluginManager, records: Records, bring_up: BringUp, audit: Any
+    ) -> None:
         self.pending = _lazy.PendingActivations()
+        self._activation = activation
         self._records = records
         self._audit = audit
         self._bring_up = bring_up
@@ -76,12 +79,11 @@ class LazyActivation:
         self,
         candidate: Candidate,
         env: Environment,
-        activation: Activation,
         enabled_flag: bool,
         isolation_override: Isolation | None,
     ) -> bool:
         """Record `candidate` as pending if it may wait for its first use; False: bring it up now."""
-        pending = may_wait(candidate, env, activation, enabled_flag, isolation_override)
+        pending = may_wait(candidate, env, self._activation, enabled_flag, isolation_override)
         if pending is None:
             return False
         inspected = inspect_candidate(candidate, env.roots, env.cache)  # cached by may_wait's call
