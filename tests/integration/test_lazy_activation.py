@@ -247,3 +247,35 @@ def test_looking_at_a_pending_hooks_implementations_activates_its_plugins(instal
 
     assert [impl.plugin_name for impl in host.hook.aperio_finding_raised.get_hookimpls()] == ["acme.lazy"]
     assert imported_ids(marker) == ["acme.lazy"]
+
+
+def test_the_plugins_directory_is_scanned_at_first_evaluation_not_at_a_load_of_pending_plugins(
+    install, wheel_dir, make_host, marker, audit, plugins_dir
+):
+    install(lazy_wheel(wheel_dir, "acme.lazy", marker=marker))
+    (plugins_dir / "stray_module.py").write_text("raise SystemExit('never imported')\n")  # owned by no RECORD
+    host = make_host("warn")
+
+    host.load()
+    assert "host.trust.problem" not in audit.names()  # no RECORD was read: every plugin is pending
+    assert imported_ids(marker) == []
+
+    # The first activation evaluates the plugin, which reads the ownership and reports the stray file once.
+    assert host.hook.aperio_finding_raised(finding=FINDING) == ["acme.lazy"]
+    reasons = [fields["reason"] for fields in audit.fields_of("host.trust.problem")]
+    assert sum("stray_module.py" in reason for reason in reasons) == 1
+    assert any("stray_module.py" in problem.message for problem in host.plugins_dir_problems)
+    assert [fields["reason"] for fields in audit.fields_of("host.trust.problem")] == reasons  # reported once
+
+
+def test_plugins_dir_problems_reads_the_ownership_of_a_discovery_whose_plugins_are_all_pending(
+    install, wheel_dir, make_host, marker, plugins_dir
+):
+    install(lazy_wheel(wheel_dir, "acme.lazy", marker=marker))
+    (plugins_dir / "stray_module.py").write_text("raise SystemExit('never imported')\n")
+    host = make_host("warn")
+    host.load()
+
+    assert any("stray_module.py" in problem.message for problem in host.plugins_dir_problems)
+    assert imported_ids(marker) == []  # reading the ownership imports nothing
+    assert host.get("acme.lazy").activation_pending
