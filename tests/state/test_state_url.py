@@ -14,13 +14,13 @@ from types import ModuleType
 
 import httpx
 import pytest
-from aperio_plugins.worker.supervise._spawn import worker_environment
 from plugin_builders import connector_wheel
 
 from aperio_plugins import HostSettings, StateStoreError
 from aperio_plugins._state import SQLiteStateStore
 from aperio_plugins._state_url import open_state_store, open_state_url, redact_url
 from aperio_plugins.worker._settings import WorkerSettings
+from aperio_plugins.worker.supervise._spawn import worker_environment
 
 APERIO = str(Path(sys.executable).with_name("aperio"))
 SECRET = "hunter2-s3cret"
