@@ -142,7 +142,7 @@ def deferrable(
     A plugin that is bound to be refused (unsigned in strict, a plugins directory others can
     write to, a development build) is brought up at load, so that its refusal is reported
     at start as before; so is a plugin that runs in a worker. The API compatibility check
-    is cheap and is made at load for pending plugins too (see the host).
+    is cheap and is made at load for pending plugins too (`_lazy_state.may_wait`).
     """
     if activation is not Activation.LAZY or inspected.manifest.hooks is None:
         return False

@@ -17,7 +17,7 @@ import pluggy
 from . import _lazy
 from ._compat import incompatibility
 from ._dev import is_development_build
-from ._model import Activation, Candidate, Isolation, PluginInfo, PluginKind
+from ._model import Activation, Candidate, Inspected, Isolation, PluginInfo, PluginKind
 from ._plugin_records import Records, Slot
 from .errors import ManifestError
 from .pipeline import walk
@@ -31,35 +31,28 @@ BringUp = Callable[[Candidate, bool, Isolation | None], PluginInfo]
 
 
 def may_wait(
-    candidate: Candidate,
+    inspected: Inspected,
     env: Environment,
     activation: Activation,
     enabled_flag: bool,
     isolation_override: Isolation | None,
-) -> _lazy.Pending | None:
-    """Return what activating `candidate` later needs if it may wait for its first use; None: bring it
-    up now. Reads its manifest and metadata only; imports and hashes nothing.
+) -> bool:
+    """Whether the inspected plugin may wait for its first use (else it is brought up now): a function of
+    its manifest and metadata, the settings and the operator's flags. Hashes and imports nothing.
 
     Whatever this cannot decide cheaply (and every refusal) is left to the eager path, which
     reports it at load as before.
     """
-    try:
-        inspected = inspect_candidate(candidate, env.roots, env.cache)
-    except ManifestError:
-        return None
     if not enabled_flag or incompatibility(inspected.api_requirement, env.api_version) is not None:
-        return None
-    if not _lazy.deferrable(
+        return False
+    return _lazy.deferrable(
         inspected,
         activation=activation,
         isolation=isolation_of(inspected, env, isolation_override),
         trust_mode=env.trust_mode,
         untrusted_plugins_dir=env.trust.untrusted_plugins_dir is not None,
-        development_build=is_development_build(candidate.metadata_dir),
-    ):
-        return None
-    hooks = frozenset(inspected.manifest.hooks or ())
-    return _lazy.Pending(candidate.plugin_id, candidate.position, hooks, isolation_override)
+        development_build=is_development_build(inspected.candidate.metadata_dir),
+    )
 
 
 class LazyActivation:
@@ -83,13 +76,16 @@ class LazyActivation:
         isolation_override: Isolation | None,
     ) -> bool:
         """Record `candidate` as pending if it may wait for its first use; False: bring it up now."""
-        pending = may_wait(candidate, env, self._activation, enabled_flag, isolation_override)
-        if pending is None:
+        try:
+            inspected = inspect_candidate(candidate, env.roots, env.cache)
+        except ManifestError:
+            return False  # refused by the eager path, which reports it at load
+        if not may_wait(inspected, env, self._activation, enabled_flag, isolation_override):
             return False
-        inspected = inspect_candidate(candidate, env.roots, env.cache)  # cached by may_wait's call
-        self.pending.add(pending)
+        hooks = frozenset(inspected.manifest.hooks or ())
+        self.pending.add(_lazy.Pending(candidate.plugin_id, candidate.position, hooks, isolation_override))
         self._records.slots[candidate.plugin_id] = Slot(_lazy.pending_info(inspected, enabled_flag), candidate)
-        env.audit.info("plugin.activation.pending", plugin_id=candidate.plugin_id, hooks=sorted(pending.hooks))
+        env.audit.info("plugin.activation.pending", plugin_id=candidate.plugin_id, hooks=sorted(hooks))
         return True
 
     def refresh(self) -> None:
