@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aperio_plugins.testing import PluginWheel
+from aperio_plugins.testing import PluginWheel, manifest_toml
 
 # About the size of a real README embedded as the long description.
 _DESCRIPTION = "\n".join(
@@ -167,6 +167,16 @@ def plugin_wheel(spec: PluginSpec) -> PluginWheel:
             f"{spec.package}/plugin.py": source,
         },
         extra_metadata=[*_metadata_lines(f"Benchmark plugin {spec.index}"), "", _DESCRIPTION],
+        # Declaring the hooks, as the project templates do, lets the host activate the plugin lazily.
+        manifest=manifest_toml(
+            {
+                spec.plugin_id: {
+                    "summary": f"{spec.plugin_id} benchmark plugin",
+                    "kinds": ["connector"],
+                    "hooks": ["aperio_finding_raised", "aperio_register_connectors"],
+                }
+            }
+        ),
     )
 
 

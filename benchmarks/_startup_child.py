@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import io
 import json
+import os
 import pstats
 import sys
 from collections import defaultdict
@@ -95,7 +96,11 @@ def start_host(request: dict[str, Any], audit_logger: Any = None) -> dict[str, f
 
     root, state_dir = Path(request["root"]), Path(request["state_dir"])
     start, cpu_start = perf_counter(), process_time()
-    settings = HostSettings(plugins_dir=root, state_dir=state_dir, plugin_trust_mode=TrustMode.WARN)
+    # bench_host.py --activation eager measures the host that imports every plugin at start.
+    activation = os.environ.get("BENCH_ACTIVATION", "lazy")
+    settings = HostSettings(
+        plugins_dir=root, state_dir=state_dir, plugin_trust_mode=TrustMode.WARN, plugin_activation=activation
+    )
     host = PluginHost(settings, search_path=[], audit_logger=audit_logger)
     constructed = perf_counter()
     report = host.load()

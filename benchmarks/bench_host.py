@@ -137,6 +137,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures as JSON to OUT")
     parser.add_argument("--profile", action="store_true", help="add cProfile listings of one cold and one warm start")
     parser.add_argument("--keep", action="store_true", help="keep the generated environments and print where")
+    parser.add_argument(
+        "--activation",
+        choices=("lazy", "eager"),
+        default="lazy",
+        help="the hosts' APERIO_PLUGIN_ACTIVATION (the plugins declare their hooks; eager imports them at start)",
+    )
     return parser.parse_args(argv)
 
 
@@ -179,6 +185,7 @@ def run(plan: Plan, workdir: Path, profile: bool) -> tuple[dict[str, Any], list[
 
 def main(argv: Sequence[str]) -> None:
     args = parse_args(argv)
+    os.environ["BENCH_ACTIVATION"] = args.activation  # read by every start-up child
     plan = QUICK if args.quick else FULL
     workdir = Path(tempfile.mkdtemp(prefix="aperio-bench-"))
     started = perf_counter()

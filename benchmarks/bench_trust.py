@@ -33,7 +33,13 @@ from aperio_plugins._trust import load_trust_store
 from aperio_plugins._verify import verify_installed
 from aperio_plugins.pipeline.discover import SearchRoot, discover
 from aperio_plugins.pipeline.inspect import inspect_candidate
-from aperio_plugins.testing import PluginWheel, generate_signing_key, install_wheels, sign_wheel_with_key
+from aperio_plugins.testing import (
+    PluginWheel,
+    generate_signing_key,
+    install_wheels,
+    manifest_toml,
+    sign_wheel_with_key,
+)
 
 HOOK = "from aperio_hookspecs import hookimpl\n\n@hookimpl\ndef aperio_finding_raised(finding):\n    return None\n"
 
@@ -50,8 +56,13 @@ def _plugin_files(package: str, files: int, total_bytes: int) -> dict[str, str |
 
 def _build(root: Path, name: str, files: int, total_bytes: int, key: Path | None) -> Path:
     package = name.replace("-", "_")
+    plugin_id = f"bench.{name}"
+    # The hooks are declared, as the templates do: a host activates the plugin on first use.
+    manifest = manifest_toml(
+        {plugin_id: {"summary": f"{plugin_id} test plugin", "kinds": ["connector"], "hooks": ["aperio_finding_raised"]}}
+    )
     wheel = PluginWheel(
-        name, plugins={f"bench.{name}": package}, files=_plugin_files(package, files, total_bytes)
+        name, plugins={plugin_id: package}, files=_plugin_files(package, files, total_bytes), manifest=manifest
     ).build(root / "wheels")
     return sign_wheel_with_key(wheel, key) if key is not None else wheel
 
@@ -171,7 +182,7 @@ def main() -> int:
     print(f"Python {figures['python']}, {os.cpu_count()} cores")
     print("| plugin | verify_installed | hashlib alone | ratio | goal |")
     print("|---|---|---|---|---|")
-    for label, row, goal in (("small", small, "-"), ("large", large, "<= 1.2x")):
+    for label, row, goal in (("small", small, "-"), ("large", large, "<= 0.75x")):
         print(
             f"| {label}: {row['files']} files, {row['bytes'] / 1e6:.1f} MB | {row['verify_ms']:.2f} ms"
             f" | {row['hash_ms']:.2f} ms | {row['ratio']:.2f}x | {goal} |"

@@ -110,6 +110,14 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._on_transition = on_transition
         self._clock = clock
+        self._watchers: list[Callable[[bool], None]] = []
+
+    def watch_closed(self, watcher: Callable[[bool], None]) -> None:
+        """Call `watcher(closed)` now and whenever `closed` changes, under the breaker's lock, before
+        any other thread can see the new state (guards switch their code with it: see `_guard`)."""
+        with self._lock:
+            self._watchers.append(watcher)
+            watcher(self.closed)
 
     @property
     def state(self) -> BreakerState:
@@ -120,7 +128,11 @@ class CircuitBreaker:
         if old is new:
             return None
         self._state = new
-        self.closed = new is BreakerState.CLOSED
+        closed = new is BreakerState.CLOSED
+        if closed != self.closed:
+            for watcher in self._watchers:
+                watcher(closed)
+        self.closed = closed
         return old, new
 
     def _notify(self, change: tuple[BreakerState, BreakerState] | None) -> None:

@@ -17,7 +17,7 @@ from ._atomic import write_atomically
 from ._model import Candidate, Inspected, Isolation, ManifestEntry, PluginKind
 
 CACHE_FILE_NAME = "discovery-cache.json"
-_FORMAT = 4  # 3: RECORD paths; 4: the manifest's network permission
+_FORMAT = 5  # 3: RECORD paths; 4: the manifest's network permission; 5: its hooks declaration
 
 FileKey = tuple[int, int, int]
 
@@ -113,7 +113,8 @@ class DiscoveryCache:
         if self.path is None:
             return
         stale = set(self._entry_points) - self._seen
-        stale_records = set(self._records) - self._records_seen
+        # A start that brought no plugin up (all pending) did not scan RECORD files: keep them.
+        stale_records = set(self._records) - self._records_seen if self._records_seen else set()
         if not self._dirty and not stale and not stale_records:
             return
         for name in stale:
@@ -157,6 +158,7 @@ def _inspected_data(inspected: Inspected) -> dict[str, Any]:
         "path": str(manifest.path),
         "manifest_sha256": manifest.sha256,
         "network": manifest.network,
+        "hooks": list(manifest.hooks) if manifest.hooks is not None else None,
         "metadata_sha256": inspected.metadata_sha256,
     }
 
@@ -171,6 +173,7 @@ def _inspected_from(candidate: Candidate, data: dict[str, Any]) -> Inspected:
         path=Path(data["path"]),
         sha256=str(data["manifest_sha256"]),
         network=bool(data["network"]),
+        hooks=tuple(str(hook) for hook in data["hooks"]) if data["hooks"] is not None else None,
     )
     return Inspected(
         candidate=candidate,

@@ -30,6 +30,7 @@ from aperio_hookspecs import API_VERSION
 
 from ._compat import incompatibility
 from ._dev import DEV_MARKER
+from ._lazy import declaration_problem
 from ._manifest import MANIFEST_NAME, manifest_sections
 from ._model import SignatureStatus
 from ._ownership import HostModules, collision, import_names
@@ -136,6 +137,7 @@ def check_wheel(
     hooks: dict[str, list[str]] = {}
     if plugins and import_hooks and not problems:
         hooks = _hookimpl_problems(wheel, plugins, python, problems)
+        problems.extend(_declaration_problems(wheel, plugins, hooks))
     return CheckReport(path, wheel.distribution, wheel.version, plugins, hooks, signature, tuple(problems))
 
 
@@ -188,6 +190,38 @@ def _manifest_problems(wheel: Wheel, plugins: dict[str, str]) -> list[CheckProbl
             problems.append(
                 CheckProblem("manifest", f'{where}: no [plugins."{plugin_id}"] table (declared: {declared})')
             )
+    return problems
+
+
+def _declaration_problems(wheel: Wheel, plugins: dict[str, str], hooks: dict[str, list[str]]) -> list[CheckProblem]:
+    """The manifest's `hooks` must list exactly the hooks the module implements, as the host checks at
+    import; a manifest without `hooks` is allowed, but the plugin is then always imported at start."""
+    problems = []
+    for plugin_id, value in sorted(plugins.items()):
+        if plugin_id not in hooks:
+            continue
+        where = f"{value.partition(':')[0].strip().split('.')[0]}/{MANIFEST_NAME}"
+        try:
+            section = manifest_sections(wheel.members.get(where, b""), where).get(plugin_id)
+        except ManifestError:
+            continue  # reported by the manifest check
+        if section is None:
+            continue
+        implemented = sorted(hooks[plugin_id])
+        if section.hooks is None:
+            listed = ", ".join(f'"{hook}"' for hook in implemented)
+            problems.append(
+                CheckProblem(
+                    "hooks",
+                    f"{plugin_id}: {where} does not declare its hooks; add hooks = [{listed}] so that hosts"
+                    " import the plugin on first use instead of at every start",
+                    "warning",
+                )
+            )
+            continue
+        problem = declaration_problem(tuple(section.hooks), implemented)
+        if problem is not None:
+            problems.append(CheckProblem("hooks", f"{plugin_id}: {where}: {problem}"))
     return problems
 
 

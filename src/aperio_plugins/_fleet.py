@@ -252,6 +252,7 @@ def reconcile(host: PluginHost, store: StateStore, pinned: PinnedLock) -> _Recon
     if changed:
         with applying_received():
             host.load()
+            host.verify_pending()  # pinned plugins activated on first use show their signature status now
     pinned_distributions = {entry.distribution.lower().replace("_", "-") for entry in lock.plugins}
     outcome.drift = sorted(
         {

@@ -5,14 +5,12 @@ fail has run."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
-import pluggy
 from pydantic import BaseModel
 
 import aperio_hookspecs
@@ -20,10 +18,11 @@ from aperio_hookspecs import Payload
 
 from . import _dispatch
 from ._audit import default_audit_logger, default_plugin_logger
-from ._boundary import Boundary
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
 from ._context import CredentialProvider
+from ._lazy import LazyRelay
+from ._lazy_state import LazyActivation
 from ._model import (
     Candidate,
     Inspected,
@@ -36,23 +35,18 @@ from ._model import (
     Verification,
 )
 from ._plugin_records import Records, Slot, snapshot
-from ._reports import Reporter
 from ._run import run_plugin
 from ._settings import HostSettings
 from ._state import StateStore
 from ._state_url import open_state_store
+from ._surroundings import Surroundings
 from ._trust import TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
 from ._verify import verify_installed
 from ._wiring import host_environment, plugin_manager
-from .errors import (
-    ConfigurationError,
-    LifecycleError,
-    PluginLoadError,
-    UnknownPluginError,
-)
+from .errors import ConfigurationError, LifecycleError, PluginLoadError, UnknownPluginError
 from .pipeline import walk
 from .pipeline.admit import split_duplicates
-from .pipeline.discover import Discovery, resolved_path, survey
+from .pipeline.discover import Discovery
 from .pipeline.environment import Refused
 from .pipeline.inspect import inspect_candidate
 from .pipeline.load import forget_modules
@@ -102,12 +96,9 @@ class PluginHost:
         self._store = state_store if state_store is not None else open_state_store(self.settings)
         self._records = Records(self._audit)
         self._lock = self._records.lock
-        self._broken: list[str] = []
         self._catalog = Catalog()
         self._closed = False
-        self._plugins_root = resolved_path(self.settings.plugins_dir)
-        self._reporter = Reporter(self._audit, self.trust_mode)
-        self._boundary = Boundary(self._plugins_root, self.trust_mode, self._reporter.dependency)
+        self._surroundings = Surroundings(self.settings, self._search_path, self._audit)
         self._env = host_environment(
             self.settings,
             self._records,
@@ -120,16 +111,18 @@ class PluginHost:
             guard_calls=guard_calls,
             propagating=propagating,
             cache=DiscoveryCache(self.settings.state_dir / CACHE_FILE_NAME) if discovery_cache else None,
-            plugins_root=self._plugins_root,
+            plugins_root=self._surroundings.plugins_root,
         )
-        self._reporter.trust_configuration(self.settings, self._env.trust)
+        # Lazy activation (_lazy.py): plugins admitted at load but imported on first use.
+        self._lazy = LazyActivation(
+            self.settings.plugin_activation, self._manager, self._records, self._bring_up, self._audit
+        )
+        # `host.hook.<name>(**kwargs)` reaches every enabled plugin; its first call activates the pending ones
+        # that declare the hook. A plain attribute: a property's call was most of what a hook call cost.
+        self.hook: LazyRelay = self._lazy.relay
+        self._surroundings.reporter.trust_configuration(self.settings, self._env.trust)
 
     # -- relay and catalog ---------------------------------------------------
-
-    @property
-    def hook(self) -> pluggy.HookRelay:
-        """pluggy's relay: `host.hook.<name>(**kwargs)`, reaching every enabled plugin."""
-        return self._manager.hook
 
     @property
     def trust_mode(self) -> TrustMode:
@@ -137,15 +130,19 @@ class PluginHost:
 
     @property
     def connectors(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.CONNECTOR)
+        return self._catalog_of(PluginKind.CONNECTOR)
 
     @property
     def remediations(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.REMEDIATION)
+        return self._catalog_of(PluginKind.REMEDIATION)
 
     @property
     def destinations(self) -> Mapping[str, CatalogEntry]:
-        return self._catalog.of_kind(PluginKind.DESTINATION)
+        return self._catalog_of(PluginKind.DESTINATION)
+
+    def _catalog_of(self, kind: PluginKind) -> Mapping[str, CatalogEntry]:
+        self._lazy.catalog_of(kind)  # pending plugins that may register entries of `kind` come up first
+        return self._catalog.of_kind(kind)
 
     def plugins(self) -> tuple[PluginInfo, ...]:
         """Return a snapshot of every plugin the host knows, by id, duplicates after their winner."""
@@ -158,12 +155,14 @@ class PluginHost:
     @property
     def broken_distributions(self) -> tuple[str, ...]:
         """Distributions whose metadata could not be read during the last discovery."""
-        return tuple(self._broken)
+        return self._surroundings.broken
 
     @property
     def plugins_dir_problems(self) -> tuple[TrustProblem, ...]:
         """What the last discovery found in the plugins directory that no admitted code accounts for."""
-        return tuple(plugins_dir_problems(self._env.layout, self.trust_mode))
+        with self._lock:
+            self._ensure_scanned()
+            return tuple(plugins_dir_problems(self._env.layout, self.trust_mode))
 
     @property
     def trust_store(self) -> TrustStore:
@@ -193,7 +192,11 @@ class PluginHost:
                     current is not None and current.info.state in (PluginState.ENABLED, PluginState.DISABLED)
                 ):
                     continue
-                self._bring_up(candidate, flags.get(plugin_id, True), isolations.get(plugin_id))
+                flag, isolation = flags.get(plugin_id, True), isolations.get(plugin_id)
+                # Plugins asked for by id (`only`: a worker, say) are brought up now, never deferred.
+                if wanted is None and self._lazy.defer(candidate, self._env, flag, isolation):
+                    continue
+                self._bring_up(candidate, flag, isolation)
             self._records.shadowed = [
                 walk.shadowed(duplicate, winner, self._env)
                 for duplicate, winner in duplicates
@@ -201,23 +204,26 @@ class PluginHost:
             ]
             if self._env.cache is not None:
                 self._env.cache.save()
+            self._lazy.refresh()  # new triggers, and callers pluggy added
+            return LoadReport(self.plugins())
+
+    def verify_pending(self) -> LoadReport:
+        """Inspect, verify and admit every pending plugin without importing it; return all plugins
+        (a pending plugin that would be refused is refused now, as at activation)."""
+        with self._lock:
+            self._ensure_scanned()
+            self._lazy.verify_pending(self._env)
             return LoadReport(self.plugins())
 
     def _discover(self) -> Discovery:
-        """Run the discover stage, serve the plugins directory's unsigned dependencies if the trust mode
-        allows it, and audit what this host has not reported yet."""
-        found = survey(self._search_path, self.settings.plugins_dir, self._plugins_root, self._env.cache)
-        self._env = self._env.with_survey(found.roots, found.layout, found.host_modules)
-        self._boundary.update(found.layout, found.host_modules)
-        for problem in plugins_dir_problems(found.layout, self.trust_mode):
-            self._reporter.problem(problem)
-        discovery = found.discovery
-        self._broken = self._reporter.broken(discovery)
-        # Once per discovery, not per plugin: each call makes every finder on sys.path list its directory again.
-        importlib.invalidate_caches()
+        discovery, self._env = self._surroundings.discover(self._env)
         return discovery
 
+    def _ensure_scanned(self) -> None:
+        self._env = self._surroundings.scanned(self._env)  # the plugins directory's ownership, once per discovery
+
     def _bring_up(self, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None) -> PluginInfo:
+        self._ensure_scanned()
         walked = walk.bring_up(candidate, self._env, enabled_flag, isolation_override, self._manager, self._catalog)
         self._records.slots[candidate.plugin_id] = Slot(walked.info, candidate, walked.activated)
         if walked.activated is not None:
@@ -303,6 +309,7 @@ class PluginHost:
         and is not imported at the next start. Raises `UnknownPluginError`."""
         with self._lock:
             slot = self._records.slot(plugin_id)
+            self._lazy.forget(plugin_id)  # a disabled plugin is never activated; enable() brings it up
             self._store.set_enabled(plugin_id, False)
             if slot.info.state is PluginState.ENABLED:
                 self._manager.unregister(name=plugin_id)
@@ -323,6 +330,7 @@ class PluginHost:
                 raise LifecycleError(
                     f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id
                 )
+            self._lazy.forget(plugin_id)
             if slot.info.state is PluginState.ENABLED:
                 self._manager.unregister(name=plugin_id)
                 self._catalog.remove(plugin_id)
@@ -344,6 +352,7 @@ class PluginHost:
         """
         with self._lock:
             slot = self._records.slot(plugin_id)
+            self._lazy.forget(plugin_id)  # reloaded now, from disk, like a plugin never loaded
             candidate = self._current_candidate(plugin_id)
             enabled_flag = self._store.enabled_flags().get(plugin_id, True)
             isolation_override = self._store.isolation_overrides().get(plugin_id)
@@ -363,6 +372,7 @@ class PluginHost:
         old = slot.activated
         assert old is not None
         was_enabled = slot.info.state is PluginState.ENABLED
+        self._ensure_scanned()
         try:
             evaluated, activated = walk.reactivate(
                 candidate, self._env, enabled_flag, isolation_override, self._manager, self._catalog, old, was_enabled
@@ -390,11 +400,8 @@ class PluginHost:
         )
 
     def verify(self, plugin_id: str) -> tuple[Inspected, Verification]:
-        """Inspect and verify the installed plugin `plugin_id` from disk, importing nothing.
-
-        Raises `UnknownPluginError` if it is not installed and `ManifestError`
-        if it cannot be inspected.
-        """
+        """Inspect and verify the installed plugin `plugin_id` from disk, importing nothing. Raises
+        `UnknownPluginError` if it is not installed and `ManifestError` if it cannot be inspected."""
         with self._lock:
             try:
                 candidate = self._current_candidate(plugin_id)
@@ -421,6 +428,7 @@ class PluginHost:
         `PluginCallError` when the plugin raises or returns something malformed.
         Findings in a sync result are broadcast through `aperio_finding_raised`.
         """
+        self._lazy.before_run(plugin_id)
         result = run_plugin(
             self._records,
             plugin_id,
@@ -453,7 +461,8 @@ class PluginHost:
                 return
             self._closed = True
             try:
-                self.hook.aperio_host_shutdown()
+                # The manager's relay: a pending plugin never ran, and is not imported to be told.
+                self._manager.hook.aperio_host_shutdown()
             finally:
                 # An unguarded host lets a plugin's shutdown error through,
                 # but the manager and the store are released all the same.
@@ -462,7 +471,7 @@ class PluginHost:
                         self._manager.unregister(name=slot.info.id)
                     if slot.activated is not None:
                         slot.activated.loaded.release()
-                self._boundary.close()
+                self._surroundings.boundary.close()
                 self._store.close()
 
     def __enter__(self) -> PluginHost:

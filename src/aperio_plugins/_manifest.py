@@ -11,6 +11,7 @@ point names. One file serves every plugin id of a distribution:
     credential_scopes = ["box:read"]
     isolation = "any"
     network = true      # optional; connectors and destinations keep the network unless false
+    hooks = ["aperio_register_connectors"]  # optional; lets the host import the plugin on first use
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ MANIFEST_NAME = "aperio-plugin.toml"
 MANIFEST_VERSION = 1
 _MAX_MANIFEST_BYTES = 64 * 1024
 
+_HookName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=100)]
 _Scope = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9._*-]+)*$", max_length=128)]
 
 
@@ -53,6 +55,7 @@ class PluginSection(BaseModel):
     isolation: Isolation = Isolation.ANY
     homepage: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     network: bool | None = None
+    hooks: list[_HookName] | None = None
 
 
 def needs_network(kinds: Sequence[PluginKind], declared: bool | None) -> bool:
@@ -163,7 +166,39 @@ def read_manifest(candidate: Candidate, roots: Sequence[Path] = ()) -> ManifestE
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
         network=needs_network(section.kinds, section.network),
+        hooks=tuple(sorted(set(section.hooks))) if section.hooks is not None else None,
     )
+
+
+_WANTED_HEADERS = {"name": 0, "version": 1, "requires-dist": 2}
+
+
+def _plain_headers(data: bytes) -> tuple[str | None, str | None, list[str]] | None:
+    """Return (Name, Version, [Requires-Dist]) from METADATA's header block when every header line is
+    a plain `Key: value` in UTF-8; None otherwise, and `packaging`'s email parser reads it instead.
+
+    Most METADATA files are exactly that, and `email.parser` costs about 0.3 ms a file in a fresh
+    process, a sixth of a cold start with 50 plugins. Anything unusual (a folded line, a line without
+    a colon, bytes that are not UTF-8, a repeated Name) goes to the full parser, unchanged.
+    """
+    try:
+        block = data.split(b"\n\n", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    block = block.replace("\r\n", "\n").removesuffix("\n")
+    if "\r" in block:
+        return None
+    found: list[list[str]] = [[], [], []]
+    for line in block.split("\n"):
+        key, colon, value = line.partition(":")
+        if not colon or not key or key != key.strip() or line[:1].isspace():
+            return None
+        index = _WANTED_HEADERS.get(key.lower())
+        if index is not None:
+            found[index].append(value.lstrip(" \t"))  # as the email parser does: leading only
+    if len(found[0]) > 1 or len(found[1]) > 1:
+        return None
+    return (found[0][0] if found[0] else None), (found[1][0] if found[1] else None), found[2]
 
 
 def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
@@ -180,9 +215,11 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
     # Only the headers matter here; the body is the long description, often most of the file.
     # `parse_email` is lenient: what it cannot parse lands in its second result, which the
     # checks below do not need (a missing name, version or requirement is refused by name).
-    raw, _ = packaging.metadata.parse_email(data.split(b"\n\n", 1)[0])
-    name = raw.get("name")
-    version = raw.get("version")
+    headers = _plain_headers(data)
+    if headers is None:
+        raw, _ = packaging.metadata.parse_email(data.split(b"\n\n", 1)[0])
+        headers = (raw.get("name"), raw.get("version"), list(raw.get("requires_dist") or []))
+    name, version, requires_dist = headers
     if not name or not version:
         raise manifest_error(candidate, f"{candidate.metadata_dir}/METADATA: missing Name or Version")
     try:
@@ -192,7 +229,7 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
             candidate, f"{candidate.metadata_dir}/METADATA: Version {version!r} is not a valid version"
         ) from None
     try:
-        requirement = api_requirement(raw.get("requires_dist") or [])
+        requirement = api_requirement(requires_dist)
     except ManifestError as exc:
         raise manifest_error(candidate, f"{candidate.metadata_dir}/METADATA: {exc.message}") from None
     return name, version, requirement, hashlib.sha256(data).hexdigest()

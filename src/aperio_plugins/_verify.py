@@ -16,6 +16,8 @@ from pathlib import Path
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
+from ._hashing import file_sha256 as file_sha256  # re-exported: _receipt hashes through it
+from ._hashing import hash_files
 from ._keys import verify_envelope
 from ._model import FileCheck, FileStatus, Inspected, Origin, SignatureStatus, TrustMode, Verification
 from ._ownership import record_rows
@@ -36,22 +38,6 @@ _INSTALLER_FILES = frozenset(
 
 def _is_bytecode_cache(path: str) -> bool:
     return "/__pycache__/" in f"/{path}" and path.endswith(".pyc")
-
-
-def file_sha256(path: str) -> str | None:
-    """Return the sha256 (hex) of the file at `path`, or None when it cannot be read."""
-    return _sha256(path)
-
-
-def _sha256(path: str) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 def check_signatures(document: bytes, trust: TrustStore) -> tuple[SignedStatement, str]:
@@ -114,15 +100,19 @@ def _installed_files(
     """Hash every signed file as installed, and list files that are present but not signed."""
     # Plain strings: a large plugin has thousands of files, and pathlib's joins would cost more than hashing.
     base = str(root)
-    actual = {path: _sha256(os.path.join(base, path)) for path in statement.digests}
     present: set[str] = set()
     tops = {path.split("/", 1)[0] for path in statement.digests if "/" in path}
     tops.add(metadata_dir.name)
     prefix = len(base) + 1
-    for top in tops:
-        for directory, _, names in os.walk(os.path.join(base, top)):
-            relative_dir = directory[prefix:].replace(os.sep, "/")
-            present.update(f"{relative_dir}/{name}" for name in names)
+
+    def walk() -> None:
+        for top in tops:
+            for directory, _, names in os.walk(os.path.join(base, top)):
+                relative_dir = directory[prefix:].replace(os.sep, "/")
+                present.update(f"{relative_dir}/{name}" for name in names)
+
+    # The walk for unsigned files runs while other threads hash (a large plugin's files are hashed in parallel).
+    actual = hash_files(base, list(statement.digests), while_hashing=walk)
     present.update(record_rows(metadata_dir))
     unexpected = {
         path

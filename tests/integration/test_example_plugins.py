@@ -174,6 +174,17 @@ def test_sync_remediate_and_deliver_through_the_host(signed_host, provider, plug
         "aperio.box-remediation": PluginState.ENABLED,
         "aperio.splunk-hec": PluginState.ENABLED,
     }
+    # The example manifests declare their hooks: nothing is verified or imported before first use.
+    assert all(info.activation_pending and info.signature_status is None for info in report.plugins)
+    # Not imported from the plugins directory yet (the dev venv may hold its own copy, imported by other tests).
+    assert not (getattr(sys.modules.get("aperio_box_connector.plugin"), "__file__", None) or "").startswith(
+        str(plugins_dir)
+    )
+    assert list(host.connectors) == ["box"]
+    assert list(host.remediations) == ["box.remove-shared-link"]
+    assert list(host.destinations) == ["splunk-hec"]
+    report = host.load()
+    assert not any(info.activation_pending for info in report.plugins)
     assert {info.signature_status for info in report.plugins} == {SignatureStatus.VERIFIED}
     via = {info.id: info.signature_via for info in report.plugins}
     assert via == {
@@ -183,9 +194,6 @@ def test_sync_remediate_and_deliver_through_the_host(signed_host, provider, plug
     }
     assert report.plugins[0].signer == f"sigstore identity {RELEASE_IDENTITY} (issuer {GITHUB_ISSUER})"
     assert sys.modules["aperio_box_connector.plugin"].__file__.startswith(str(plugins_dir))
-    assert list(host.connectors) == ["box"]
-    assert list(host.remediations) == ["box.remove-shared-link"]
-    assert list(host.destinations) == ["splunk-hec"]
 
     synced = host.run("aperio.box-connector", SyncRequest(connector="box", config={"base_url": url}))
     assert [event.id for event in synced.events] == ["ev-1", "ev-2"]

@@ -281,3 +281,28 @@ def test_an_interrupted_probe_lets_the_next_call_probe(breaker, clock):
     plugin.broken = False
     assert manager.hook.compute(x=1, y=2) == [1]  # the next call is the probe, and it succeeds
     assert breaker.closed
+
+
+def test_a_breaker_opened_elsewhere_switches_the_guard_to_asking_it_before_each_call(breaker, clock):
+    # The guard's closed-breaker body is a bare try/except; a breaker opened by failures the guard never
+    # saw (run() records its own) must still make the guard skip the plugin, then let a probe through.
+    calls: list[int] = []
+
+    def compute(x):
+        calls.append(x)
+        return x
+
+    guard = guard_implementation(
+        compute, "compute", lambda hook, exc: None, propagate=False, is_wrapper=False, gate=breaker
+    )
+    assert guard(1) == 1
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    assert guard(2) is None
+    assert calls == [1]  # skipped while open
+    clock.now += 6
+    assert guard(3) == 3  # the half-open probe goes through and closes the breaker
+    assert breaker.state is BreakerState.CLOSED
+    assert guard(4) == 4
+    assert calls == [1, 3, 4]

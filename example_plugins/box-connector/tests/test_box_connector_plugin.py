@@ -54,7 +54,9 @@ def test_manifest_declares_exactly_what_the_code_uses():
     assert manifest["manifest_version"] == 1
     assert list(manifest["plugins"]) == [PLUGIN_ID]
     section = manifest["plugins"][PLUGIN_ID]
-    assert set(section) <= {"summary", "kinds", "credential_scopes", "isolation", "homepage"}
+    assert set(section) <= {"summary", "kinds", "credential_scopes", "isolation", "homepage", "hooks"}
+    # Exactly the hooks plugin.py implements: the host imports the plugin on their first call.
+    assert section["hooks"] == ["aperio_register_connectors"]
     assert section["kinds"] == ["connector"]
     assert section["credential_scopes"] == [READ_SCOPE] == ["box:read"]
     assert section["isolation"] in {"inprocess", "process", "any"}

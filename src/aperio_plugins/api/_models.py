@@ -50,6 +50,10 @@ class PluginModel(_Strict):
     failure_stage: FailureStage | None
     error: str | None
     development_build: bool
+    activation_pending: bool = Field(
+        default=False,
+        description="admitted at start but not imported yet: verified and imported on first use (lazy activation)",
+    )
 
 
 class ChangeResult(_Strict):

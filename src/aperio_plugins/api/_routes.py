@@ -262,7 +262,8 @@ def build_router(context: ApiContext) -> APIRouter:
     def discover(principal: admin) -> DiscoverResult:
         """Look for newly installed plugins and bring them up; plugins already loaded stay as they are."""
         with acting_as(principal.name):
-            report = host.load()
+            host.load()
+            report = host.verify_pending()  # new pending plugins show their signature status, not imported
         context.audit("api.plugins.discover", principal, outcome="ok", plugins=len(report.plugins))
         return DiscoverResult(
             plugins=[PluginModel(**info.as_dict()) for info in report.plugins],

@@ -7,14 +7,16 @@ import sys
 import click
 from click.shell_completion import CompletionItem
 
-from .._settings import HostSettings
 from ..errors import AperioError
-from ..pipeline.discover import discover, search_roots
 
 
 def complete_plugin_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Return the installed plugin ids that start with `incomplete`. Reads metadata only, imports no
     plugin, and completes nothing rather than fail when the configuration is unusable."""
+    # Imported here: every `aperio plugin` command module imports this one, most never complete.
+    from .._settings import HostSettings
+    from ..pipeline.discover import discover, search_roots
+
     try:
         settings = HostSettings.from_environment()
     except AperioError:

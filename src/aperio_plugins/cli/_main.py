@@ -11,15 +11,7 @@ import click
 from aperio_hookspecs import API_VERSION
 
 from ..errors import AperioError
-from ._author import check, dev, init
-from ._fleet import fleet_group
-from ._install import install_plugin, lock_plugins, plugin_versions, remove_plugin, search_plugins
-from ._outbox import outbox_group
-from ._plugin import plugin_group
-from ._registry import registry_group
-from ._serve import serve
-from ._token import token_group
-from ._trust import doctor, keygen, sign, verify
+from ._lazy_group import LazyGroup
 
 EXIT_ERROR = 1
 
@@ -37,7 +29,36 @@ def _configure_logging(verbose: int) -> None:
         logger.setLevel(level)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands by name and where they live: each module is imported only when its command runs.
+_PLUGIN_COMMANDS = {
+    "list": "._plugin:list_plugins",
+    "info": "._plugin:plugin_info",
+    "enable": "._plugin:enable_plugin",
+    "isolate": "._plugin:isolate_plugin",
+    "disable": "._plugin:disable_plugin",
+    "init": "._author:init",
+    "check": "._author:check",
+    "dev": "._author:dev",
+    "keygen": "._trust:keygen",
+    "sign": "._trust:sign",
+    "verify": "._trust:verify",
+    "install": "._install:install_plugin",
+    "remove": "._install:remove_plugin",
+    "search": "._install:search_plugins",
+    "versions": "._install:plugin_versions",
+    "lock": "._install:lock_plugins",
+}
+_COMMANDS = {
+    "registry": "._registry:registry_group",
+    "doctor": "._trust:doctor",
+    "serve": "._serve:serve",
+    "token": "._token:token_group",
+    "fleet": "._fleet:fleet_group",
+    "outbox": "._outbox:outbox_group",
+}
+
+
+@click.group(cls=LazyGroup, lazy_commands=_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Show audit events on stderr as JSON lines (-v: info, -vv: debug).")
 @click.version_option(package_name="aperio-plugins", message=f"%(prog)s %(version)s (plugin API {API_VERSION})")
 def cli(verbose: int) -> None:
@@ -45,27 +66,9 @@ def cli(verbose: int) -> None:
     _configure_logging(verbose)
 
 
-for command in (
-    init,
-    check,
-    dev,
-    keygen,
-    sign,
-    verify,
-    install_plugin,
-    remove_plugin,
-    search_plugins,
-    plugin_versions,
-    lock_plugins,
-):
-    plugin_group.add_command(command)
-cli.add_command(plugin_group)
-cli.add_command(registry_group)
-cli.add_command(doctor)
-cli.add_command(serve)
-cli.add_command(token_group)
-cli.add_command(fleet_group)
-cli.add_command(outbox_group)
+@cli.group("plugin", cls=LazyGroup, lazy_commands=_PLUGIN_COMMANDS)
+def plugin_group() -> None:
+    """Inspect and manage installed plugins."""
 
 
 def _verbosity(args: list[str]) -> int:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .._model import PluginInfo, PluginState
+
+if TYPE_CHECKING:
+    # rich is imported where a table is printed: `--json` output never needs it (about 80 ms).
+    from rich.console import Console
+    from rich.table import Table
 
 _STATE_STYLES = {
     PluginState.ENABLED: "green",
@@ -27,6 +31,8 @@ def print_json(data: object) -> None:
 def plugin_table(plugins: Sequence[PluginInfo]) -> Table:
     """One row per plugin, narrow enough for an 80-column terminal: ids are never split (their column is
     as wide as the longest), and errors are not in the table (see `plugin_errors`)."""
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ID", no_wrap=True, min_width=max((len(info.id) for info in plugins), default=2))
     for column in ("VERSION", "KINDS", "STATE", "SIGNATURE", "RUNS"):
@@ -71,10 +77,15 @@ def _isolation(info: PluginInfo) -> str:
     if info.worker_pid is not None or info.worker_state is not None:
         contained = f"{info.worker_containment}, " if info.worker_containment else ""
         return f"process pid {info.worker_pid or '-'} ({contained}{info.worker_restarts} restarts)"
-    return info.isolation.value if info.isolation is not None and info.state is PluginState.ENABLED else ""
+    if info.isolation is None or info.state is not PluginState.ENABLED:
+        return ""
+    # Lazy activation: admitted, and imported when first used.
+    return f"{info.isolation.value}, on first use" if info.activation_pending else info.isolation.value
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # Piped output has no terminal width to fit; a wide table stays one row per item for grep.
     return Console() if sys.stdout.isatty() else Console(width=240)
 
@@ -97,6 +108,8 @@ def print_table(plugins: Sequence[PluginInfo]) -> None:
 
 
 def print_info(info: PluginInfo) -> None:
+    from rich.console import Console
+
     console = Console(highlight=False)
     for key, value in info.as_dict().items():
         if isinstance(value, list):

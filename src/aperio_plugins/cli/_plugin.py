@@ -14,18 +14,16 @@ from ._output import print_info, print_json, print_table
 _KINDS = [kind.value for kind in PluginKind]
 
 
-@click.group("plugin")
-def plugin_group() -> None:
-    """Inspect and manage installed plugins."""
-
-
-@plugin_group.command("list")
+@click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
 @click.option("--kind", type=click.Choice(_KINDS), help="Only plugins that provide this kind.")
 def list_plugins(as_json: bool, kind: str | None) -> None:
     """List every installed plugin with its state and signature status."""
     with PluginHost() as host:
-        report = host.load()
+        host.load()
+        # Plugins activated on first use are verified here without being imported: the listing shows
+        # each one's signature status and any refusal, at the cost of hashing, not of importing.
+        report = host.verify_pending()
         broken = host.broken_distributions
         layout_problems = host.plugins_dir_problems
     plugins = [info for info in report.plugins if kind is None or PluginKind(kind) in info.kinds]
@@ -39,7 +37,7 @@ def list_plugins(as_json: bool, kind: str | None) -> None:
         click.echo(str(layout_problem), err=True)
 
 
-@plugin_group.command("info")
+@click.command("info")
 @click.argument("plugin_id", shell_complete=complete_plugin_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print the plugin as one JSON object.")
 def plugin_info(plugin_id: str, as_json: bool) -> None:
@@ -65,7 +63,7 @@ def _require_state(info: PluginInfo, expected: PluginState) -> None:
         )
 
 
-@plugin_group.command("enable")
+@click.command("enable")
 @click.argument("plugin_id", shell_complete=complete_plugin_ids)
 def enable_plugin(plugin_id: str) -> None:
     """Enable a plugin (persisted) and load it to show that it comes up."""
@@ -81,7 +79,7 @@ def enable_plugin(plugin_id: str) -> None:
     click.echo(f"{plugin_id}: enabled")
 
 
-@plugin_group.command("isolate")
+@click.command("isolate")
 @click.argument("plugin_id", shell_complete=complete_plugin_ids)
 @click.argument("isolation", type=click.Choice(["process", "inprocess", "default"]))
 def isolate_plugin(plugin_id: str, isolation: str) -> None:
@@ -92,7 +90,7 @@ def isolate_plugin(plugin_id: str, isolation: str) -> None:
     click.echo(f"{plugin_id}: isolation {isolation}")
 
 
-@plugin_group.command("disable")
+@click.command("disable")
 @click.argument("plugin_id", shell_complete=complete_plugin_ids)
 def disable_plugin(plugin_id: str) -> None:
     """Disable a plugin (persisted); it is not imported at the next start. Imports nothing."""

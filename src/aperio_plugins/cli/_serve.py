@@ -52,7 +52,10 @@ def serve(bind: str, port: int, run_timeout: float) -> None:
             taken = {record.name for record in tokens.list() if record.revoked_at is None}
             name = "admin" if "admin" not in taken else f"admin-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
             issued = tokens.create(name, ALL_PERMISSIONS)
-        report = host.load()
+        host.load()
+        # The operator's console and API show each plugin's signature status from the start: plugins
+        # activated on first use are verified now without being imported (as `aperio plugin list` does).
+        report = host.verify_pending()
         fleet = FleetAgent(host, store)
         # The outbox's dispatcher runs beside the API for as long as the app does.
         app = create_app(host, store, run_timeout=run_timeout, fleet=fleet, dispatcher=Dispatcher(host, store, policy))

@@ -15,6 +15,7 @@ import pluggy
 from .._breaker import CircuitBreaker, Permit
 from .._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
 from .._guard import ErrorRecorder, Gate, Refuse, guard_implementation, positional_parameters
+from .._lazy import declaration_problem
 from .._model import FailureStage, Inspected, Refusal
 from ..errors import CircuitOpenError, PluginLoadError
 from .environment import Environment, Refused
@@ -161,6 +162,11 @@ def register_plugin(loaded: Loaded, env: Environment, manager: pluggy.PluginMana
             gate=breaker,
             refuse=lambda hook_name, permit: circuit_open(plugin_id, hook_name, permit),
         )
+        # A manifest's hooks declaration is what lazy activation trusts to know when to import the
+        # plugin: one that does not match the module is refused here, before the plugin is registered.
+        declared = declaration_problem(loaded.inspected.manifest.hooks, prepared.implementations)
+        if declared is not None:
+            raise _load_error(loaded.inspected, declared)
         registrations = register(manager, catalog, prepared)
     except PluginLoadError as exc:
         loaded.release()
