@@ -158,24 +158,12 @@ def deferrable(
 
 def pending_info(inspected: Inspected, enabled_flag: bool) -> PluginInfo:
     """Return the `PluginInfo` of a pending plugin: enabled, signature not checked yet."""
-    candidate = inspected.candidate
-    manifest = inspected.manifest
-    return PluginInfo(
-        id=candidate.plugin_id,
+    return inspected.info(
         state=PluginState.ENABLED,
+        enabled_flag=enabled_flag,
+        isolation=Isolation.INPROCESS,
         signature_status=None,
         signature_detail=PENDING_DETAIL,
-        distribution=inspected.distribution,
-        version=inspected.version,
-        location=str(candidate.root),
-        origin=candidate.origin,
-        entry_point=candidate.entry_point,
-        api_requirement=inspected.api_requirement,
-        summary=manifest.summary,
-        kinds=manifest.kinds,
-        credential_scopes=manifest.credential_scopes,
-        isolation=Isolation.INPROCESS,
-        enabled_flag=enabled_flag,
         activation_pending=True,
     )
 

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class PluginState(str, enum.Enum):
@@ -127,6 +128,26 @@ class Inspected:
     distribution: str
     version: str
     metadata_sha256: str
+
+    def info(self, *, state: PluginState, enabled_flag: bool, isolation: Isolation, **more: Any) -> PluginInfo:
+        """The `PluginInfo` of this plugin as inspection knows it; `more` sets what later stages found."""
+        candidate, manifest = self.candidate, self.manifest
+        return PluginInfo(
+            id=candidate.plugin_id,
+            state=state,
+            distribution=self.distribution,
+            version=self.version,
+            location=str(candidate.root),
+            origin=candidate.origin,
+            entry_point=candidate.entry_point,
+            api_requirement=self.api_requirement,
+            summary=manifest.summary,
+            kinds=manifest.kinds,
+            credential_scopes=manifest.credential_scopes,
+            isolation=isolation,
+            enabled_flag=enabled_flag,
+            **more,
+        )
 
 
 class FileStatus(str, enum.Enum):

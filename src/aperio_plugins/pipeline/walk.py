@@ -141,26 +141,14 @@ def failed_info(candidate: Candidate, refusal: Refusal, env: Environment, *, ena
 
 def inspected_info(inspected: Inspected, verification: Verification, enabled_flag: bool) -> PluginInfo:
     """The info of an inspected and verified plugin, still `discovered`."""
-    candidate = inspected.candidate
-    manifest = inspected.manifest
-    return PluginInfo(
-        id=candidate.plugin_id,
+    return inspected.info(
         state=PluginState.DISCOVERED,
+        enabled_flag=enabled_flag,
+        isolation=inspected.manifest.isolation,
         signature_status=verification.status,
         signature_detail=verification.detail,
         signer=verification.signer,
-        distribution=inspected.distribution,
-        version=inspected.version,
-        location=str(candidate.root),
-        origin=candidate.origin,
-        entry_point=candidate.entry_point,
-        api_requirement=inspected.api_requirement,
-        summary=manifest.summary,
-        kinds=manifest.kinds,
-        credential_scopes=manifest.credential_scopes,
-        isolation=manifest.isolation,
-        enabled_flag=enabled_flag,
-        development_build=is_development_build(candidate.metadata_dir),
+        development_build=is_development_build(inspected.candidate.metadata_dir),
     )
 
 
