@@ -279,8 +279,7 @@ class PluginHost:
         """
         with self._lock:
             slot = self._records.slot(plugin_id)
-            if slot.info.state in (PluginState.ENABLED, PluginState.DISABLED):
-                self._lazy.forget(plugin_id)
+            self._lazy.forget(plugin_id)  # only an enabled plugin is ever pending, and unload() takes it
             return self._keep(lifecycle.unload(self._desk, slot))
 
     def reload(self, plugin_id: str) -> PluginInfo:
