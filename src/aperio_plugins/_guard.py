@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._breaker import Permit, incident_of
+from .errors import PluginCallError, WorkerCrashedError, WorkerTimeoutError
 
 ErrorRecorder = Callable[[str, BaseException], None]
 Refuse = Callable[[str, Permit], BaseException]
 """Builds the error a propagating hook raises when the breaker refused the call (the permit says when to retry)."""
+Convert = Callable[[str, BaseException], BaseException]
+"""(hook name, what the implementation raised) -> the error a propagating hook raises for it."""
 
 _RESERVED_PREFIX = "_aperio_"
 
@@ -70,7 +73,12 @@ def _generated_guard(
     function: Callable[..., Any], names: list[str], hook_name: str, policy: _Policy
 ) -> Callable[..., Any]:
     params = ", ".join(names)
-    handler = "raise" if policy.propagate else "return None"
+    if not policy.propagate:
+        handler = "return None"
+    elif policy.convert is None:
+        handler = "raise"
+    else:
+        handler = "raise _aperio_convert(_aperio_hook, _aperio_exc)"
     # Two bodies with the same parameters and names. While the breaker is closed the guard runs the
     # first, a bare try/except: asking the breaker on every call cost 6 points of a 5-plugin hook call.
     # The breaker switches the guard to the second the moment it leaves closed (under its lock, before
@@ -90,6 +98,7 @@ def _generated_guard(
         "_aperio_fail": policy.fail,
         "_aperio_hook": hook_name,
         "_aperio_caught": _CAUGHT,
+        "_aperio_convert": policy.convert,
         "_aperio_gated": _generic_guard(function, hook_name, policy),
     }
     exec(_compiled(closed_source), namespace)  # noqa: S102 - source is built from validated identifiers only
@@ -119,9 +128,11 @@ def _generic_guard(function: Callable[..., Any], hook_name: str, policy: _Policy
             result = function(*args)
         except _CAUGHT as exc:
             policy.fail(hook_name, exc, permit)
-            if policy.propagate:
+            if not policy.propagate:
+                return None
+            if policy.convert is None:
                 raise
-            return None
+            raise policy.convert(hook_name, exc)  # noqa: B904 - the converted error sets its own cause
         except BaseException:
             if permit is not None:
                 gate.release(permit)  # interrupted: no verdict on the plugin
@@ -224,6 +235,7 @@ class _Policy:
     gate: Gate
     refuse: Refuse
     propagate: bool
+    convert: Convert | None = None
 
     def fail(self, hook_name: str, exc: BaseException, permit: Permit | None) -> None:
         """Record the plugin's failure, then tell the breaker (once per incident, such as one worker crash)."""
@@ -244,16 +256,18 @@ def guard_implementation(
     is_wrapper: bool,
     gate: Gate | None = None,
     refuse: Refuse | None = None,
+    convert: Convert | None = None,
 ) -> Callable[..., Any]:
     """Return `function` wrapped so that its exceptions go to `record(hook_name, exc)`.
 
-    With `propagate` the exception is recorded and re-raised. Wrappers
+    With `propagate` the exception is recorded and re-raised, as `convert(hook_name, exc)` makes it
+    when given (`plugin_faults`: the same type wherever the plugin runs). Wrappers
     (`wrapper=True`) get a generator guard that always yields once. With a
     `gate` (a circuit breaker), a call it does not allow is skipped, or for a
     propagating hook fails fast with `refuse(hook_name, permit)`; every failure
     goes to `record` and then to the gate, every success to the gate.
     """
-    policy = _Policy(record, gate or _AlwaysClosed(), refuse or _no_refusal, propagate)
+    policy = _Policy(record, gate or _AlwaysClosed(), refuse or _no_refusal, propagate, convert)
     if is_wrapper:
         guard = _wrapper_guard(function, hook_name, policy)
     else:
@@ -263,3 +277,19 @@ def guard_implementation(
         else:
             guard = _generated_guard(function, names, hook_name, policy)
     return functools.wraps(function)(guard)
+
+
+def plugin_faults(plugin_id: str, distribution: str | None = None) -> Convert:
+    """The `convert` of one plugin's propagating hooks: what the plugin raised becomes a `PluginCallError`
+    naming it, with the same fields whether it ran in this process (its exception is the `__cause__`) or in
+    a worker (the worker's `PluginCallError` is). A worker's timeout or crash is no fault of the plugin's
+    code, and passes as it is, as it does for `PluginHost.run`."""
+
+    def convert(hook_name: str, exc: BaseException) -> BaseException:
+        if isinstance(exc, (WorkerTimeoutError, WorkerCrashedError)):
+            return exc
+        error = PluginCallError.raised_by(plugin_id, f"hook {hook_name}", exc, distribution=distribution)
+        error.__cause__ = exc
+        return error
+
+    return convert

@@ -4,7 +4,6 @@ fail has run."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,12 +15,15 @@ from pydantic import BaseModel
 import aperio_hookspecs
 from aperio_hookspecs import Payload
 
+from . import _installed as installed
+from . import _lifecycle as lifecycle
 from ._audit import default_audit_logger, default_plugin_logger
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
-from ._catalog import Catalog, CatalogEntry, PluginRegistrations
+from ._catalog import Catalog, CatalogEntry
 from ._context import CredentialProvider
 from ._lazy import LazyRelay
 from ._lazy_state import LazyActivation
+from ._lifecycle import Desk
 from ._model import (
     Candidate,
     Inspected,
@@ -40,15 +42,11 @@ from ._state import StateStore
 from ._state_url import open_state_store
 from ._surroundings import Surroundings
 from ._trust import TrustProblem, TrustStore, load_trust_store, plugins_dir_problems
-from ._verify import verify_installed
 from ._wiring import host_environment, plugin_manager
-from .errors import ConfigurationError, LifecycleError, PluginLoadError, UnknownPluginError
+from .errors import LifecycleError
 from .pipeline import walk
 from .pipeline.admit import split_duplicates
 from .pipeline.discover import Discovery
-from .pipeline.environment import Refused
-from .pipeline.inspect import inspect_candidate
-from .pipeline.load import forget_modules
 from .worker import WorkerSettings
 
 
@@ -96,6 +94,7 @@ class PluginHost:
         self._records = Records(self._audit)
         self._lock = self._records.lock
         self._catalog = Catalog()
+        self._desk = Desk(self._store, self._manager, self._catalog, self._audit)
         self._closed = False
         self._surroundings = Surroundings(self.settings, self._search_path, self._audit)
         self._env = host_environment(
@@ -234,28 +233,16 @@ class PluginHost:
 
     # -- operator lifecycle --------------------------------------------------
 
-    def _require_installed(self, plugin_id: str) -> None:
-        installed = {candidate.plugin_id for candidate in self._discover().candidates}
-        if plugin_id not in installed and plugin_id not in self._records.slots:
-            known = ", ".join(sorted(installed)) or "none"
-            raise UnknownPluginError(
-                f"no installed plugin with id {plugin_id!r} (installed: {known})", plugin_id=plugin_id
-            )
-
     def persist_isolation(self, plugin_id: str, isolation: Isolation | None) -> None:
         """Record where an installed plugin runs (`process` or `inprocess`; None: the host default).
 
         Imports nothing; it takes effect the next time the plugin is loaded (reload
         or the next start). Raises `UnknownPluginError` for an id nobody provides.
         """
-        if isolation is Isolation.ANY:
-            raise ConfigurationError("isolation must be 'process' or 'inprocess'")
+        installed.check_isolation(isolation)
         with self._lock:
-            self._require_installed(plugin_id)
-            self._store.set_isolation(plugin_id, isolation)
-            self._audit.info(
-                "plugin.isolation.set", plugin_id=plugin_id, isolation=isolation.value if isolation else "default"
-            )
+            installed.require_installed(plugin_id, self._discover().candidates, self._records.slots)
+            installed.persist_isolation(self._store, self._audit, plugin_id, isolation)
 
     def persist_enabled(self, plugin_id: str, enabled: bool) -> None:
         """Record the operator's enable flag for an installed plugin without importing anything.
@@ -264,9 +251,8 @@ class PluginHost:
         distribution on the search path provides `plugin_id`.
         """
         with self._lock:
-            self._require_installed(plugin_id)
-            self._store.set_enabled(plugin_id, enabled)
-            self._audit.info("plugin.enabled" if enabled else "plugin.disabled", plugin_id=plugin_id, persisted=True)
+            installed.require_installed(plugin_id, self._discover().candidates, self._records.slots)
+            installed.persist_enabled(self._store, self._audit, plugin_id, enabled)
 
     def enable(self, plugin_id: str) -> PluginInfo:
         """Enable a plugin and persist the decision; import it first if it was never loaded.
@@ -276,32 +262,7 @@ class PluginHost:
         """
         with self._lock:
             slot = self._records.slot(plugin_id)
-            state = slot.info.state
-            if state is PluginState.ENABLED:
-                self._store.set_enabled(plugin_id, True)
-                return slot.info
-            if state is PluginState.FAILED:
-                raise LifecycleError(
-                    f"plugin {plugin_id!r} failed ({slot.info.error}); fix it, then reload it", plugin_id=plugin_id
-                )
-            if slot.activated is None:
-                self._store.set_enabled(plugin_id, True)
-                candidate = self._current_candidate(plugin_id)
-                info = self._bring_up(candidate, True, self._store.isolation_overrides().get(plugin_id))
-                if info.state is not PluginState.ENABLED:
-                    raise PluginLoadError(
-                        f"plugin {plugin_id!r} could not be enabled: {info.error}", plugin_id=plugin_id
-                    )
-                return info
-            conflict = self._catalog.conflict(plugin_id, slot.registrations)
-            if conflict is not None:
-                raise LifecycleError(f"plugin {plugin_id!r} cannot be enabled: {conflict}", plugin_id=plugin_id)
-            self._store.set_enabled(plugin_id, True)
-            self._manager.register(slot.activated.prepared.registered, name=plugin_id)
-            self._catalog.add(plugin_id, slot.registrations)
-            slot.info = dataclasses.replace(slot.info, state=PluginState.ENABLED, enabled_flag=True)
-            self._audit.info("plugin.enabled", plugin_id=plugin_id)
-            return slot.info
+            return self._keep(lifecycle.enable(self._desk, slot, self._current_candidate, self._bring_up_slot))
 
     def disable(self, plugin_id: str) -> PluginInfo:
         """Disable a plugin and persist the decision. It stays in memory but receives no calls,
@@ -309,14 +270,7 @@ class PluginHost:
         with self._lock:
             slot = self._records.slot(plugin_id)
             self._lazy.forget(plugin_id)  # a disabled plugin is never activated; enable() brings it up
-            self._store.set_enabled(plugin_id, False)
-            if slot.info.state is PluginState.ENABLED:
-                self._manager.unregister(name=plugin_id)
-                self._catalog.remove(plugin_id)
-            if slot.info.state is not PluginState.DISABLED:
-                self._audit.info("plugin.disabled", plugin_id=plugin_id, previous=slot.info.state.value)
-            slot.info = dataclasses.replace(slot.info, state=PluginState.DISABLED, enabled_flag=False)
-            return slot.info
+            return self._keep(lifecycle.disable(self._desk, slot))
 
     def unload(self, plugin_id: str) -> PluginInfo:
         """Remove a plugin from memory; its files stay and the next `load()` brings it back.
@@ -325,23 +279,8 @@ class PluginHost:
         """
         with self._lock:
             slot = self._records.slot(plugin_id)
-            if slot.info.state not in (PluginState.ENABLED, PluginState.DISABLED):
-                raise LifecycleError(
-                    f"plugin {plugin_id!r} is {slot.info.state.value}, not loaded", plugin_id=plugin_id
-                )
-            self._lazy.forget(plugin_id)
-            if slot.info.state is PluginState.ENABLED:
-                self._manager.unregister(name=plugin_id)
-                self._catalog.remove(plugin_id)
-            if slot.candidate is not None:
-                forget_modules(slot.candidate)
-            if slot.activated is not None:
-                slot.activated.loaded.release()
-            slot.activated = None
-            unloaded = dataclasses.replace(slot.info, state=PluginState.UNLOADED)
-            slot.info = walk.with_registrations(unloaded, PluginRegistrations())
-            self._audit.info("plugin.unloaded", plugin_id=plugin_id)
-            return slot.info
+            self._lazy.forget(plugin_id)  # only an enabled plugin is ever pending, and unload() takes it
+            return self._keep(lifecycle.unload(self._desk, slot))
 
     def reload(self, plugin_id: str) -> PluginInfo:
         """Re-read, re-verify and re-import a plugin from disk in place, keeping enabled or disabled.
@@ -353,68 +292,25 @@ class PluginHost:
             slot = self._records.slot(plugin_id)
             self._lazy.forget(plugin_id)  # reloaded now, from disk, like a plugin never loaded
             candidate = self._current_candidate(plugin_id)
-            enabled_flag = self._store.enabled_flags().get(plugin_id, True)
-            isolation_override = self._store.isolation_overrides().get(plugin_id)
-            if slot.activated is None:
-                info = self._bring_up(candidate, enabled_flag, isolation_override)
-                if info.state is PluginState.FAILED:
-                    self._audit.warning("plugin.reload.failed", plugin_id=plugin_id, reason=info.error)
-                    raise PluginLoadError(f"reload of {plugin_id!r} failed: {info.error}", plugin_id=plugin_id)
-                self._audit.info("plugin.reload.completed", plugin_id=plugin_id, state=info.state.value)
-                return info
-            return self._reload_in_memory(slot, candidate, enabled_flag, isolation_override)
-
-    def _reload_in_memory(
-        self, slot: Slot, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None
-    ) -> PluginInfo:
-        plugin_id = candidate.plugin_id
-        old = slot.activated
-        assert old is not None
-        was_enabled = slot.info.state is PluginState.ENABLED
-        self._ensure_scanned()
-        try:
-            evaluated, activated = walk.reactivate(
-                candidate, self._env, enabled_flag, isolation_override, self._manager, self._catalog, old, was_enabled
-            )
-        except Refused as refused:
-            return self._reload_failed(plugin_id, refused.refusal.reason)
-        old.loaded.release()
-        if was_enabled:
-            self._catalog.add(plugin_id, activated.registrations)
-        else:
-            # A disabled plugin is re-imported and its registrations checked,
-            # but it stays out of the manager until it is enabled.
-            self._manager.unregister(name=plugin_id)
-        state = PluginState.ENABLED if was_enabled else PluginState.DISABLED
-        slot.candidate, slot.activated = candidate, activated
-        fresh = dataclasses.replace(evaluated.info, state=state, call_failures=0, last_call_error=None)
-        slot.info = walk.with_registrations(fresh, activated.registrations)
-        self._audit.info("plugin.reload.completed", plugin_id=plugin_id, version=slot.info.version, state=state.value)
-        return slot.info
-
-    def _reload_failed(self, plugin_id: str, reason: str) -> PluginInfo:
-        self._audit.warning("plugin.reload.failed", plugin_id=plugin_id, reason=reason)
-        raise PluginLoadError(
-            f"reload of {plugin_id!r} failed, the loaded version keeps running: {reason}", plugin_id=plugin_id
-        )
+            self._ensure_scanned()
+            return self._keep(lifecycle.reload(self._desk, self._env, slot, candidate, self._bring_up_slot))
 
     def verify(self, plugin_id: str) -> tuple[Inspected, Verification]:
         """Inspect and verify the installed plugin `plugin_id` from disk, importing nothing. Raises
         `UnknownPluginError` if it is not installed and `ManifestError` if it cannot be inspected."""
         with self._lock:
-            try:
-                candidate = self._current_candidate(plugin_id)
-            except LifecycleError:
-                raise UnknownPluginError(f"no installed plugin with id {plugin_id!r}", plugin_id=plugin_id) from None
-            inspected = inspect_candidate(candidate, self._env.roots, self._env.cache)
-            return inspected, verify_installed(inspected, self._env.trust)
+            return installed.verify_from_disk(plugin_id, self._discover().candidates, self._env)
 
     def _current_candidate(self, plugin_id: str) -> Candidate:
-        winners, _ = split_duplicates(self._discover().candidates)
-        for candidate in winners:
-            if candidate.plugin_id == plugin_id:
-                return candidate
-        raise LifecycleError(f"plugin {plugin_id!r} is no longer installed on the search path", plugin_id=plugin_id)
+        return installed.find(plugin_id, self._discover().candidates)
+
+    def _bring_up_slot(self, candidate: Candidate, enabled_flag: bool, isolation_override: Isolation | None) -> Slot:
+        self._bring_up(candidate, enabled_flag, isolation_override)
+        return self._records.slots[candidate.plugin_id]
+
+    def _keep(self, slot: Slot) -> PluginInfo:
+        self._records.slots[slot.info.id] = slot
+        return slot.info
 
     # -- calls ---------------------------------------------------------------
 

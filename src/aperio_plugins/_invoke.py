@@ -91,17 +91,7 @@ def invoke(entry: CatalogEntry, operation: Operation, payload: Payload, context:
 
 
 def _call_error(entry: CatalogEntry, operation: Operation, exc: BaseException) -> PluginCallError:
-    where = f"plugin {entry.plugin_id!r} failed in {operation.kind.value} {operation.target!r}"
-    if isinstance(exc, PluginCallError) and exc.remote_type is not None:
-        # The plugin raised in its worker: the same words as in process, and the worker's traceback.
-        return PluginCallError(
-            f"{where}: {exc.plugin_error_type}: {exc.remote_message}",
-            plugin_id=entry.plugin_id,
-            remote_type=exc.remote_type,
-            remote_message=exc.remote_message,
-            remote_traceback=exc.remote_traceback,
-        )
-    return PluginCallError(f"{where}: {type(exc).__name__}: {exc}", plugin_id=entry.plugin_id)
+    return PluginCallError.raised_by(entry.plugin_id, f"{operation.kind.value} {operation.target!r}", exc)
 
 
 def operation_for(payload: Payload) -> Operation:

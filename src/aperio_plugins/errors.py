@@ -111,6 +111,25 @@ class PluginCallError(HookError):
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
 
+    @classmethod
+    def raised_by(
+        cls, plugin_id: str, where: str, exc: BaseException, *, distribution: str | None = None
+    ) -> PluginCallError:
+        """The error for `exc`, raised by plugin `plugin_id` in `where` (a hook, an operation), in the same
+        words wherever the plugin ran: `exc` is the plugin's own exception, or the `PluginCallError` its
+        worker's answer became, whose remote fields are kept. Raise it `from exc`."""
+        if isinstance(exc, PluginCallError) and exc.remote_type is not None:
+            return cls(
+                f"plugin {plugin_id!r} failed in {where}: {exc.plugin_error_type}: {exc.remote_message}",
+                plugin_id=plugin_id,
+                distribution=distribution,
+                remote_type=exc.remote_type,
+                remote_message=exc.remote_message,
+                remote_traceback=exc.remote_traceback,
+            )
+        message = f"plugin {plugin_id!r} failed in {where}: {type(exc).__name__}: {exc}"
+        return cls(message, plugin_id=plugin_id, distribution=distribution)
+
     @property
     def plugin_error_type(self) -> str | None:
         """The class name of what the plugin raised, wherever it ran (None when that is not known)."""

@@ -145,7 +145,7 @@ def test_a_propagating_hook_fails_fast_with_a_typed_error(make_host, install, wh
     host = make_host(hookspecs=[ValidationSpecs], settings={"plugin_breaker_failures": 2})
     host.load()
     for _ in range(2):
-        with pytest.raises(ValueError, match="x"):
+        with pytest.raises(PluginCallError, match="ValueError: x"):
             host.hook.acme_validate(value="x")
     with pytest.raises(CircuitOpenError, match="acme_validate not called"):
         host.hook.acme_validate(value="x")

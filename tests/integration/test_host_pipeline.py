@@ -6,7 +6,7 @@ import pytest
 from plugin_builders import FINDING, connector_wheel, imported_ids
 
 from aperio_hookspecs import SyncRequest
-from aperio_plugins import FailureStage, Origin, PluginState, SignatureStatus
+from aperio_plugins import FailureStage, Origin, PluginCallError, PluginState, SignatureStatus
 from aperio_plugins.testing import PluginWheel
 
 
@@ -183,8 +183,10 @@ def test_a_hookspec_can_opt_into_propagating_errors(make_host, install, wheel_di
     host.load()
 
     assert host.hook.acme_observe(value="x") == []
-    with pytest.raises(ValueError, match="refused: x"):
+    with pytest.raises(PluginCallError, match="failed in hook acme_validate: ValueError: refused: x") as raised:
         host.hook.acme_validate(value="x")
+    assert isinstance(raised.value.__cause__, ValueError)  # the plugin's own exception, as its cause
+    assert raised.value.plugin_id == "acme.val"
     assert host.get("acme.val").call_failures == 2
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pluggy
 import pytest
 
-from aperio_plugins._breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from aperio_plugins._guard import guard_implementation, positional_parameters
-from aperio_plugins.errors import WorkerCrashedError
+from aperio_plugins._breaker import BreakerPolicy, BreakerState, CircuitBreaker, Permit
+from aperio_plugins._guard import guard_implementation, plugin_faults, positional_parameters
+from aperio_plugins.errors import PluginCallError, WorkerCrashedError
 
 spec = pluggy.HookspecMarker("t")
 impl = pluggy.HookimplMarker("t")
@@ -23,7 +23,7 @@ class Specs:
         """First non-None wins."""
 
 
-def _manager(*plugins, propagate=False, gates=None):
+def _manager(*plugins, propagate=False, gates=None, convert=None):
     errors = []
     manager = pluggy.PluginManager("t")
     manager.add_hookspecs(Specs)
@@ -42,6 +42,7 @@ def _manager(*plugins, propagate=False, gates=None):
                 is_wrapper=bool(options.get("wrapper") or options.get("hookwrapper")),
                 gate=(gates or {}).get(index),
                 refuse=lambda hook, permit: RuntimeError(f"{hook} refused, retry in {permit.retry_in}"),
+                convert=convert,
             )
             setattr(proxy, name, guarded)
         manager.register(proxy, name=f"p{index}")
@@ -92,6 +93,44 @@ def test_firstresult_moves_on_past_a_failing_implementation():
 def test_propagating_guard_records_and_reraises():
     manager, errors = _manager(Raises(), propagate=True)
     with pytest.raises(ValueError, match="bad 2"):
+        manager.hook.compute(x=1, y=2)
+    assert len(errors) == 1
+
+
+class AskedEveryCall:
+    """A gate that cannot say when it changes: the guard asks it on every call (the generic guard)."""
+
+    closed = False
+
+    def permit(self):
+        return Permit(granted=True)
+
+    def record_success(self, permit=None):
+        pass
+
+    def record_failure(self, permit=None, incident=None):
+        pass
+
+    def release(self, permit):
+        pass
+
+
+@pytest.mark.parametrize("gate", [None, AskedEveryCall()], ids=["generated_guard", "generic_guard"])
+def test_a_propagating_guard_raises_the_plugins_fault_as_a_plugin_call_error(gate):
+    plugin = Raises()
+    manager, errors = _manager(plugin, propagate=True, gates={0: gate}, convert=plugin_faults("acme.p", "acme-p 1.0"))
+    with pytest.raises(PluginCallError) as raised:
+        manager.hook.compute(x=1, y=2)
+    assert raised.value.message == "plugin 'acme.p' failed in hook compute: ValueError: bad 2"
+    assert (raised.value.plugin_id, raised.value.distribution) == ("acme.p", "acme-p 1.0")
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert [type(exc) for _, _, exc in errors] == [ValueError]  # recorded as the plugin raised it
+
+
+def test_a_workers_crash_is_not_turned_into_the_plugins_fault():
+    crash = Switch(lambda: WorkerCrashedError("gone", returncode=-9, generation=1))
+    manager, errors = _manager(crash, propagate=True, convert=plugin_faults("acme.p"))
+    with pytest.raises(WorkerCrashedError, match="gone"):
         manager.hook.compute(x=1, y=2)
     assert len(errors) == 1
 

@@ -14,7 +14,7 @@ import pluggy
 
 from .._breaker import CircuitBreaker, Permit
 from .._catalog import Catalog, PluginRegistrations, RegistrationError, collect_registrations
-from .._guard import ErrorRecorder, Gate, Refuse, guard_implementation, positional_parameters
+from .._guard import ErrorRecorder, Gate, Refuse, guard_implementation, plugin_faults, positional_parameters
 from .._lazy import declaration_problem
 from .._model import FailureStage, Inspected, Refusal
 from ..errors import CircuitOpenError, PluginLoadError
@@ -68,6 +68,7 @@ def prepare(
     """Return the plugin ready for registration; raise `PluginLoadError` for a hook the API does not have."""
     implementations: dict[str, Callable[..., Any]] = {}
     proxy = GuardedPlugin(inspected.candidate.plugin_id)
+    convert = plugin_faults(inspected.candidate.plugin_id, inspected.candidate.describe())
     for attribute in dir(plugin):
         options = manager.parse_hookimpl_opts(plugin, attribute)
         if options is None:
@@ -88,6 +89,7 @@ def prepare(
                 is_wrapper=is_wrapper,
                 gate=gate,
                 refuse=refuse,
+                convert=convert,
             )
             setattr(proxy, attribute, guarded)
     return Prepared(inspected, plugin, proxy if guard else plugin, implementations)
