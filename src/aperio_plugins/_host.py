@@ -34,7 +34,6 @@ from ._model import (
     Verification,
 )
 from ._plugin_records import Records, Slot, snapshot
-from ._run import run_plugin
 from ._settings import HostSettings
 from ._state import StateStore
 from ._state_url import open_state_store
@@ -427,6 +426,8 @@ class PluginHost:
         `PluginCallError` when the plugin raises or returns something malformed.
         Findings in a sync result are broadcast through `aperio_finding_raised`.
         """
+        from ._run import run_plugin  # payload models and invocation: only a host that runs plugins needs them
+
         self._lazy.before_run(plugin_id)
         result = run_plugin(
             self._records,
