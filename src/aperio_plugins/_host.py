@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -19,7 +19,6 @@ from aperio_hookspecs import Payload
 from ._audit import default_audit_logger, default_plugin_logger
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry, PluginRegistrations
-from ._context import CredentialProvider
 from ._lazy import LazyRelay
 from ._lazy_state import LazyActivation
 from ._model import (
@@ -49,6 +48,9 @@ from .pipeline.environment import Refused
 from .pipeline.inspect import inspect_candidate
 from .pipeline.load import forget_modules
 from .worker import WorkerSettings
+
+if TYPE_CHECKING:
+    from ._context import CredentialProvider
 
 
 class PluginHost:

@@ -34,11 +34,6 @@ from .errors import ManifestError
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised by the 3.10 nox session
-    import tomli as tomllib
-
 MANIFEST_NAME = "aperio-plugin.toml"
 MANIFEST_VERSION = 1
 _MAX_MANIFEST_BYTES = 64 * 1024
@@ -113,6 +108,12 @@ def manifest_sections(data: bytes, where: str) -> dict[str, PluginSection]:
     """
     if len(data) > _MAX_MANIFEST_BYTES:
         raise ManifestError(f"{where}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
+    # The TOML parser loads with the first manifest read: a warm start finds every manifest in its cache.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised by the 3.10 nox session
+        import tomli as tomllib
+
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

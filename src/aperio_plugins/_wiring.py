@@ -16,7 +16,6 @@ from aperio_hookspecs import specs as api_specs
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._cache import DiscoveryCache
-from ._guard import ErrorRecorder
 from ._ownership import HostModules, PluginsDirLayout
 from ._plugin_records import Records
 from ._settings import HostSettings
@@ -26,6 +25,7 @@ from .pipeline.environment import CODE_CACHE_DIR, Environment
 from .worker import WorkerSettings
 
 if TYPE_CHECKING:
+    from ._guard import ErrorRecorder
     from .worker import WorkerPlugin
 
 _BREAKER_EVENTS = {
