@@ -25,16 +25,14 @@ from .errors import VerificationError
 if TYPE_CHECKING:
     from .importing import VerifiedImporter, VerifiedTree
 
-# The verified finders and loaders load with the first import from the plugins directory: until then
-# none of them can be on the meta path, and a listing never imports them.
-_IMPORTING = "aperio_plugins.importing"
-
 
 def is_plugin_finder(finder: object) -> bool:
     """True for the finders and loaders that serve plugins-directory files (not the host's environment)."""
     if isinstance(finder, (PluginsDirBoundary, DependencyFinder)):
         return True
-    importing = sys.modules.get(_IMPORTING)
+    # The verified finders and loaders load with the first import from the plugins directory: until
+    # then none of them exists, and the ownership scan that asks (a listing does) must not import them.
+    importing = sys.modules.get("aperio_plugins.importing")
     return importing is not None and isinstance(finder, (importing.VerifiedImporter, importing.VerifiedLoader))
 
 

@@ -8,23 +8,17 @@ death) change one field of one record here, never the host.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._catalog import PluginRegistrations
-from ._model import Candidate, PluginInfo, PluginState
+from ._model import Candidate, Isolation, PluginInfo, PluginState
 from .errors import PluginCallError, UnknownPluginError
 
 if TYPE_CHECKING:
     from .pipeline.register import Activated
-    from .worker import WorkerPlugin
-
-# The worker's host side is imported only when a plugin is isolated (about 20 ms that `aperio plugin list`
-# and an in-process host do not need): until that module is loaded, no plugin can be a `WorkerPlugin`.
-_PROXY_MODULE = "aperio_plugins.worker.supervise._proxy"
 
 _MAX_TRACEBACK_CHARS = 4000
 
@@ -93,11 +87,15 @@ class Records:
 
 def snapshot(slot: Slot) -> PluginInfo:
     """The slot's info, with the live state of its worker if it runs in one."""
-    plugin = slot.activated.loaded.plugin if slot.activated is not None else None
-    proxy = sys.modules.get(_PROXY_MODULE)
-    if proxy is None or not isinstance(plugin, proxy.WorkerPlugin):
+    activated = slot.activated
+    # Only a plugin loaded into a worker has one; the worker's host side was imported to start it.
+    if activated is None or activated.loaded.isolation is not Isolation.PROCESS:
         return slot.info
-    worker: WorkerPlugin = plugin
+    from .worker import WorkerPlugin
+
+    worker = activated.loaded.plugin
+    if not isinstance(worker, WorkerPlugin):
+        return slot.info
     live = worker.status()
     return dataclasses.replace(
         slot.info,
