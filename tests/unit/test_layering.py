@@ -160,6 +160,8 @@ NOT_FOR_LISTING = (
     "aperio_plugins._wheel",
     "aperio_plugins._run",
     "aperio_plugins._context",
+    # Reading the trusted keys (canonical Ed25519 PEM) needs no SSH, RSA, EC or cipher modules.
+    "cryptography.hazmat.primitives.serialization",
 )
 # Read only to inspect a plugin, which a warm start finds in the discovery cache. Project names are
 # normalized without `packaging.utils`, which imports `packaging.tags` (and with it subprocess).
