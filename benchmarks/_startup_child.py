@@ -159,7 +159,7 @@ class TimedLogger:
 
 def instrument(clock: StageClock) -> None:
     """Wrap each pipeline stage where the host and the stage modules look it up (benchmark only)."""
-    from aperio_plugins import _host, _state
+    from aperio_plugins import _host, _state, importing
     from aperio_plugins.pipeline import admit, discover, inspect, load, register, verify
 
     # Names of successive versions of the host and its stages; a name the measured code lacks is skipped.
@@ -171,6 +171,7 @@ def instrument(clock: StageClock) -> None:
         (verify, "verify_installed", "verify"),
         (admit, "admit", "admit"),
         (load, "install_importer", "verified importer"),
+        (importing, "install_importer", "verified importer"),  # looked up there since it loads on first use
         (load, "import_plugin", "import"),
     ):
         clock.wrap(module, attribute, stage)

@@ -16,20 +16,30 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ._model import TrustMode
 from ._ownership import HostModules, OwnedDistribution, PluginsDirLayout, collision, module_stem
 from .errors import VerificationError
-from .importing import VerifiedImporter, VerifiedLoader, VerifiedTree
+
+if TYPE_CHECKING:
+    from .importing import VerifiedImporter, VerifiedTree
 
 
 def is_plugin_finder(finder: object) -> bool:
     """True for the finders and loaders that serve plugins-directory files (not the host's environment)."""
-    return isinstance(finder, (VerifiedImporter, VerifiedLoader, PluginsDirBoundary, DependencyFinder))
+    if isinstance(finder, (PluginsDirBoundary, DependencyFinder)):
+        return True
+    # The verified finders and loaders load with the first import from the plugins directory: until
+    # then none of them exists, and the ownership scan that asks (a listing does) must not import them.
+    importing = sys.modules.get("aperio_plugins.importing")
+    return importing is not None and isinstance(finder, (importing.VerifiedImporter, importing.VerifiedLoader))
 
 
 def record_tree(distribution: OwnedDistribution, root: Path, label: str) -> VerifiedTree:
     """Return a tree that serves exactly the importable files `distribution`'s RECORD lists, unchecked."""
+    from .importing import VerifiedTree
+
     files = {
         path: ""
         for path in distribution.files
@@ -122,6 +132,8 @@ class DependencyFinder(importlib.abc.MetaPathFinder):
             if reason is None:
                 label = f"{distribution.describe()} (not a plugin, unsigned)"
                 try:
+                    from .importing import VerifiedImporter
+
                     importer = VerifiedImporter(record_tree(distribution, self._root, label))
                 except VerificationError as exc:
                     reason = exc.message

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._statement import SIGNATURE_FILE_NAME
-from ._wheel import read_wheel, write_wheel
 from .errors import AperioError, PluginCheckError
 
 DEV_MARKER = "aperio-dev.json"
@@ -40,6 +39,7 @@ def development_wheel(project: Path, out: Path) -> Path:
     file (a build backend never writes one: something in the project put it there).
     """
     from ._check import build_project  # _check imports this module for DEV_MARKER
+    from ._wheel import read_wheel, write_wheel  # the wheel reader: only building needs it
 
     built = build_project(project, out / "built")
     wheel = read_wheel(built)
@@ -91,6 +91,7 @@ class Watcher:
 def install_development_build(project: Path, plugins_dir: Path) -> tuple[str, ...]:
     """Build `project` as a development wheel and install it with pip into `plugins_dir`, replacing an
     earlier build; return its plugin ids. Raises `PluginCheckError` or `WheelInstallError`."""
+    from ._wheel import read_wheel
     from .registry._artifact import wheel_plugin_ids
     from .testing import install_wheels
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -20,7 +20,6 @@ from . import _lifecycle as lifecycle
 from ._audit import default_audit_logger, default_plugin_logger
 from ._cache import CACHE_FILE_NAME, DiscoveryCache
 from ._catalog import Catalog, CatalogEntry
-from ._context import CredentialProvider
 from ._lazy import LazyRelay
 from ._lazy_state import LazyActivation
 from ._lifecycle import Desk
@@ -36,7 +35,6 @@ from ._model import (
     Verification,
 )
 from ._plugin_records import Records, Slot, snapshot
-from ._run import run_plugin
 from ._settings import HostSettings
 from ._state import StateStore
 from ._state_url import open_state_store
@@ -48,6 +46,9 @@ from .pipeline import walk
 from .pipeline.admit import split_duplicates
 from .pipeline.discover import Discovery
 from .worker import WorkerSettings
+
+if TYPE_CHECKING:
+    from ._context import CredentialProvider
 
 
 class PluginHost:
@@ -323,6 +324,8 @@ class PluginHost:
         `PluginCallError` when the plugin raises or returns something malformed.
         Findings in a sync result are broadcast through `aperio_finding_raised`.
         """
+        from ._run import run_plugin  # payload models and invocation: only a host that runs plugins needs them
+
         self._lazy.before_run(plugin_id)
         result = run_plugin(
             self._records,

@@ -7,24 +7,49 @@ derived from the key alone, so that anyone can compute it from the PEM.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import ConfigurationError, VerificationError
 
+# `cryptography.hazmat.primitives.serialization` imports its SSH, RSA, EC and cipher modules, a few ms
+# that every start paid to read the trusted keys. An Ed25519 SubjectPublicKeyInfo is these 12 DER bytes
+# followed by the 32-byte key (RFC 8410), so the keys a start reads, and their ids, need none of it.
+_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+_PUBLIC_KEY_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----\n([A-Za-z0-9+/=\n]{1,200})-----END PUBLIC KEY-----\n?")
+
 
 def key_id(public_key: Ed25519PublicKey) -> str:
     """Return the hex sha256 of the key's DER SubjectPublicKeyInfo."""
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(_ED25519_SPKI_PREFIX + public_key.public_bytes_raw()).hexdigest()
+
+
+def load_public_key(data: bytes) -> object:
+    """Return the public key in PEM `data`, as `serialization.load_pem_public_key` does (and with its errors).
+
+    A canonical Ed25519 PEM (the form `generate_keypair` writes and `cryptography` emits) is decoded
+    directly; anything else, other key types and malformed files included, goes to `cryptography`.
+    """
+    match = _PUBLIC_KEY_PEM.fullmatch(data)
+    if match is not None:
+        try:
+            der = base64.b64decode(match.group(1).replace(b"\n", b""), validate=True)
+        except binascii.Error:
+            der = b""
+        if len(der) == len(_ED25519_SPKI_PREFIX) + 32 and der.startswith(_ED25519_SPKI_PREFIX):
+            return Ed25519PublicKey.from_public_bytes(der[len(_ED25519_SPKI_PREFIX) :])
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_public_key(data)
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,8 @@ def generate_keypair(name: str, directory: Path) -> tuple[Path, Path]:
 
     Raises `ConfigurationError` if either file exists: a key is never overwritten.
     """
+    from cryptography.hazmat.primitives import serialization  # author side and receipts only
+
     if not name or "/" in name or name.startswith("."):
         raise ConfigurationError(f"key name {name!r} must be a plain file name")
     directory.mkdir(parents=True, exist_ok=True)
@@ -77,6 +104,8 @@ def generate_keypair(name: str, directory: Path) -> tuple[Path, Path]:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Return the Ed25519 private key in the PEM file `path`; raise `ConfigurationError` otherwise."""
+    from cryptography.hazmat.primitives import serialization  # author side and receipts only
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
@@ -98,7 +127,7 @@ def load_keyring(directory: Path) -> Keyring:
         return Keyring((), ())
     for path in paths:
         try:
-            public_key = serialization.load_pem_public_key(path.read_bytes())
+            public_key = load_public_key(path.read_bytes())
         except OSError as exc:
             problems.append(KeyProblem(path, f"unreadable: {exc.strerror}"))
             continue

@@ -20,23 +20,19 @@ import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import packaging.metadata
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aperio_hookspecs import DISTRIBUTION_NAME
 
 from ._model import Candidate, Isolation, ManifestEntry, PluginKind
+from ._names import canonicalize_name
 from .errors import ManifestError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised by the 3.10 nox session
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 MANIFEST_NAME = "aperio-plugin.toml"
 MANIFEST_VERSION = 1
@@ -112,6 +108,12 @@ def manifest_sections(data: bytes, where: str) -> dict[str, PluginSection]:
     """
     if len(data) > _MAX_MANIFEST_BYTES:
         raise ManifestError(f"{where}: manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
+    # The TOML parser loads with the first manifest read: a warm start finds every manifest in its cache.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised by the 3.10 nox session
+        import tomli as tomllib
+
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -217,6 +219,8 @@ def read_api_requirement(candidate: Candidate) -> tuple[str, str, str, str]:
     # checks below do not need (a missing name, version or requirement is refused by name).
     headers = _plain_headers(data)
     if headers is None:
+        import packaging.metadata  # the email parser and more: only for headers the plain reader declines
+
         raw, _ = packaging.metadata.parse_email(data.split(b"\n\n", 1)[0])
         headers = (raw.get("name"), raw.get("version"), list(raw.get("requires_dist") or []))
     name, version, requires_dist = headers
@@ -240,6 +244,9 @@ def runtime_requirements(requires_dist: Sequence[str]) -> list[Requirement]:
 
     Raises `ManifestError` naming an entry that is not a valid requirement.
     """
+    # Markers and the requirement grammar load on a cold inspection, not with every start.
+    from packaging.requirements import InvalidRequirement, Requirement
+
     requirements = []
     for line in requires_dist:
         try:

@@ -19,11 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
-
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
 from ._cache import DiscoveryCache, file_key
+from ._names import canonicalize_name
 from ._preflight import CONTROL_DIR_NAME
 
 _MODULE_SUFFIXES = tuple(

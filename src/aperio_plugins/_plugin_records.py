@@ -11,13 +11,14 @@ import dataclasses
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._catalog import PluginRegistrations
-from ._model import Candidate, PluginInfo, PluginState
+from ._model import Candidate, Isolation, PluginInfo, PluginState
 from .errors import PluginCallError, UnknownPluginError
-from .pipeline.register import Activated
-from .worker import WorkerPlugin
+
+if TYPE_CHECKING:
+    from .pipeline.register import Activated
 
 _MAX_TRACEBACK_CHARS = 4000
 
@@ -86,10 +87,16 @@ class Records:
 
 def snapshot(slot: Slot) -> PluginInfo:
     """The slot's info, with the live state of its worker if it runs in one."""
-    plugin = slot.activated.loaded.plugin if slot.activated is not None else None
-    if not isinstance(plugin, WorkerPlugin):
+    activated = slot.activated
+    # Only a plugin loaded into a worker has one; the worker's host side was imported to start it.
+    if activated is None or activated.loaded.isolation is not Isolation.PROCESS:
         return slot.info
-    live = plugin.status()
+    from .worker import WorkerPlugin
+
+    worker = activated.loaded.plugin
+    if not isinstance(worker, WorkerPlugin):
+        return slot.info
+    live = worker.status()
     return dataclasses.replace(
         slot.info,
         worker_pid=live.pid,

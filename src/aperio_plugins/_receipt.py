@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._keys import TrustedKey, key_id, load_private_key, sign_envelope, verify_envelope
+from ._keys import TrustedKey, key_id, load_private_key, load_public_key, sign_envelope, verify_envelope
 from ._statement import PAYLOAD_TYPE, SignedStatement, build_statement, parse_statement
 from .errors import ConfigurationError, InstallError, VerificationError
 
@@ -62,6 +61,8 @@ def host_key(state_dir: Path) -> Ed25519PrivateKey:
     private_path = state_dir / HOST_KEY_NAME
     if private_path.exists():
         return load_private_key(private_path)
+    from cryptography.hazmat.primitives import serialization  # writing a key: installs only
+
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         private_key = Ed25519PrivateKey.generate()
@@ -89,7 +90,7 @@ def _public_key(path: Path | None) -> Ed25519PublicKey:
     if path is None:
         raise VerificationError("install receipt refused: this host has no receipt key configured")
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = load_public_key(path.read_bytes())
     except FileNotFoundError:
         raise VerificationError(f"install receipt refused: this host has no receipt key ({path})") from None
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:

@@ -11,14 +11,16 @@ the same canonical statement:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._statement import build_statement, is_signed_path
 from ._validation import first_problem
-from ._wheel import Wheel
 from .errors import VerificationError
+
+if TYPE_CHECKING:
+    from ._wheel import Wheel  # the wheel reader (zipfile, configparser) is for signing, not for verifying
 
 SIGNATURE_FORMAT = 1
 MAX_SIGNATURE_FILE_BYTES = 1024 * 1024

@@ -25,11 +25,6 @@ from typing import TYPE_CHECKING, Any
 from aperio_plugins._untrusted_json import loads_bounded
 from aperio_plugins.errors import AperioError, ConfigurationError, SigningError, VerificationError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised by the 3.10 nox session
-    import tomli as tomllib
-
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
     from sigstore.models import Bundle
@@ -125,6 +120,12 @@ def load_trusted_identities(path: Path) -> SigstoreTrust:
         return SigstoreTrust(identities=(), trusted_root=None)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{path}: cannot read trusted identities: {exc}") from None
+    # Only an operator who trusts Sigstore identities has this file: the TOML parser loads for them.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised by the 3.10 nox session
+        import tomli as tomllib
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rfc8785
-from packaging.utils import canonicalize_name
 
+from ._names import canonicalize_name
 from ._untrusted_json import UntrustedJsonError, loads_bounded
 from .errors import VerificationError
 

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
@@ -25,8 +26,10 @@ from ._receipt import RECEIPT_FILE_NAME, verify_receipt
 from ._signature_file import Ed25519Signature, parse_signature_file
 from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, SignedStatement, is_signed_path, parse_statement
 from ._trust import TrustStore
-from ._wheel import Wheel
 from .errors import ConfigurationError, VerificationError
+
+if TYPE_CHECKING:
+    from ._wheel import Wheel  # the wheel reader is the caller's: verifying installed files never needs it
 
 # Files an installer adds to `.dist-info/` (PEP 376, PEP 610) and compiled caches: never executed by the
 # verified loader, so their presence is not tampering.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -16,14 +16,17 @@ from aperio_hookspecs import specs as api_specs
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._cache import DiscoveryCache
-from ._guard import ErrorRecorder
 from ._ownership import HostModules, PluginsDirLayout
 from ._plugin_records import Records
 from ._settings import HostSettings
 from ._trust import TrustStore
 from .errors import WorkerError
 from .pipeline.environment import CODE_CACHE_DIR, Environment
-from .worker import WorkerPlugin, WorkerSettings
+from .worker import WorkerSettings
+
+if TYPE_CHECKING:
+    from ._guard import ErrorRecorder
+    from .worker import WorkerPlugin
 
 _BREAKER_EVENTS = {
     BreakerState.OPEN: "plugin.breaker.opened",
@@ -50,6 +53,10 @@ def host_environment(
     """Return the environment the host's stages run in, before any discovery."""
 
     def start_worker(plugin_id: str, network: bool) -> WorkerPlugin:
+        # The worker's host side (about 20 ms to import, msgpack and msgspec with it) loads with the first
+        # isolated plugin: a host whose plugins all run in process, and `aperio plugin list`, never need it.
+        from .worker import WorkerPlugin
+
         def failed(_: str, error: WorkerError) -> None:
             # The supervisor has audited the worker's death; the calls it broke are counted (and fed
             # to the breaker, once per worker generation) by the callers' guards or by run(), so

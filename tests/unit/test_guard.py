@@ -345,3 +345,35 @@ def test_a_breaker_opened_elsewhere_switches_the_guard_to_asking_it_before_each_
     assert breaker.state is BreakerState.CLOSED
     assert guard(4) == 4
     assert calls == [1, 3, 4]
+
+
+def test_guards_of_the_same_shape_do_not_share_code_objects_in_any_breaker_state(clock):
+    # CPython specializes a code object's instructions in place for what they last saw; guards sharing one
+    # (same parameters, same hook) each see another plugin function and namespace, and keep missing.
+    breakers = [
+        CircuitBreaker(BreakerPolicy(failure_threshold=1, window_seconds=60, reset_timeout_seconds=5), clock=clock)
+        for _ in range(3)
+    ]
+    results = []
+
+    def make(n):
+        def compute(x):
+            results.append((n, x))
+            return n
+
+        return compute
+
+    guards = [
+        guard_implementation(make(n), "compute", lambda hook, exc: None, propagate=False, is_wrapper=False, gate=b)
+        for n, b in enumerate(breakers)
+    ]
+    assert len({id(guard.__code__) for guard in guards}) == 3
+    breakers[0].record_failure()  # open: that guard switches to its gated body
+    assert breakers[0].state is BreakerState.OPEN
+    assert len({id(guard.__code__) for guard in guards}) == 3
+    assert [guard(7) for guard in guards] == [None, 1, 2]  # the open one is skipped, the others still run
+    clock.now += 6
+    assert guards[0](8) == 0  # the probe closes it again
+    assert breakers[0].state is BreakerState.CLOSED
+    assert len({id(guard.__code__) for guard in guards}) == 3
+    assert results == [(1, 7), (2, 7), (0, 8)]

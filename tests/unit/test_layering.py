@@ -141,3 +141,85 @@ def test_only_the_api_package_and_the_serve_command_name_fastapi_or_uvicorn():
             ):
                 importers.add(source.relative_to(root).as_posix())
     assert importers == allowed
+
+
+# What `aperio plugin list` does not need, so must not import: each was a measured part of its start-up
+# (docs/performance.md, issue 11). A listing verifies pending plugins without importing them, so the
+# verified importer, guards, registration, the worker's host side and the wheel reader stay out; settings
+# are read without pydantic-settings (which brings dotenv, argparse and asyncio).
+NOT_FOR_LISTING = (
+    "pydantic_settings",
+    "dotenv",
+    "asyncio",
+    "rich",
+    "msgspec",
+    "aperio_plugins.worker.supervise",
+    "aperio_plugins.importing",
+    "aperio_plugins.pipeline.register",
+    "aperio_plugins._guard",
+    "aperio_plugins._wheel",
+    "aperio_plugins._run",
+    "aperio_plugins._context",
+    # Reading the trusted keys (canonical Ed25519 PEM) needs no SSH, RSA, EC or cipher modules.
+    "cryptography.hazmat.primitives.serialization",
+)
+# Read only to inspect a plugin, which a warm start finds in the discovery cache. Project names are
+# normalized without `packaging.utils`, which imports `packaging.tags` (and with it subprocess).
+NOT_FOR_A_WARM_LISTING = ("tomllib", "packaging.metadata", "packaging.requirements", "packaging.tags")
+
+LISTING = (
+    "import sys\n"
+    "from aperio_plugins.cli import main\n"
+    "try:\n"
+    "    main(['plugin', 'list', '--json'])\n"
+    "finally:\n"
+    "    sys.stderr.write('\\n'.join(sorted(sys.modules)))\n"
+)
+
+
+def _among(loaded: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(name for name in loaded if any(name == n or name.startswith(n + ".") for n in names))
+
+
+def test_plugin_list_verifies_a_pending_plugin_without_importing_what_it_does_not_show(
+    tmp_path, install, wheel_dir, plugins_dir, marker
+):
+    import json
+    import os
+    import shutil
+
+    from plugin_builders import connector_wheel, imported_ids
+
+    from aperio_plugins.testing import generate_signing_key, manifest_toml, sign_wheel_with_key
+
+    private, public = generate_signing_key(tmp_path / "author")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    shutil.copy(public, keys / public.name)
+    section = {"summary": "lazy", "kinds": ["connector"], "hooks": ["aperio_register_connectors"]}
+    manifest = manifest_toml({"acme.listed": section})
+    install(sign_wheel_with_key(connector_wheel(wheel_dir, "acme.listed", marker=marker, manifest=manifest), private))
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("APERIO_")},
+        "APERIO_PLUGINS_DIR": str(plugins_dir),
+        "APERIO_STATE_DIR": str(tmp_path / "state"),
+        "APERIO_PLUGIN_TRUSTED_KEYS_DIR": str(keys),
+        "APERIO_PLUGIN_TRUST_MODE": "strict",
+    }
+    for start in ("cold", "warm"):
+        result = subprocess.run(
+            [sys.executable, "-c", LISTING], capture_output=True, text=True, env=env, check=True, timeout=120
+        )
+        (row,) = [row for row in json.loads(result.stdout) if row["id"] == "acme.listed"]
+        # The status shown is as true as before: the plugin was hashed and its signature checked.
+        assert (row["state"], row["signature_status"]) == ("enabled", "verified"), (start, row)
+        loaded = set(result.stderr.split())
+        assert _among(loaded, NOT_FOR_LISTING) == [], start
+        assert "cryptography.hazmat.primitives.asymmetric.ed25519" in loaded  # the check really ran
+    assert _among(loaded, NOT_FOR_A_WARM_LISTING) == []
+    assert imported_ids(marker) == []  # and the plugin itself never ran
+
+
+def test_a_host_application_does_not_import_what_only_some_hosts_use():
+    loaded = imported_after("from aperio_plugins import HostSettings, PluginHost")
+    assert _among(loaded, NOT_FOR_LISTING + NOT_FOR_A_WARM_LISTING) == []

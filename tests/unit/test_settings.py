@@ -43,3 +43,22 @@ def test_invalid_values_name_the_variable(monkeypatch, variable, value, message)
     with pytest.raises(ConfigurationError) as raised:
         HostSettings.from_environment()
     assert message in raised.value.message
+
+
+def test_arguments_win_over_the_environment_and_names_match_in_any_case(monkeypatch, tmp_path):
+    # As pydantic-settings read them: HostSettings reads the variables itself now.
+    monkeypatch.setenv("APERIO_PLUGIN_TRUST_MODE", "disabled")
+    monkeypatch.setenv("aperio_state_dir", str(tmp_path / "s"))
+    monkeypatch.setenv("APERIO_REGISTRY_INSECURE_HOSTS", " a.test, b.test:5000 ,")
+    settings = HostSettings(plugin_trust_mode="warn")
+    assert settings.plugin_trust_mode is TrustMode.WARN
+    assert settings.state_dir == tmp_path / "s"
+    assert settings.registry_insecure_hosts == ("a.test", "b.test:5000")
+    assert HostSettings.from_environment().plugin_trust_mode is TrustMode.DISABLED
+
+
+def test_an_unknown_argument_is_refused_and_an_unknown_variable_ignored(monkeypatch):
+    monkeypatch.setenv("APERIO_NOT_A_SETTING", "1")
+    HostSettings.from_environment()
+    with pytest.raises(ConfigurationError, match="APERIO_NOT_A_SETTING"):
+        HostSettings.from_environment(not_a_setting=1)

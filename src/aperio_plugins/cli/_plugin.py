@@ -8,7 +8,6 @@ from .._host import PluginHost
 from .._model import Isolation, PluginInfo, PluginKind, PluginState
 from ..errors import LifecycleError
 from ._complete import complete_plugin_ids
-from ._fleet import recording_host
 from ._output import print_info, print_json, print_table
 
 _KINDS = [kind.value for kind in PluginKind]
@@ -68,6 +67,7 @@ def _require_state(info: PluginInfo, expected: PluginState) -> None:
 def enable_plugin(plugin_id: str) -> None:
     """Enable a plugin (persisted) and load it to show that it comes up."""
     from ..api._trail import applying_received
+    from ._fleet import recording_host  # the trail and the state store's URL: for decisions only
 
     with recording_host() as host:
         host.persist_enabled(plugin_id, True)
@@ -85,6 +85,8 @@ def enable_plugin(plugin_id: str) -> None:
 def isolate_plugin(plugin_id: str, isolation: str) -> None:
     """Run a plugin in a worker process or in the host (persisted; `default` follows
     APERIO_PLUGIN_ISOLATION and the plugin's manifest). Takes effect when it is next loaded."""
+    from ._fleet import recording_host  # the trail and the state store's URL: for decisions only
+
     with recording_host() as host:
         host.persist_isolation(plugin_id, None if isolation == "default" else Isolation(isolation))
     click.echo(f"{plugin_id}: isolation {isolation}")
@@ -94,6 +96,8 @@ def isolate_plugin(plugin_id: str, isolation: str) -> None:
 @click.argument("plugin_id", shell_complete=complete_plugin_ids)
 def disable_plugin(plugin_id: str) -> None:
     """Disable a plugin (persisted); it is not imported at the next start. Imports nothing."""
+    from ._fleet import recording_host  # the trail and the state store's URL: for decisions only
+
     with recording_host() as host:
         host.persist_enabled(plugin_id, False)
     click.echo(f"{plugin_id}: disabled")

@@ -11,14 +11,16 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._breaker import CircuitBreaker
 from .._cache import DiscoveryCache
-from .._guard import ErrorRecorder
 from .._model import Isolation, Refusal, TrustMode
 from .._ownership import HostModules, PluginsDirLayout
 from .._trust import TrustStore
+
+if TYPE_CHECKING:
+    from .._guard import ErrorRecorder  # the guards load with the first activation
 
 CODE_CACHE_DIR = "code-cache"
 """Under a state directory (the host's, or a worker's own): compiled verified modules, keyed by digest."""
@@ -37,7 +39,7 @@ Raises `WorkerError` (a `HandshakeError` naming the stage that refused it inside
 BreakerFactory = Callable[[str], CircuitBreaker]
 """plugin id -> the circuit breaker its guards consult."""
 
-RecorderFactory = Callable[[str], ErrorRecorder]
+RecorderFactory = Callable[[str], "ErrorRecorder"]
 """plugin id -> what its guards call with each exception the plugin raised."""
 
 

@@ -15,12 +15,15 @@ import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .._boundary import record_tree
 from .._model import Candidate, FailureStage, Inspected, Isolation, Origin, Refusal, SignatureStatus, Verification
-from ..errors import HandshakeError, PluginLoadError, VerificationError, WorkerError
-from ..importing import TamperedFileError, VerifiedImporter, VerifiedTree, install_importer, remove_importer
+from ..errors import HandshakeError, PluginLoadError, TamperedFileError, VerificationError, WorkerError
 from .environment import Environment, Refused
+
+if TYPE_CHECKING:
+    from ..importing import VerifiedImporter
 
 # The entry point value grammar of the packaging spec: "module.path:attr.path".
 _ENTRY_POINT_VALUE = re.compile(r"^(?P<module>[\w.]+)\s*(?::\s*(?P<attr>[\w.]+)\s*)?(?:\[[\w,\s-]*\])?$")
@@ -120,6 +123,8 @@ class Loaded:
         if self.stop is not None:
             self.stop()
         if self.importer is not None:
+            from ..importing import remove_importer
+
             remove_importer(self.importer)
 
 
@@ -162,6 +167,8 @@ def _in_worker(inspected: Inspected, env: Environment) -> Loaded:
 
 
 def _in_process(inspected: Inspected, verification: Verification | None, env: Environment) -> Loaded:
+    from ..importing import remove_importer
+
     importer = plugin_importer(inspected, verification, env)
     try:
         plugin = import_plugin(inspected.candidate)
@@ -182,6 +189,10 @@ def plugin_importer(
 ) -> VerifiedImporter | None:
     """Install the finder scoped to the plugin's files: its signed statement when verified, its
     RECORD when it is unsigned code from the plugins directory. Raises `Refused` (stage verify)."""
+    # The finders and loaders of verified bytes load with the first plugin imported in this process:
+    # a listing, and a start whose plugins wait for their first call, import none.
+    from ..importing import VerifiedTree, install_importer
+
     candidate = inspected.candidate
     try:
         if verification is not None and verification.status is SignatureStatus.VERIFIED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -30,8 +31,10 @@ from .admit import Decision, admit_plugin, duplicate_refusal
 from .environment import Environment, Refused
 from .inspect import inspect
 from .load import load, restore_on_failure
-from .register import Activated, register_plugin
 from .verify import verify
+
+if TYPE_CHECKING:
+    from .register import Activated
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ def activate(
 
     Raises `Refused`; the manager is untouched and nothing stays loaded on failure.
     """
+    # Guards, breakers and registration are for activating: a listing, and a start whose plugins
+    # all wait for their first call, never import them.
+    from .register import register_plugin
+
     inspected = evaluated.inspected
     assert inspected is not None
     return register_plugin(load(inspected, evaluated.verification, env, isolation), env, manager, catalog)
