@@ -21,7 +21,7 @@ README = ROOT / "README.md"
 HEADER = "| variable | default | meaning |"
 VARIABLE = re.compile(r"^`(APERIO_[A-Z0-9_]+)`$")
 LITERAL = re.compile(r"^`([^`]+)`")
-# A name in the source, not a prefix that code completes (`f"APERIO_OUTBOX_{name.upper()}"`).
+# A name in the source or the docs, not a prefix that code completes (`f"APERIO_OUTBOX_{name.upper()}"`).
 NAME_IN_SOURCE = re.compile(r"\bAPERIO_[A-Z0-9_]*[A-Z0-9]\b")
 
 
@@ -137,6 +137,26 @@ def test_a_literal_outbox_default_is_the_dispatchers(documented: dict[str, Row])
         assert literal, f"{variable}: write its default as a `literal`"
         parsed = DispatchPolicy.from_environment({variable: literal.group(1)})
         assert getattr(parsed, field) == getattr(defaults, field), variable
+
+
+# Switches of the repository's own scripts and tests, named in the docs, that the host never reads.
+NOT_HOST_SETTINGS = {
+    "APERIO_QUICKSTART_NO_SERVE": "scripts/quickstart.sh",
+    "APERIO_UPDATE_CONSOLE_SCREENSHOT": "tests/api/test_console.py",
+}
+
+
+def test_the_docs_name_only_settings_of_the_table(documented: dict[str, Row]) -> None:
+    # A variable renamed or removed in the code, and still named in a guide, is caught here.
+    named = {
+        name: path.relative_to(ROOT).as_posix()
+        for path in [README, *sorted((ROOT / "docs").rglob("*.md"))]
+        for name in NAME_IN_SOURCE.findall(path.read_text(encoding="utf-8"))
+    }
+    unknown = {name: where for name, where in named.items() if name not in documented and name not in NOT_HOST_SETTINGS}
+    assert unknown == {}
+    for name, user in NOT_HOST_SETTINGS.items():
+        assert name in (ROOT / user).read_text(encoding="utf-8"), f"{name} is no longer used by {user}"
 
 
 @pytest.mark.parametrize(
