@@ -11,6 +11,9 @@ import pytest
 from plugin_builders import connector_wheel
 from serve_process import TOKEN, ServeProcess, run_aperio
 
+# tests/state/test_state_url.py loads this module by its path for `TOKEN` and `Served`: keep both names.
+Served = ServeProcess
+
 
 @pytest.fixture
 def environment(tmp_path, plugins_dir):
