@@ -5,32 +5,20 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from postgres_server import MISSING, PostgresServer, find_bindir, start_server
+from serve_process import APERIO, TOKEN, ServeProcess, free_port, run_aperio
 
-APERIO = str(Path(sys.executable).with_name("aperio"))
-TOKEN = re.compile(r"aperio_[A-Za-z0-9_-]{40,}")
+# Re-exported: tests import these names from here.
+__all__ = ["APERIO", "TOKEN", "Fleet", "Served", "fleet", "free_port", "postgres_server", "wait_for"]
 _databases = itertools.count(1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -46,56 +34,14 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
-class Served:
+class Served(ServeProcess):
     """One `aperio serve` process: its own plugins directory and name, the fleet's shared store."""
 
     def __init__(self, name: str, environment: dict[str, str]) -> None:
-        self.name = name
-        self.environment = environment
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [APERIO, "serve", "--port", str(self.port)],
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        deadline = time.monotonic() + 90
-        while not any("Uvicorn running" in line for line in self.lines):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.process.kill()
-                raise AssertionError(f"aperio serve {name} did not start:\n" + "".join(self.lines))
-            time.sleep(0.05)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def get(self, path: str, token: str | None = None, **options: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.get(f"{self.url}{path}", headers=headers, timeout=15, **options)
-
-    def post(self, path: str, token: str) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=15)
+        super().__init__(environment, name=name)
 
     def state_of(self, plugin_id: str, token: str) -> str:
         return str(self.get(f"/api/v1/plugins/{plugin_id}", token).json()["state"])
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=30)
-        self.reader.join(timeout=5)
-        return code
 
 
 @dataclass
@@ -125,15 +71,13 @@ class Fleet:
     def start(self, name: str) -> Served:
         served = Served(name, self.environment(name))
         self.hosts.append(served)
-        issued = TOKEN.findall(served.output)
+        issued = served.printed_tokens
         if issued and self.token is None:
             self.token = issued[0]
         return served
 
     def aperio(self, *args: str, on: str = "host-a") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [APERIO, *args], capture_output=True, text=True, env=self.environment(on), timeout=120, check=False
-        )
+        return run_aperio(self.environment(on), *args)
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -148,9 +92,7 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
         yield made
     finally:
         for host in made.hosts:
-            if host.process.poll() is None:
-                host.process.kill()
-                host.process.wait(timeout=30)
+            host.kill()
 
 
 def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:

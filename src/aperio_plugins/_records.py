@@ -96,8 +96,18 @@ def _time(value: object) -> datetime | None:
     return None if value is None else datetime.fromisoformat(str(value))
 
 
+def _required_time(value: object) -> datetime:
+    parsed = _time(value)
+    assert parsed is not None  # only for the schema's NOT NULL columns
+    return parsed
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 class SQLRecords:
@@ -115,14 +125,7 @@ class SQLRecords:
             (
                 "INSERT INTO api_tokens (name, token_sha256, permissions, created_at, expires_at, revoked_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
-                (
-                    record.name,
-                    record.token_sha256,
-                    " ".join(record.permissions),
-                    record.created_at.isoformat(),
-                    _iso(record.expires_at),
-                    _iso(record.revoked_at),
-                ),
+                _token_row(record),
             ),
         )
         if not inserted:
@@ -194,33 +197,47 @@ class SQLRecords:
         return [_audit(row) for row in rows]
 
 
+# A record's conversions to and from its row, one pair per record type, for every backend; the rows'
+# columns are in the order of `_TOKEN_COLUMNS` and of the audit SELECT above.
 _TOKEN_COLUMNS = "SELECT name, token_sha256, permissions, created_at, expires_at, revoked_at FROM api_tokens"  # noqa: S105 - column names, not a secret
+
+
+def _token_row(record: TokenRecord) -> tuple[object, ...]:
+    return (
+        record.name,
+        record.token_sha256,
+        " ".join(record.permissions),
+        record.created_at.isoformat(),
+        _iso(record.expires_at),
+        _iso(record.revoked_at),
+    )
 
 
 def _token(row: Sequence[object]) -> TokenRecord:
     name, digest, permissions, created_at, expires_at, revoked_at = row
-    created = _time(created_at)
-    assert created is not None  # NOT NULL in the schema
     return TokenRecord(
-        str(name), str(digest), tuple(str(permissions).split()), created, _time(expires_at), _time(revoked_at)
+        str(name),
+        str(digest),
+        tuple(str(permissions).split()),
+        _required_time(created_at),
+        _time(expires_at),
+        _time(revoked_at),
     )
 
 
 def _audit(row: Sequence[object]) -> AuditRecord:
     identifier, occurred_at, event, level, plugin_id, actor, fields, host = row
-    occurred = _time(occurred_at)
-    assert occurred is not None  # NOT NULL in the schema
     try:
         decoded = json.loads(str(fields))
     except ValueError:
         decoded = {"unreadable": str(fields)}
     return AuditRecord(
         id=int(str(identifier)),
-        occurred_at=occurred,
+        occurred_at=_required_time(occurred_at),
         event=str(event),
         level=str(level),
-        plugin_id=None if plugin_id is None else str(plugin_id),
-        actor=None if actor is None else str(actor),
+        plugin_id=_text(plugin_id),
+        actor=_text(actor),
         fields=decoded if isinstance(decoded, dict) else {"value": decoded},
-        host=None if host is None else str(host),
+        host=_text(host),
     )

@@ -12,18 +12,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from serve_process import ServeProcess, run_aperio
 
 from aperio_plugins._state import SQLiteStateStore
 from aperio_plugins.api import ALL_PERMISSIONS, Permission, Tokens
@@ -54,51 +51,14 @@ def _environment_without_examples(root: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(clean), *editable])}
 
 
-class Server:
-    """`aperio serve` in a subprocess on a free port of 127.0.0.1, stopped with Ctrl-C."""
-
-    def __init__(self, environment: dict[str, str]) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        command = [sys.executable, "-S", "-c", "from aperio_plugins.cli import main; main()"]
-        self.process = subprocess.Popen(
-            [*command, "serve", "--port", str(self.port)],
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        deadline = time.monotonic() + 90
-        while not any("Uvicorn running" in line for line in self.lines):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.process.kill()
-                raise AssertionError("aperio serve did not start:\n" + "".join(self.lines))
-            time.sleep(0.05)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=30)
-        self.reader.join(timeout=5)
-        return code
+# The CLI under `python -S`, so that the server's import path is the environment's PYTHONPATH alone.
+CLI_WITHOUT_SITE = (sys.executable, "-S", "-c", "from aperio_plugins.cli import main; main()")
 
 
 class Console:
     """The served console, its tokens, and an API client to check what the console did."""
 
-    def __init__(self, server: Server, tokens: dict[str, str], state_dir: Path) -> None:
+    def __init__(self, server: ServeProcess, tokens: dict[str, str], state_dir: Path) -> None:
         self.server = server
         self.url = server.url
         self.token = tokens
@@ -173,7 +133,7 @@ def console(tmp_path_factory) -> Iterator[Console]:
         "APERIO_PLUGIN_TRUSTED_KEYS_DIR": str(keys),
         "APERIO_PLUGIN_TRUSTED_IDENTITIES": str(root / "trusted-identities.toml"),
     }
-    server = Server(environment)
+    server = ServeProcess(environment, command=CLI_WITHOUT_SITE)
     served = Console(server, secrets, state_dir)
     try:
         yield served
@@ -181,7 +141,7 @@ def console(tmp_path_factory) -> Iterator[Console]:
         for client in [served.api, *served.clients]:
             client.close()
         assert server.stop() == 0
-    output = "".join(server.lines)
+    output = server.output
     assert not [name for name, secret in secrets.items() if secret in output]  # no token in the server's log
 
 
@@ -352,11 +312,8 @@ def test_sign_in_refuses_a_bad_token_and_a_form_without_csrf(console):
 
 def test_a_revoked_token_ends_its_console_session(console):
     client, csrf = console.signed_in("revoked")
-    aperio = str(Path(sys.executable).with_name("aperio"))
     environment = {**os.environ, "APERIO_STATE_DIR": str(console.state_dir)}
-    revoked = subprocess.run(
-        [aperio, "token", "revoke", "ops-leaver"], capture_output=True, text=True, env=environment, check=False
-    )
+    revoked = run_aperio(environment, "token", "revoke", "ops-leaver")
     assert revoked.returncode == 0, revoked.stderr
     refused = client.post("/console/plugins/aperio.box-connector/disable", data={"csrf": csrf})
     assert refused.status_code == 401

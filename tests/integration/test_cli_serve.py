@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 from plugin_builders import connector_wheel
+from serve_process import TOKEN, ServeProcess, run_aperio
 
-APERIO = str(Path(sys.executable).with_name("aperio"))
-TOKEN = re.compile(r"aperio_[A-Za-z0-9_-]{40,}")
+# tests/state/test_state_url.py loads this module by its path for `TOKEN` and `Served`: keep both names.
+Served = ServeProcess
 
 
 @pytest.fixture
@@ -35,7 +28,7 @@ def environment(tmp_path, plugins_dir):
 @pytest.fixture
 def aperio(environment):
     def aperio(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([APERIO, *args], capture_output=True, text=True, env=environment, timeout=60, check=False)
+        return run_aperio(environment, *args, timeout=60)
 
     return aperio
 
@@ -80,71 +73,33 @@ def test_token_create_refuses_bad_input_in_one_line(aperio, args, message):
     assert json.loads(aperio("token", "list", "--json").stdout) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Served:
-    def __init__(self, environment: dict[str, str]) -> None:
-        self.port = _free_port()
-        self.process = subprocess.Popen(
-            [APERIO, "serve", "--port", str(self.port)],
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        deadline = time.monotonic() + 60
-        while not any("Uvicorn running" in line for line in self.lines):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.process.kill()
-                raise AssertionError("aperio serve did not start:\n" + "".join(self.lines))
-            time.sleep(0.05)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)  # Ctrl-C
-        code = self.process.wait(timeout=30)
-        self.reader.join(timeout=5)
-        return code
-
-
 def test_serve_prints_an_admin_token_on_first_start_only(environment, install, wheel_dir):
     install(connector_wheel(wheel_dir, "acme.conn"))
-    first = Served(environment)
+    first = ServeProcess(environment, startup_timeout=60)
     try:
-        tokens = TOKEN.findall(first.output)
+        tokens = first.printed_tokens
         assert len(set(tokens)) == 1
-        url = f"http://127.0.0.1:{first.port}"
-        headers = {"Authorization": f"Bearer {tokens[0]}"}
-        plugins = httpx.get(f"{url}/api/v1/plugins", headers=headers, timeout=10).json()
+        plugins = first.get("/api/v1/plugins", tokens[0], timeout=10).json()
         assert {p["id"]: p["state"] for p in plugins}["acme.conn"] == "enabled"
-        assert httpx.get(f"{url}/api/v1/plugins", timeout=10).status_code == 401
-        disabled = httpx.post(f"{url}/api/v1/plugins/acme.conn/disable", headers=headers, timeout=10)
+        assert first.get("/api/v1/plugins", timeout=10).status_code == 401
+        disabled = first.post("/api/v1/plugins/acme.conn/disable", tokens[0], timeout=10)
         assert disabled.json()["plugin"]["state"] == "disabled"
     finally:
-        assert first.stop() == 0
+        assert first.stop() == 0  # Ctrl-C
     assert tokens[0] not in first.output.split("Uvicorn running", 1)[1]  # not in the access log
-    second = Served(environment)
+    second = ServeProcess(environment, startup_timeout=60)
     try:
-        assert TOKEN.findall(second.output) == []
-        url = f"http://127.0.0.1:{second.port}"
-        plugins = httpx.get(f"{url}/api/v1/plugins", headers=headers, timeout=10).json()
+        assert second.printed_tokens == []
+        plugins = second.get("/api/v1/plugins", tokens[0], timeout=10).json()
         assert {p["id"]: p["state"] for p in plugins}["acme.conn"] == "disabled"  # the decision persisted
-        events = httpx.get(f"{url}/api/v1/events", params={"actor": "admin"}, headers=headers, timeout=10).json()
+        events = second.get("/api/v1/events", tokens[0], params={"actor": "admin"}, timeout=10).json()
         assert "api.plugin.disable" in {e["event"] for e in events["events"]}
     finally:
         assert second.stop() == 0
+
+
+def test_serve_with_a_bad_setting_exits_with_one_line_and_the_harness_says_so(environment):
+    with pytest.raises(AssertionError, match="did not start") as refused:
+        ServeProcess({**environment, "APERIO_PLUGIN_TRUST_MODE": "lenient"}, startup_timeout=60)
+    assert "APERIO_PLUGIN_TRUST_MODE='lenient'" in str(refused.value)
+    assert "Traceback" not in str(refused.value)
