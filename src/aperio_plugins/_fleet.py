@@ -303,7 +303,6 @@ def reconcile(host: PluginHost, store: StateStore, pinned: PinnedLock) -> _Recon
     A refused release is reported with its reason and leaves the plugins directory as it was; the
     others still install. Installed distributions the lock does not list are reported as drift.
     """
-    from ._trust import load_trust_store
     from .api._trail import applying_received
     from .registry import LockFile, RegistryClient
 
@@ -313,8 +312,10 @@ def reconcile(host: PluginHost, store: StateStore, pinned: PinnedLock) -> _Recon
     except ValueError as exc:
         outcome.refusals.append({"plugin_ids": [], "version": None, "reason": f"the pinned lock is invalid: {exc}"})
         return outcome
-    # Not closed: closing a client closes its store, which is the host's.
-    client = RegistryClient(host.settings, store, load_trust_store(host.settings))
+    # Not closed: closing a client closes its store, which is the host's. The trust configuration is
+    # re-read, and the host's with it, so that a key added since the last attempt counts for the
+    # install's check and for the load after it alike.
+    client = RegistryClient(host.settings, store, host.reload_trust())
     changed = False
     for entry in lock.plugins:
         try:

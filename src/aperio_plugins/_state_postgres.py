@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._audit_buffer import HeldAudit, HeldEvent
 from ._fleet_records import CHANGES_CHANNEL
@@ -43,6 +43,9 @@ POOL_TIMEOUT = 10.0
 # While the server is out of reach, one direct connection tries it this often (seconds); calls in
 # between fail at once, so that a request falls back to the last known state without waiting.
 PROBE_INTERVAL = 0.5
+# A call waits this long for a pooled connection before it checks, with one direct connection,
+# whether the server answers at all: a cut-off host learns it in about a second, not POOL_TIMEOUT.
+FIRST_WAIT = 1.0
 
 
 @lru_cache(maxsize=256)
@@ -176,13 +179,25 @@ class PostgresStateStore(SQLStateStore):
         # Calls still waiting on the old pool fail (PoolClosed) and their callers retry or fall back.
         stale.close(timeout=1.0)
 
+    def _checkout(self, stack: contextlib.ExitStack) -> psycopg.Connection[tuple[Any, ...]]:
+        """A pooled connection entered on `stack`; raises `psycopg.OperationalError` soon (not after
+        `POOL_TIMEOUT`) when the pool has none because the server cannot be reached."""
+        pool = self._pool
+        try:
+            return stack.enter_context(pool.connection(timeout=FIRST_WAIT))
+        except PoolTimeout:
+            # Busy, or cut off? One direct connection tells (and raises if the server is away).
+            with psycopg.connect(self._url, autocommit=True, **self._options):
+                pass
+        return stack.enter_context(pool.connection(timeout=POOL_TIMEOUT - FIRST_WAIT))
+
     def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
         """Run `statements` in one transaction; return the rows of the last one."""
         self._reachable()
         rows: list[tuple[object, ...]] = []
         try:
             # The pool's connection commits when the block ends normally and rolls back otherwise.
-            with self._pool.connection() as connection, connection.cursor() as cursor:
+            with contextlib.ExitStack() as stack, self._checkout(stack).cursor() as cursor:
                 for statement, parameters in statements:
                     cursor.execute(_placeholders(statement), parameters)
                     rows = list(cursor.fetchall()) if cursor.description is not None else []
