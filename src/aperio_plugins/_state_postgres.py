@@ -179,10 +179,11 @@ class PostgresStateStore(SQLStateStore):
         # Calls still waiting on the old pool fail (PoolClosed) and their callers retry or fall back.
         stale.close(timeout=1.0)
 
-    def _checkout(self, stack: contextlib.ExitStack) -> psycopg.Connection[tuple[Any, ...]]:
-        """A pooled connection entered on `stack`; raises `psycopg.OperationalError` soon (not after
+    def _checkout(
+        self, pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]], stack: contextlib.ExitStack
+    ) -> psycopg.Connection[tuple[Any, ...]]:
+        """A connection of `pool` entered on `stack`; raises `psycopg.OperationalError` soon (not after
         `POOL_TIMEOUT`) when the pool has none because the server cannot be reached."""
-        pool = self._pool
         try:
             return stack.enter_context(pool.connection(timeout=FIRST_WAIT))
         except PoolTimeout:
@@ -194,10 +195,11 @@ class PostgresStateStore(SQLStateStore):
     def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
         """Run `statements` in one transaction; return the rows of the last one."""
         self._reachable()
+        pool = self._pool
         rows: list[tuple[object, ...]] = []
         try:
             # The pool's connection commits when the block ends normally and rolls back otherwise.
-            with contextlib.ExitStack() as stack, self._checkout(stack).cursor() as cursor:
+            with contextlib.ExitStack() as stack, self._checkout(pool, stack).cursor() as cursor:
                 for statement, parameters in statements:
                     cursor.execute(_placeholders(statement), parameters)
                     rows = list(cursor.fetchall()) if cursor.description is not None else []
@@ -205,8 +207,10 @@ class PostgresStateStore(SQLStateStore):
             # The connection, not the statement: the server is out of reach until a probe says otherwise.
             why = self._why(exc)
             with self._probe_lock:
-                self._unavailable = why.splitlines()[0] if why else type(exc).__name__
-                self._next_probe = time.monotonic() + PROBE_INTERVAL
+                # A call on a pool a probe has just replaced (closed under it) says nothing of the server.
+                if pool is self._pool:
+                    self._unavailable = why.splitlines()[0] if why else type(exc).__name__
+                    self._next_probe = time.monotonic() + PROBE_INTERVAL
             raise StateStoreError(f"state store {self.display}: {why}") from None
         except psycopg.Error as exc:
             raise StateStoreError(f"state store {self.display}: {self._why(exc)}") from None

@@ -131,6 +131,7 @@ def test_a_host_cut_off_from_postgresql_serves_with_its_last_known_state(
     def refused_on_b(actor: str) -> int:
         events = _trail(a, admin, event="api.auth.refused", actor=actor)
         return sum(1 for event in events if event["host"] == "host-b")
+
     assert _run(b, ops).status_code == 200
     assert proxy.live_connections > 0  # host-b's pool and listener really go through the proxy
 

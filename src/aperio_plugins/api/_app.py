@@ -79,8 +79,13 @@ def create_app(
     # One checker for the API and the console, so that both share the last-known tokens.
     tokens = Tokens(store)
     if fleet is not None:
-        # Revocations made anywhere reach the last-known records within a pass, while the store answers.
-        fleet.after_sync.append(lambda: tokens.last_known.refresh(store.tokens()) if len(tokens.last_known) else None)
+
+        def refresh_tokens() -> None:
+            # Revocations made anywhere reach the last-known records within a pass, while the store answers.
+            if len(tokens.last_known):
+                tokens.last_known.refresh(store.tokens())
+
+        fleet.after_sync.append(refresh_tokens)
     context = ApiContext(host, authorize or bearer_authorizer(tokens), store, metrics, run_timeout, install=installer)
 
     @asynccontextmanager
