@@ -159,23 +159,32 @@ class PostgresStateStore(SQLStateStore):
     def _reachable(self, *, force: bool = False) -> None:
         """Raise `StateStoreError` at once while the server is known to be out of reach, unless a
         probe (at most one every `PROBE_INTERVAL`) finds it back; then swap in a fresh pool."""
-        if self._unavailable is None:
+        reason = self._unavailable
+        if reason is None:
             return
-        with self._probe_lock:
+        away = StateStoreError(f"state store {self.display} unavailable: {reason}")
+        if not force and time.monotonic() < self._next_probe:
+            raise away
+        # One probe at a time, and other calls never queue behind it: where the server does not
+        # answer at all (packets dropped), a probe waits for the connect timeout.
+        if not self._probe_lock.acquire(blocking=force):
+            raise away
+        try:
             if self._unavailable is None:
                 return  # another thread's probe brought it back
-            if not force and time.monotonic() < self._next_probe:
-                raise StateStoreError(f"state store {self.display} unavailable: {self._unavailable}")
             self._next_probe = time.monotonic() + PROBE_INTERVAL
             try:
                 with psycopg.connect(self._url, autocommit=True, **self._options) as probe:
                     probe.execute("SELECT 1")
                 fresh = self._open_pool()
             except psycopg.Error as exc:
-                self._unavailable = self._why(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                why = self._why(exc)
+                self._unavailable = why.splitlines()[0] if why else type(exc).__name__
                 raise StateStoreError(f"state store {self.display} unavailable: {self._unavailable}") from None
             stale, self._pool = self._pool, fresh
             self._unavailable = None
+        finally:
+            self._probe_lock.release()
         # Calls still waiting on the old pool fail (PoolClosed) and their callers retry or fall back.
         stale.close(timeout=1.0)
 
@@ -206,11 +215,10 @@ class PostgresStateStore(SQLStateStore):
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # The connection, not the statement: the server is out of reach until a probe says otherwise.
             why = self._why(exc)
-            with self._probe_lock:
-                # A call on a pool a probe has just replaced (closed under it) says nothing of the server.
-                if pool is self._pool:
-                    self._unavailable = why.splitlines()[0] if why else type(exc).__name__
-                    self._next_probe = time.monotonic() + PROBE_INTERVAL
+            # A call on a pool a probe has just replaced (closed under it) says nothing of the server.
+            if pool is self._pool:
+                self._next_probe = time.monotonic() + PROBE_INTERVAL
+                self._unavailable = why.splitlines()[0] if why else type(exc).__name__
             raise StateStoreError(f"state store {self.display}: {why}") from None
         except psycopg.Error as exc:
             raise StateStoreError(f"state store {self.display}: {self._why(exc)}") from None
