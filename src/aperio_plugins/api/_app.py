@@ -36,7 +36,8 @@ _BEARER = "bearer "
 def bearer_authorizer(tokens: TokenStore | Tokens) -> Authorizer:
     """Return an authorizer that reads `Authorization: Bearer TOKEN` and checks it against `tokens`.
 
-    Revocation and expiry are read on every request. Why a token was refused (and its name, for
+    Revocation and expiry are read on every request (from the token's last-known record while the
+    store is out of reach: see `Tokens.authenticate`). Why a token was refused (and its name, for
     a revoked or expired one) is left on `request.state` for the audit trail; the token never is.
     """
     checker = tokens if isinstance(tokens, Tokens) else Tokens(tokens)
