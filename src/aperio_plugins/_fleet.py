@@ -6,7 +6,13 @@ One background thread. On PostgreSQL it wakes on the NOTIFY a decision's commit 
 applied through the host's public methods inside `applying_received()`, so it is audited once, by
 the host where it was made, and the store write it repeats changes nothing (no echo). A database
 error never ends the thread: it is logged, retried with backoff, and shown by `problem` (the
-API's `/readyz`); meanwhile the host serves with its last known state.
+API's `/readyz`); meanwhile the host serves with its last known state. When the store answers
+again the agent writes the audit events the store held meanwhile and runs its `after_sync`
+callbacks (the API refreshes its last-known tokens there).
+
+A pinned release this host refused is retried with exponential backoff (`RETRY_FIRST` doubling to
+`RETRY_MAX`), so that fixing the cause (trusting the signer's key, say) converges without a new pin;
+the retry state is in the heartbeat (`aperio fleet status`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -32,7 +39,11 @@ POLL_INTERVAL = 0.5  # seconds; the SQLite path's propagation delay is at most t
 HEARTBEAT_INTERVAL = 2.0
 HOST_TTL = timedelta(seconds=10)  # a host that has not beaten for this long is gone from the status
 _BACKOFF_FIRST = 0.5
-_BACKOFF_MAX = 5.0
+# Capped low: a host cut off from the store must see it back (and apply what it missed) within
+# about 2 s of healing; one connection attempt a second per host is cheap.
+_BACKOFF_MAX = 1.0
+RETRY_FIRST = 2.0  # seconds before a refused pinned release is tried again; doubles each time
+RETRY_MAX = 300.0
 
 
 class Listener(Protocol):
@@ -52,6 +63,21 @@ class _Reconciled:
     drift: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Retry:
+    """When the refused releases of the current revision are tried again (monotonic and wall clock)."""
+
+    attempt: int = 0  # retries made so far for this revision
+    due: float = 0.0
+    due_at: datetime | None = None
+
+    def schedule(self, first: float, cap: float) -> float:
+        delay = min(first * 2.0**self.attempt, cap)
+        self.due = time.monotonic() + delay
+        self.due_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        return delay
+
+
 class FleetAgent:
     """Follows the shared state for one host; `start()` and `stop()` with the server's lifespan."""
 
@@ -63,6 +89,8 @@ class FleetAgent:
         name: str | None = None,
         poll_interval: float = POLL_INTERVAL,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        retry_first: float = RETRY_FIRST,
+        retry_max: float = RETRY_MAX,
     ) -> None:
         self.host = host
         self.store = store
@@ -76,7 +104,12 @@ class FleetAgent:
         self._flags: dict[str, bool] | None = None
         self._isolation: dict[str, Isolation] | None = None
         self._reconciled = _Reconciled()
+        self._retry: _Retry | None = None
+        self.retry_first = retry_first
+        self.retry_max = retry_max
         self._last_beat = 0.0
+        # Run after every pass that reached the store (not while it is away); their errors are logged.
+        self.after_sync: list[Callable[[], None]] = []
 
     @property
     def problem(self) -> str | None:
@@ -105,6 +138,8 @@ class FleetAgent:
         backoff = _BACKOFF_FIRST
         while not self._stop.is_set():
             try:
+                if self._problem is not None:
+                    self._reconnect()
                 if listener is None:
                     listener = self._listen()
                 self.sync_once()
@@ -112,6 +147,7 @@ class FleetAgent:
                     _log.warning("fleet: state store reachable again")
                 self._problem = None
                 backoff = _BACKOFF_FIRST
+                self._caught_up()
             except AperioError as exc:
                 listener = self._drop(listener)
                 self._fail(exc.message.splitlines()[0], backoff)
@@ -131,6 +167,24 @@ class FleetAgent:
                 listener = self._drop(listener)
                 self._fail(exc.message.splitlines()[0], backoff)
         self._drop(listener)
+
+    def _reconnect(self) -> None:
+        # Ask the store to try the server now rather than at its own next probe.
+        reconnect = getattr(self.store, "reconnect", None)
+        if reconnect is not None:
+            reconnect()
+
+    def _caught_up(self) -> None:
+        flush = getattr(self.store, "flush_held_audit", None)
+        if flush is not None:
+            written = flush()
+            if written:
+                _log.warning("fleet: wrote %d audit event(s) held while the state store was away", written)
+        for callback in self.after_sync:
+            try:
+                callback()
+            except AperioError as exc:
+                _log.warning("fleet: after a pass: %s", exc.message.splitlines()[0])
 
     def _listen(self) -> Listener | None:
         make = getattr(self.store, "listener", None)
@@ -193,9 +247,28 @@ class FleetAgent:
 
     def _converge(self) -> None:
         pinned = self.store.pinned_lock()
-        if pinned is None or pinned.revision == self._reconciled.revision:
+        if pinned is None:
             return
+        retry = self._retry
+        if pinned.revision == self._reconciled.revision:
+            if retry is None or time.monotonic() < retry.due:
+                return
+            retry.attempt += 1
+        else:
+            retry = _Retry()
         self._reconciled = reconcile(self.host, self.store, pinned)
+        if not self._reconciled.refusals:
+            self._retry = None
+            return
+        delay = retry.schedule(self.retry_first, self.retry_max)
+        self._retry = retry
+        _log.warning(
+            "fleet: lock revision %s: %d release(s) refused; retry %d in %.0f s",
+            pinned.revision,
+            len(self._reconciled.refusals),
+            retry.attempt + 1,
+            delay,
+        )
 
     def _beat(self) -> None:
         plugins = [
@@ -207,6 +280,12 @@ class FleetAgent:
             "installed": self._reconciled.installed,
             "refusals": self._reconciled.refusals,
             "drift": self._reconciled.drift,
+            "retry": None
+            if self._retry is None or self._retry.due_at is None
+            else {
+                "retries": self._retry.attempt,
+                "next_attempt_at": self._retry.due_at.isoformat(),
+            },
         }
         self.store.beat(
             self.name,
@@ -224,7 +303,6 @@ def reconcile(host: PluginHost, store: StateStore, pinned: PinnedLock) -> _Recon
     A refused release is reported with its reason and leaves the plugins directory as it was; the
     others still install. Installed distributions the lock does not list are reported as drift.
     """
-    from ._trust import load_trust_store
     from .api._trail import applying_received
     from .registry import LockFile, RegistryClient
 
@@ -234,8 +312,10 @@ def reconcile(host: PluginHost, store: StateStore, pinned: PinnedLock) -> _Recon
     except ValueError as exc:
         outcome.refusals.append({"plugin_ids": [], "version": None, "reason": f"the pinned lock is invalid: {exc}"})
         return outcome
-    # Not closed: closing a client closes its store, which is the host's.
-    client = RegistryClient(host.settings, store, load_trust_store(host.settings))
+    # Not closed: closing a client closes its store, which is the host's. The trust configuration is
+    # re-read, and the host's with it, so that a key added since the last attempt counts for the
+    # install's check and for the load after it alike.
+    client = RegistryClient(host.settings, store, host.reload_trust())
     changed = False
     for entry in lock.plugins:
         try:
@@ -288,6 +368,7 @@ def fleet_view(store: FleetStore, ttl: timedelta = HOST_TTL) -> dict[str, Any]:
                 "plugins": report.get("plugins", []),
                 "refusals": report.get("refusals", []),
                 "drift": report.get("drift", []),
+                "retry": report.get("retry"),
             }
         )
     lock = None

@@ -168,6 +168,15 @@ class PluginHost:
         """The trust configuration this host checks plugins against, with the problems found in it."""
         return self._env.trust
 
+    def reload_trust(self) -> TrustStore:
+        """Re-read the trust configuration (keys, identities) and return it; plugins brought up
+        from now on are checked against it, those already loaded keep running. The fleet agent
+        calls it before retrying a release refused for a signer it did not trust."""
+        trust = load_trust_store(self.settings)
+        with self._lock:
+            self._env = dataclasses.replace(self._env, trust=trust)
+        return trust
+
     # -- the pipeline --------------------------------------------------------
 
     def load(self, only: Iterable[str] | None = None) -> LoadReport:

@@ -4,19 +4,30 @@ Imported only when `APERIO_STATE_URL` names PostgreSQL (the `postgres` extra). T
 `SQLStateStore`'s, with its `?` parameters spelled `%s`; each call is one transaction on a pooled
 connection. Migrations run on one direct connection under a session advisory lock, so that hosts
 starting at once apply each step exactly once: the others wait, then find it applied.
+
+Cut off from the server (a partition, a restart), the store fails fast instead of making every
+caller wait for the pool: the first connection error marks it `unavailable`, and from then on a
+call probes the server with one direct connection at most every `PROBE_INTERVAL` and raises at
+once otherwise. A probe that connects opens a fresh pool (the old one may be deep in its own
+reconnect backoff) and the store is available again. Audit events recorded meanwhile are held
+(`_audit_buffer`) and written, in order and once, before the next event or by the fleet agent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 import psycopg
 from psycopg import conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ._audit_buffer import HeldAudit, HeldEvent
 from ._fleet_records import CHANGES_CHANNEL
 from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
 from ._state import SQLStateStore
@@ -29,6 +40,12 @@ CONNECT_TIMEOUT = 5  # seconds to reach the server; a URL's own connect_timeout 
 POOL_SIZE = 10
 # How long a call waits for a pooled connection (the server down: it fails after this, in one line).
 POOL_TIMEOUT = 10.0
+# While the server is out of reach, one direct connection tries it this often (seconds); calls in
+# between fail at once, so that a request falls back to the last known state without waiting.
+PROBE_INTERVAL = 0.5
+# A call waits this long for a pooled connection before it checks, with one direct connection,
+# whether the server answers at all: a cut-off host learns it in about a second, not POOL_TIMEOUT.
+FIRST_WAIT = 1.0
 
 
 @lru_cache(maxsize=256)
@@ -69,11 +86,23 @@ class PostgresStateStore(SQLStateStore):
                 self._migrate(connection, migrations)
         except psycopg.Error as exc:
             raise StateStoreError(f"cannot open state store {self.display}: {self._why(exc)}") from None
-        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
-            url,
+        self._options = options
+        self._pool_size = pool_size
+        self._unavailable: str | None = None
+        self._next_probe = 0.0
+        self._probe_lock = threading.Lock()
+        self.held_audit = HeldAudit()
+        try:
+            self._pool = self._open_pool()
+        except psycopg.Error as exc:
+            raise StateStoreError(f"cannot open state store {self.display}: {self._why(exc)}") from None
+
+    def _open_pool(self) -> ConnectionPool[psycopg.Connection[tuple[Any, ...]]]:
+        pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            self._url,
             min_size=1,
-            max_size=pool_size,
-            kwargs=options,
+            max_size=self._pool_size,
+            kwargs=self._options,
             open=False,
             # A connection the server dropped (a restart) is replaced on checkout, not handed out.
             check=ConnectionPool.check_connection,
@@ -81,10 +110,11 @@ class PostgresStateStore(SQLStateStore):
             name="aperio-state",
         )
         try:
-            self._pool.open(wait=True, timeout=POOL_TIMEOUT)
-        except psycopg.Error as exc:
-            self._pool.close()
-            raise StateStoreError(f"cannot open state store {self.display}: {self._why(exc)}") from None
+            pool.open(wait=True, timeout=POOL_TIMEOUT)
+        except psycopg.Error:
+            pool.close()
+            raise
+        return pool
 
     def _why(self, exc: BaseException) -> str:
         return scrub(str(exc) or type(exc).__name__, self._url, self._secrets)
@@ -117,18 +147,145 @@ class PostgresStateStore(SQLStateStore):
         row = connection.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why the server is out of reach (the last connection error), or None while it answers."""
+        return self._unavailable
+
+    def reconnect(self) -> None:
+        """Try the server now if it was out of reach; raise `StateStoreError` if it still is."""
+        self._reachable(force=True)
+
+    def _reachable(self, *, force: bool = False) -> None:
+        """Raise `StateStoreError` at once while the server is known to be out of reach, unless a
+        probe (at most one every `PROBE_INTERVAL`) finds it back; then swap in a fresh pool."""
+        reason = self._unavailable
+        if reason is None:
+            return
+        away = StateStoreError(f"state store {self.display} unavailable: {reason}")
+        if not force and time.monotonic() < self._next_probe:
+            raise away
+        # One probe at a time, and other calls never queue behind it: where the server does not
+        # answer at all (packets dropped), a probe waits for the connect timeout.
+        if not self._probe_lock.acquire(blocking=force):
+            raise away
+        try:
+            if self._unavailable is None:
+                return  # another thread's probe brought it back
+            self._next_probe = time.monotonic() + PROBE_INTERVAL
+            try:
+                with psycopg.connect(self._url, autocommit=True, **self._options) as probe:
+                    probe.execute("SELECT 1")
+                fresh = self._open_pool()
+            except psycopg.Error as exc:
+                why = self._why(exc)
+                self._unavailable = why.splitlines()[0] if why else type(exc).__name__
+                raise StateStoreError(f"state store {self.display} unavailable: {self._unavailable}") from None
+            stale, self._pool = self._pool, fresh
+            self._unavailable = None
+        finally:
+            self._probe_lock.release()
+        # Calls still waiting on the old pool fail (PoolClosed) and their callers retry or fall back.
+        stale.close(timeout=1.0)
+
+    def _checkout(
+        self, pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]], stack: contextlib.ExitStack
+    ) -> psycopg.Connection[tuple[Any, ...]]:
+        """A connection of `pool` entered on `stack`; raises `psycopg.OperationalError` soon (not after
+        `POOL_TIMEOUT`) when the pool has none because the server cannot be reached."""
+        try:
+            return stack.enter_context(pool.connection(timeout=FIRST_WAIT))
+        except PoolTimeout:
+            # Busy, or cut off? One direct connection tells (and raises if the server is away).
+            with psycopg.connect(self._url, autocommit=True, **self._options):
+                pass
+        return stack.enter_context(pool.connection(timeout=POOL_TIMEOUT - FIRST_WAIT))
+
     def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
         """Run `statements` in one transaction; return the rows of the last one."""
+        self._reachable()
+        pool = self._pool
         rows: list[tuple[object, ...]] = []
         try:
             # The pool's connection commits when the block ends normally and rolls back otherwise.
-            with self._pool.connection() as connection, connection.cursor() as cursor:
+            with contextlib.ExitStack() as stack, self._checkout(pool, stack).cursor() as cursor:
                 for statement, parameters in statements:
                     cursor.execute(_placeholders(statement), parameters)
                     rows = list(cursor.fetchall()) if cursor.description is not None else []
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # The connection, not the statement: the server is out of reach until a probe says otherwise.
+            why = self._why(exc)
+            # A call on a pool a probe has just replaced (closed under it) says nothing of the server.
+            if pool is self._pool:
+                self._next_probe = time.monotonic() + PROBE_INTERVAL
+                self._unavailable = why.splitlines()[0] if why else type(exc).__name__
+            raise StateStoreError(f"state store {self.display}: {why}") from None
         except psycopg.Error as exc:
             raise StateStoreError(f"state store {self.display}: {self._why(exc)}") from None
         return rows
+
+    def record_event(
+        self,
+        event: str,
+        *,
+        level: str,
+        occurred_at: datetime,
+        plugin_id: str | None,
+        actor: str | None,
+        fields: str,
+        host: str | None = None,
+    ) -> None:
+        """Append one event to the shared trail; while the server is out of reach, hold it.
+
+        Events held earlier are written first, so the trail keeps the order they happened in.
+        Raises `StateStoreError` only for a failure of the statement itself, never of the connection.
+        """
+        held = HeldEvent(event, level, occurred_at, plugin_id, actor, fields, host)
+        try:
+            if len(self.held_audit):
+                self.flush_held_audit()
+            if not len(self.held_audit):
+                super().record_event(
+                    event,
+                    level=level,
+                    occurred_at=occurred_at,
+                    plugin_id=plugin_id,
+                    actor=actor,
+                    fields=fields,
+                    host=host,
+                )
+                return
+        except StateStoreError:
+            if self._unavailable is None:
+                raise
+        self.held_audit.hold(held)
+
+    def flush_held_audit(self) -> int:
+        """Write the held audit events in one transaction; return how many. Raises `StateStoreError`."""
+        return self.held_audit.flush(self._write_held)
+
+    def _write_held(self, batch: Sequence[HeldEvent]) -> None:
+        insert = (
+            "INSERT INTO audit_events (occurred_at, event, level, plugin_id, actor, fields, host)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._run(
+            *(
+                (
+                    insert,
+                    (
+                        held.occurred_at.isoformat(),
+                        held.event[:200],
+                        held.level[:20],
+                        held.plugin_id,
+                        held.actor,
+                        held.fields,
+                        held.host and held.host[:200],
+                    ),
+                )
+                for held in batch
+            )
+        )
 
     def _change_notice(self) -> tuple[tuple[str, tuple[object, ...]], ...]:
         # NOTIFY is transactional: the other hosts hear it when (and only if) the change commits.
@@ -139,6 +296,11 @@ class PostgresStateStore(SQLStateStore):
         return ChangeListener(self)
 
     def close(self) -> None:
+        if len(self.held_audit):
+            # A last chance for what the host held; if the server is still away they are lost,
+            # and the stdlib audit log is where they remain.
+            with contextlib.suppress(StateStoreError):
+                self.flush_held_audit()
         self._pool.close()
 
 

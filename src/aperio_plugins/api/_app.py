@@ -20,7 +20,7 @@ from .._fleet import FleetAgent, fleet_view
 from .._host import PluginHost
 from .._model import PluginState
 from .._records import ApiRecords, TokenStore
-from ..errors import AperioError
+from ..errors import AperioError, StateStoreError
 from ._installing import Installer, registry_installer
 from ._metrics import CONTENT_TYPE, ApiMetrics
 from ._models import ErrorBody, FleetBody, HealthBody, ReadyBody
@@ -36,7 +36,8 @@ _BEARER = "bearer "
 def bearer_authorizer(tokens: TokenStore | Tokens) -> Authorizer:
     """Return an authorizer that reads `Authorization: Bearer TOKEN` and checks it against `tokens`.
 
-    Revocation and expiry are read on every request. Why a token was refused (and its name, for
+    Revocation and expiry are read on every request (from the token's last-known record while the
+    store is out of reach: see `Tokens.authenticate`). Why a token was refused (and its name, for
     a revoked or expired one) is left on `request.state` for the audit trail; the token never is.
     """
     checker = tokens if isinstance(tokens, Tokens) else Tokens(tokens)
@@ -76,7 +77,17 @@ def create_app(
     """
     metrics = ApiMetrics(host)
     installer = install or registry_installer(host, recording_audit_logger(store))
-    context = ApiContext(host, authorize or bearer_authorizer(store), store, metrics, run_timeout, install=installer)
+    # One checker for the API and the console, so that both share the last-known tokens.
+    tokens = Tokens(store)
+    if fleet is not None:
+
+        def refresh_tokens() -> None:
+            # Revocations made anywhere reach the last-known records within a pass, while the store answers.
+            if len(tokens.last_known):
+                tokens.last_known.refresh(store.tokens())
+
+        fleet.after_sync.append(refresh_tokens)
+    context = ApiContext(host, authorize or bearer_authorizer(tokens), store, metrics, run_timeout, install=installer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -108,7 +119,8 @@ def create_app(
     @app.exception_handler(AperioError)
     async def aperio_error(request: Request, exc: AperioError) -> JSONResponse:
         # A typed error the routes did not map (a state store failure, say): one line, no traceback.
-        return JSONResponse(status_code=503, content={"detail": exc.message.splitlines()[0]})
+        headers = {"Retry-After": "5"} if isinstance(exc, StateStoreError) else None
+        return JSONResponse(status_code=503, content={"detail": exc.message.splitlines()[0]}, headers=headers)
 
     @app.get("/healthz", response_model=HealthBody, tags=["health"])
     def healthz() -> HealthBody:
@@ -117,22 +129,25 @@ def create_app(
 
     @app.get("/readyz", response_model=ReadyBody, responses={503: {"model": ReadyBody}}, tags=["health"])
     def readyz() -> Any:
-        """Plugins are loaded and the state store answers."""
+        """Plugins are loaded and the state store answers (503 while this host serves with its last known state)."""
         infos = host.plugins()
         failed = sum(1 for info in infos if info.state is PluginState.FAILED)
         problem = fleet.problem if fleet is not None else None
+        if problem is None:
+            try:
+                store.audit_events(limit=1)
+            except AperioError as exc:
+                problem = exc.message.splitlines()[0]
         if problem is not None:
             # The host still serves its plugins from the last state it knew; a balancer should
             # know that decisions made elsewhere do not reach it now.
             return JSONResponse(
                 status_code=503,
-                content={"status": f"state store unavailable: {problem}", "plugins": len(infos), "failed": failed},
-            )
-        try:
-            store.audit_events(limit=1)
-        except AperioError:
-            return JSONResponse(
-                status_code=503, content={"status": "state store unavailable", "plugins": len(infos), "failed": failed}
+                content={
+                    "status": f"state store unavailable, serving with the last known state: {problem}",
+                    "plugins": len(infos),
+                    "failed": failed,
+                },
             )
         return ReadyBody(status="ready", plugins=len(infos), failed=failed)
 
@@ -161,7 +176,7 @@ def create_app(
     if console:
         from ._console import console_router  # jinja2 is needed only when the console is served
 
-        extra_routers = (*extra_routers, console_router(context, api_router, Tokens(store)))
+        extra_routers = (*extra_routers, console_router(context, api_router, tokens))
     for extra in extra_routers:
         app.include_router(extra)
     if not any(getattr(route, "path", None) == "/" for extra in extra_routers for route in extra.routes):

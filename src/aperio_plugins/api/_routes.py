@@ -35,6 +35,7 @@ from ..errors import (
     PluginCallError,
     PluginLoadError,
     RegistryError,
+    StateStoreError,
     UnknownPluginError,
     WorkerCrashedError,
     WorkerTimeoutError,
@@ -63,7 +64,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "the token lacks the permission"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no plugin with that id"}}
-_CHANGE = {**_ERRORS, **_NOT_FOUND, 409: {"model": ChangeResult, "description": "the change could not be made"}}
+_STORE_AWAY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "the shared state store is out of reach: no change is made"}
+}
+_CHANGE = {
+    **_ERRORS,
+    **_NOT_FOUND,
+    409: {"model": ChangeResult, "description": "the change could not be made"},
+    **_STORE_AWAY,
+}
 AUTH_REFUSAL = "aperio_auth_refusal"  # request.state attribute an authorizer may set: (reason, name)
 
 
@@ -229,6 +238,8 @@ def build_router(context: ApiContext) -> APIRouter:
             current = _current(host, plugin_id)
             body = ChangeResult(action=action, applied=False, in_place=False, note=reason, plugin=current)
             return _json(409, body.model_dump(mode="json"))
+        except StateStoreError as exc:
+            return _store_away(context, f"api.plugin.{action}", principal, f"{action} {plugin_id!r}", exc, plugin_id)
         in_place = before.state in (PluginState.ENABLED, PluginState.DISABLED) and action == "reload"
         note = None
         if action == "reload" and not in_place:
@@ -280,6 +291,8 @@ def build_router(context: ApiContext) -> APIRouter:
         try:
             with context._install_lock, acting_as(principal.name):
                 installed, plugins = install_into(host, request.spec, request.pre, context.install)
+        except StateStoreError as exc:
+            return _store_away(context, "api.plugins.install", principal, f"install {request.spec!r}", exc, None)
         except (RegistryError, LifecycleError, PluginLoadError) as exc:
             reason = _first_line(exc)
             context.audit("api.plugins.install", principal, outcome="409", spec=request.spec, reason=reason)
@@ -350,6 +363,23 @@ def build_router(context: ApiContext) -> APIRouter:
         )
 
     return api
+
+
+def _store_away(
+    context: ApiContext, event: str, principal: Principal, what: str, exc: StateStoreError, plugin_id: str | None
+) -> JSONResponse:
+    """The answer to a change that needs the shared state while it is out of reach: 503, nothing changed.
+
+    The host's own state is unchanged too (the store is written before memory), so it keeps
+    serving with the last decisions it knew; the refusal is audited (held until the store is back).
+    """
+    reason = _first_line(exc)
+    context.audit(event, principal, plugin_id=plugin_id, outcome="503", reason=reason)
+    detail = (
+        f"cannot {what} now: the shared state store is out of reach, and this host serves with its last"
+        f" known state until it is back; nothing was changed ({reason})"
+    )
+    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "5"})
 
 
 def _current(host: PluginHost, plugin_id: str) -> PluginModel | None:

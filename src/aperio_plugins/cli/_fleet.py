@@ -105,5 +105,8 @@ def status(as_json: bool) -> None:
         for refusal in host["refusals"]:
             ids = ", ".join(refusal["plugin_ids"])
             click.echo(f"  could not install {ids} {refusal['version']}: {refusal['reason']}")
+        retry = host.get("retry")
+        if retry:
+            click.echo(f"  refused releases retried at {retry['next_attempt_at']} (retries so far: {retry['retries']})")
         for drift in host["drift"]:
             click.echo(f"  drift: {drift}")
