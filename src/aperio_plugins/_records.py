@@ -17,6 +17,23 @@ from typing import Any, Protocol
 from .errors import StateStoreError
 
 
+def audit_insert(
+    event: str,
+    level: str,
+    occurred_at: datetime,
+    plugin_id: str | None,
+    actor: str | None,
+    fields: str,
+    host: str | None,
+) -> tuple[str, tuple[object, ...]]:
+    """The statement that appends one audit event, with the columns' length limits applied."""
+    return (
+        "INSERT INTO audit_events (occurred_at, event, level, plugin_id, actor, fields, host)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (occurred_at.isoformat(), event[:200], level[:20], plugin_id, actor, fields, host and host[:200]),
+    )
+
+
 @dataclass(frozen=True)
 class TokenRecord:
     """One API token as stored: its name, the sha256 of the secret (never the secret), and its limits."""
@@ -159,13 +176,7 @@ class SQLRecords:
         fields: str,
         host: str | None = None,
     ) -> None:
-        self._run(
-            (
-                "INSERT INTO audit_events (occurred_at, event, level, plugin_id, actor, fields, host)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (occurred_at.isoformat(), event[:200], level[:20], plugin_id, actor, fields, host and host[:200]),
-            )
-        )
+        self._run(audit_insert(event, level, occurred_at, plugin_id, actor, fields, host))
 
     def audit_events(
         self,

@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ._audit_buffer import HeldAudit, HeldEvent
 from ._fleet_records import CHANGES_CHANNEL
 from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
+from ._records import audit_insert
 from ._state import SQLStateStore
 from ._state_url import redact_url, scrub, url_secrets
 from .errors import StateStoreError
@@ -265,23 +266,10 @@ class PostgresStateStore(SQLStateStore):
         return self.held_audit.flush(self._write_held)
 
     def _write_held(self, batch: Sequence[HeldEvent]) -> None:
-        insert = (
-            "INSERT INTO audit_events (occurred_at, event, level, plugin_id, actor, fields, host)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
-        )
         self._run(
             *(
-                (
-                    insert,
-                    (
-                        held.occurred_at.isoformat(),
-                        held.event[:200],
-                        held.level[:20],
-                        held.plugin_id,
-                        held.actor,
-                        held.fields,
-                        held.host and held.host[:200],
-                    ),
+                audit_insert(
+                    held.event, held.level, held.occurred_at, held.plugin_id, held.actor, held.fields, held.host
                 )
                 for held in batch
             )
