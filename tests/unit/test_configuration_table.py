@@ -14,6 +14,7 @@ import pytest
 from aperio_plugins import HostSettings
 from aperio_plugins._dispatch import DispatchPolicy
 from aperio_plugins._fleet_name import HOST_NAME_VARIABLE
+from aperio_plugins._settings import ENV_PREFIX
 from aperio_plugins.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,8 +60,7 @@ def documented() -> dict[str, Row]:
 
 def settings_variables() -> dict[str, str]:
     """`APERIO_<FIELD>` of every `HostSettings` field, to the field's name."""
-    prefix = HostSettings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper(): name for name in HostSettings.model_fields}
+    return {f"{ENV_PREFIX}{name}".upper(): name for name in HostSettings.model_fields}
 
 
 def outbox_variables() -> dict[str, str]:
