@@ -118,10 +118,11 @@ def enqueue(
         raise DeliveryError(f"batch for {destination!r} not queued, malformed: {problems}") from None
     if not batch.envelopes:
         raise DeliveryError(f"batch for {destination!r} not queued: it has no envelopes")
-    # Encoded in one call by pydantic's serializer (a third of the cost of dumping each envelope to
-    # dicts and then to JSON); non-finite floats as literals so that they can be refused below.
+    # Dumped once and encoded by pydantic-core: half the cost of dumping each envelope to JSON-ready
+    # dicts and encoding them with `json`. The models' own JSON encoder would write NaN as null;
+    # dumped to Python first, a non-finite float stays one, is written as a literal, and is refused.
     payload = pydantic_core.to_json(
-        batch, include={"envelopes", "config"}, by_alias=False, inf_nan_mode="constants"
+        batch.model_dump(include={"envelopes", "config"}), inf_nan_mode="constants"
     ).decode()
     if ("NaN" in payload or "Infinity" in payload) and not _strict_json(payload):
         raise DeliveryError(f"batch for {destination!r} not queued: NaN and Infinity are not JSON numbers")
