@@ -116,6 +116,22 @@ def raw_postgres_round(url: str, events: list[Event]) -> float:
     return len(events) / elapsed
 
 
+def synced_commit_ms(path: Path, commits: int = 50) -> float:
+    """Milliseconds per synced WAL commit of one small row: the disk's share of each `deliver`."""
+    connection = sqlite3.connect(str(path), isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
+    started = time.perf_counter()
+    for n in range(commits):
+        connection.execute("BEGIN")
+        connection.execute("INSERT INTO probe (n) VALUES (?)", (n,))
+        connection.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed / commits * 1000
+
+
 def median_of(rounds: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(rounds))
 
@@ -145,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     work = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
     try:
+        print(f"one synced WAL commit here: {synced_commit_ms(work / 'probe.sqlite3'):.2f} ms")
         store = SQLiteStateStore(work / "state.sqlite3")
         if options.sqlite_synchronous != "full":
             # Reaches into the store on purpose: the store offers no other mode (docs/outbox.md).
