@@ -49,10 +49,15 @@ def configure_sqlite(connection: sqlite3.Connection, path: Path) -> None:
       NORMAL would sync only at checkpoints; see docs/outbox.md for why it was not chosen.
     """
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    try:
+        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        mode = f"unchanged ({exc})"
     if str(mode).lower() != "wal":
         # Another process holding the file in rollback mode keeps it there; the store still works,
-        # only slower, and the next open switches it.
+        # only slower, and a later open switches it. Not an error: nothing is wrong with the file.
         _log.warning("state store %s stays in journal mode %s: WAL could not be enabled", path, mode)
     connection.execute("PRAGMA synchronous = FULL")
 

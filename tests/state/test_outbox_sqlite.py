@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,6 +99,39 @@ def test_a_database_made_in_rollback_journal_mode_is_switched_on_open(tmp_path):
         assert [(b.idempotency_key, [e.id for e in b.envelopes]) for b in sink.batches] == [(key, ["old-0", "old-1"])]
     finally:
         store.close()
+
+
+def test_a_file_held_open_in_rollback_mode_stays_usable_and_is_switched_later(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "state.sqlite3"
+    SQLiteStateStore(path).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode = DELETE")
+    # A host from before WAL, reading for longer than the switch waits (1 s here), then done: the
+    # switch gives up with a warning, and the migration check that follows waits for the lock.
+    monkeypatch.setattr("aperio_plugins._state.BUSY_TIMEOUT_MS", 1000)
+    old_host = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    old_host.execute("BEGIN")
+    old_host.execute("SELECT COUNT(*) FROM plugin_flags").fetchall()
+    finished = threading.Timer(1.5, lambda: old_host.execute("COMMIT"))
+    finished.start()
+    try:
+        with caplog.at_level("WARNING", logger="aperio_plugins._state"):
+            store = SQLiteStateStore(path)
+    finally:
+        finished.join()
+        old_host.close()
+    assert "stays in journal mode unchanged (database is locked)" in caplog.text
+    assert _journal_mode(path) == "delete"
+    try:
+        store.set_enabled("acme.alpha", False)  # it works, in the old mode
+    finally:
+        store.close()
+    again = SQLiteStateStore(path)
+    try:
+        assert _journal_mode(path) == "wal"
+        assert again.enabled_flags() == {"acme.alpha": False}
+    finally:
+        again.close()
 
 
 def test_a_reader_holding_a_snapshot_does_not_stall_a_writer(tmp_path):
