@@ -9,6 +9,7 @@ PostgreSQL store (`_state_postgres`) differs only in how it connects, runs and m
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,38 @@ from ._records import SQLRecords
 from .errors import StateStoreError
 
 STATE_FILE_NAME = "state.sqlite3"
+# How long a connection waits for another process's write lock (the CLI and `aperio serve` share
+# the file) before `database is locked`; a write transaction here lasts milliseconds.
+BUSY_TIMEOUT_MS = 10_000
+
+_log = logging.getLogger(__name__)
+_log.addHandler(logging.NullHandler())
+
+
+def configure_sqlite(connection: sqlite3.Connection, path: Path) -> None:
+    """Set the pragmas every connection to the state store uses; call it before any transaction.
+
+    - `busy_timeout`: wait for another process's write lock instead of failing at once.
+    - `journal_mode=WAL`: a commit appends to the log and syncs it once, where the rollback journal
+      syncs the journal, the database and the directory; readers and the one writer no longer
+      block each other. The mode is kept in the file, so a database created in rollback-journal
+      mode is switched here, on its first open by this version.
+    - `synchronous=FULL`: the log is synced at every commit, so a committed transaction (a queued
+      outbox batch, an operator's decision) survives a power loss, not only a killed process.
+      NORMAL would sync only at checkpoints; see docs/outbox.md for why it was not chosen.
+    """
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    try:
+        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        mode = f"unchanged ({exc})"
+    if str(mode).lower() != "wal":
+        # Another process holding the file in rollback mode keeps it there; the store still works,
+        # only slower, and a later open switches it. Not an error: nothing is wrong with the file.
+        _log.warning("state store %s stays in journal mode %s: WAL could not be enabled", path, mode)
+    connection.execute("PRAGMA synchronous = FULL")
 
 
 @dataclass(frozen=True)
@@ -187,7 +220,9 @@ class SQLiteStateStore(SQLStateStore):
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            # Owner-only before WAL is enabled: SQLite gives the -wal and -shm files the database's mode.
             path.chmod(0o600)
+            configure_sqlite(self._connection, path)
             self._migrate(migrations)
         except sqlite3.DatabaseError as exc:
             raise StateStoreError(
@@ -245,8 +280,12 @@ class SQLiteStateStore(SQLStateStore):
     def _run(self, *statements: tuple[str, tuple[object, ...]]) -> list[tuple[object, ...]]:
         """Run `statements` in one transaction; return the rows of the last one."""
         rows: list[tuple[object, ...]] = []
+        # A transaction that writes takes the write lock at BEGIN. Taken later, by a write after a
+        # read, it fails at once with `database is locked` when another process committed in
+        # between (WAL cannot upgrade a stale snapshot), without waiting for the busy timeout.
+        writes = any(not statement.lstrip().upper().startswith("SELECT") for statement, _ in statements)
         try:
-            with self._transaction() as cursor:
+            with self._transaction("BEGIN IMMEDIATE" if writes else "BEGIN") as cursor:
                 for statement, parameters in statements:
                     rows = list(cursor.execute(statement, parameters).fetchall())
         except sqlite3.DatabaseError as exc:
