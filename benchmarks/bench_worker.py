@@ -247,6 +247,7 @@ class Bench:
         self.variants: dict[str, Callable[[], Any]] = {}
         self.notes: list[str] = []
         self.hints: Callable[[], int] = lambda: 0
+        self.spins: Callable[[], tuple[int, int]] = lambda: (0, 0)
         self.interpreter: Callable[[], int | None] = lambda: None
 
     def close(self) -> None:
@@ -286,6 +287,13 @@ class Bench:
             return placement.hints if placement is not None else 0
 
         self.hints = hints
+
+        def spins() -> tuple[int, int]:
+            # Host-side waits that spun, and those whose answer came within the spin (`_spin.py`).
+            board = plugin._aperio_lifecycle.acquire(time.monotonic() + 10).board
+            return (board.spins, board.caught) if board is not None else (0, 0)
+
+        self.spins = spins
         self.interpreter = lambda: plugin._aperio_lifecycle.acquire(time.monotonic() + 10)._interpreter_pid()
         registered: list[Any] = []
         plugin.aperio_register_connectors(registered.append)  # type: ignore[attr-defined]
@@ -596,6 +604,11 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
     for mode in ("pinned", "unpinned"):
         lines += report_calls(f"{mode} ({results[mode]['cpus']})", results[mode]["figures"], results[mode]["ratios"])
         lines.insert(-1, f"CPU placement hints to the worker of the trivial call and sync: {results[mode]['hints']}")
+        lines.insert(
+            -1,
+            f"Host waits that spun for that worker's answer: {results[mode]['spins']}"
+            f" (answered within the spin: {results[mode]['caught']})",
+        )
     lines += ["Start (median, interleaved, unpinned):"]
     lines += [f"  {name:50}{seconds * 1000:8.0f} ms" for name, seconds in starts.items()]
     for goal, value, target, met in start_goals(starts):
@@ -607,9 +620,10 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
 
 def run_calls(bench: Bench, calls: int, rounds: int, cpus: set[int]) -> dict[str, Any]:
     pin(cpus)
-    hints = bench.hints()
+    hints, (spins, caught) = bench.hints(), bench.spins()
     samples = measure(bench.variants, calls, rounds)
     hints = bench.hints() - hints
+    spins, caught = (after - before for after, before in zip(bench.spins(), (spins, caught), strict=True))
     figures = summarize(samples)
     ratios = {
         (name, reference): paired_ratio(samples, name, reference)
@@ -621,6 +635,8 @@ def run_calls(bench: Bench, calls: int, rounds: int, cpus: set[int]) -> dict[str
         "figures": figures,
         "ratios": ratios,
         "hints": hints,
+        "spins": spins,
+        "caught": caught,
     }
 
 
@@ -644,7 +660,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="A/B switch: measure with the host's CPU placement hints switched off (docs/worker-protocol.md)",
     )
+    parser.add_argument(
+        "--spin-us",
+        type=int,
+        metavar="US",
+        help="A/B switch: the workers' APERIO_WORKER_SPIN_US (0: never spin; default: the setting's own)",
+    )
     args = parser.parse_args(argv)
+    if args.spin_us is not None:
+        os.environ["APERIO_WORKER_SPIN_US"] = str(args.spin_us)
     if args.without_placement_hints:
         # For comparisons only: every hint finds nothing to do.
         Placement._restrict = lambda self: None  # type: ignore[method-assign]
@@ -679,12 +703,15 @@ def main(argv: list[str] | None = None) -> int:
             "starts": starts,
             "notes": bench.notes,
             "placement_hints": not args.without_placement_hints,
+            "spin_us": os.environ.get("APERIO_WORKER_SPIN_US"),
             "split_recovery": recovery,
         }
         for mode in ("pinned", "unpinned"):
             figures, ratios = results[mode]["figures"], results[mode]["ratios"]
             payload[mode] = {
                 "hints": results[mode]["hints"],
+                "spins": results[mode]["spins"],
+                "caught": results[mode]["caught"],
                 "figures": figures,
                 "ratios": {f"{name} / {reference}": value for (name, reference), value in ratios.items()},
                 "goals": [{"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in goals(figures, ratios)],
