@@ -17,7 +17,7 @@ from aperio_hookspecs import Finding, Resource
 from aperio_plugins.errors import ConfigurationError
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker import _spin
-from aperio_plugins.worker._spin import HOST_SLOT, WORKER_SLOT, CpuBoard, spin_budget, spin_seconds
+from aperio_plugins.worker._spin import WORKER_SLOT, CpuBoard, spin_budget, spin_seconds
 from aperio_plugins.worker.serve._server import WorkerChannel
 
 BUDGET = 50e-6
@@ -57,6 +57,19 @@ def test_a_bad_spin_setting_is_a_configuration_error_naming_it(value: str) -> No
         spin_seconds({_spin.SPIN_ENV: value})
 
 
+two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="a split between two CPUs needs Linux and at least two CPUs",
+)
+
+
+@pytest.fixture
+def own_mask() -> Iterator[set[int]]:
+    mask = os.sched_getaffinity(0)
+    yield mask
+    os.sched_setaffinity(0, mask)
+
+
 @pytest.fixture
 def boards() -> Iterator[tuple[CpuBoard, CpuBoard]]:
     created = CpuBoard.create(BUDGET)
@@ -80,10 +93,38 @@ def test_each_side_reads_the_cpu_the_other_published(boards: tuple[CpuBoard, Cpu
     assert cpu == _spin._cpu_function()() >= 0  # type: ignore[misc]  # sched_getcpu exists on Linux
     assert worker.peer() == cpu
     assert host.peer() is None
-    worker._map[WORKER_SLOT] = cpu + 2  # as a worker on the next CPU would write it
-    assert host.peer() == cpu + 1
-    assert host.budget(cpu, 10e-6) == (BUDGET if host.allowed(time.monotonic()) > 1 else 0.0)
-    assert worker.budget(cpu, 10e-6) == 0.0  # the worker's own CPU is the host's: never spin there
+
+
+@two_cpus
+def test_apart_names_this_cpu_only_while_the_other_side_is_on_another(
+    boards: tuple[CpuBoard, CpuBoard], own_mask: set[int]
+) -> None:
+    host, worker = boards
+    for _attempt in range(10):  # this thread may move between two lines on a busy machine: try again
+        cpu = host.publish()
+        worker.publish()  # the same thread: the same CPU, unless it just moved
+        together = host.apart()
+        other = min(own_mask - {cpu})
+        worker._map[WORKER_SLOT] = other + 1  # as a worker on another CPU writes it
+        if together == -1 and host.apart() == cpu:
+            break
+    else:
+        pytest.fail("apart() never told a worker on another CPU from one on this CPU")
+    assert host.budget(cpu, 10e-6) == BUDGET
+    assert host.budget(cpu, 1.0) == 0.0  # the last wait was long: a spin would not have caught it
+
+
+@two_cpus
+def test_a_thread_pinned_to_one_cpu_is_never_apart_and_still_says_where_it_is(
+    boards: tuple[CpuBoard, CpuBoard], own_mask: set[int]
+) -> None:
+    host, worker = boards
+    pinned = max(own_mask)
+    os.sched_setaffinity(0, {pinned})
+    worker._map[WORKER_SLOT] = min(own_mask) + 1
+
+    assert [host.apart() for _ in range(3 * _spin.AFFINITY_REFRESH)] == [-1] * 3 * _spin.AFFINITY_REFRESH
+    assert worker.peer() == pinned
 
 
 def test_a_value_that_does_not_name_a_cpu_reads_as_unknown(boards: tuple[CpuBoard, CpuBoard]) -> None:
@@ -91,8 +132,8 @@ def test_a_value_that_does_not_name_a_cpu_reads_as_unknown(boards: tuple[CpuBoar
     for value in (0, 255):
         worker._map[WORKER_SLOT] = value
         assert host.peer() is None
+        assert host.apart() == -1
         assert host.budget(0, 0.0) == 0.0
-    assert worker._map[HOST_SLOT] == 0
 
 
 @pytest.fixture
@@ -149,11 +190,6 @@ def test_the_worker_sees_the_end_of_input_during_a_spin(pipes: tuple[WorkerChann
 
 # -- through real workers -------------------------------------------------------------------------
 
-two_cpus = pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-    reason="a split between two CPUs needs Linux and at least two CPUs",
-)
-
 ECHO_ID = "acme.echo"
 # A hook that answers with what it was given and where it ran (CPU, and which process).
 ECHO_SOURCE = """
@@ -181,13 +217,6 @@ def _finding(number: int) -> Finding:
 
 def _process(plugin: Any) -> Any:
     return plugin._aperio_lifecycle.acquire(time.monotonic() + 10)
-
-
-@pytest.fixture
-def own_mask() -> Iterator[set[int]]:
-    mask = os.sched_getaffinity(0)
-    yield mask
-    os.sched_setaffinity(0, mask)
 
 
 @two_cpus

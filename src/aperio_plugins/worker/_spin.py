@@ -31,7 +31,7 @@ MAX_SPIN_US = 10_000
 SHORT_FACTOR = 4
 """A wait spins only if the last comparable wait took at most this many spin budgets: a long one
 would not have ended within the spin anyway (at most one budget of CPU is lost when it misjudges)."""
-AFFINITY_REFRESH = 1.0  # seconds between two reads of the allowed CPUs (about 3 µs each)
+AFFINITY_REFRESH = 64  # waits between two reads of the allowed CPUs (about 3 µs each)
 
 BOARD_SIZE = 128
 HOST_SLOT = 0  # the host's calling thread writes its CPU + 1 here (0: not known)
@@ -92,7 +92,9 @@ class CpuBoard:
 
     Not thread-safe by itself; each side's callers decide when to use it (the
     host only from a caller with no other call in flight, the worker from its
-    serving thread).
+    serving thread). `apart()` is the only call on every wait, and is kept to a
+    vDSO call and two byte accesses: in the usual case (both sides on one CPU)
+    anything more is paid on every call for nothing.
     """
 
     def __init__(self, fd: int, own_slot: int, max_spin: float) -> None:
@@ -100,10 +102,9 @@ class CpuBoard:
         self._own = own_slot
         self._peer = WORKER_SLOT if own_slot == HOST_SLOT else HOST_SLOT
         self.max_spin = max_spin
-        self._cpu: Callable[[], int] | None = None
-        self._cpu_resolved = False
-        self._allowed = 1
-        self._allowed_at = -AFFINITY_REFRESH
+        self._cpu: Callable[[], int] = self._first_cpu
+        self.allowed = 1  # CPUs this thread may run on, re-read every AFFINITY_REFRESH waits
+        self._countdown = 0
         self.spins = 0  # waits that spun (for tests and benchmarks)
         self.caught = 0  # of those, the ones whose answer came within the spin
 
@@ -124,11 +125,14 @@ class CpuBoard:
     def close(self) -> None:
         self._map.close()
 
+    def _first_cpu(self) -> int:
+        # Resolved on the first wait, not at start: a worker's start does not pay for importing ctypes.
+        self._cpu = _cpu_function() or (lambda: -1)
+        return self._cpu()
+
     def publish(self) -> int:
         """Write the CPU this thread runs on into this side's slot; return it (-1 if not known)."""
-        if not self._cpu_resolved:
-            self._cpu, self._cpu_resolved = _cpu_function(), True
-        cpu = self._cpu() if self._cpu is not None else -1
+        cpu = self._cpu()
         self._map[self._own] = cpu + 1 if 0 <= cpu < _TOO_HIGH - 1 else _UNKNOWN
         return cpu
 
@@ -137,19 +141,27 @@ class CpuBoard:
         value = self._map[self._peer]
         return None if value in (_UNKNOWN, _TOO_HIGH) else value - 1
 
-    def allowed(self, now: float) -> int:
-        """Return how many CPUs this thread may run on, read at most once per `AFFINITY_REFRESH`."""
-        if now - self._allowed_at >= AFFINITY_REFRESH:
-            self._allowed_at = now
+    def apart(self) -> int:
+        """Before a wait: publish where this thread runs; return that CPU if the other side last ran
+        on another one and this thread may move between CPUs, else -1 (then do not spin)."""
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._countdown = AFFINITY_REFRESH
             try:
-                self._allowed = len(os.sched_getaffinity(0))
+                self.allowed = len(os.sched_getaffinity(0))
             except (OSError, AttributeError):
-                self._allowed = 1
-        return self._allowed
+                self.allowed = 1
+            if self.allowed < 2:
+                self.publish()  # pinned: where it runs cannot change until the mask does
+        if self.allowed < 2:
+            return -1
+        cpu = self.publish()
+        peer = self._map[self._peer]
+        return -1 if cpu < 0 or peer in (cpu + 1, _UNKNOWN, _TOO_HIGH) else cpu
 
     def budget(self, own_cpu: int, recent_wait: float) -> float:
-        """Return how long to spin now (see `spin_budget`), after publishing `own_cpu`."""
-        return spin_budget(own_cpu, self.peer(), self.allowed(time.monotonic()), recent_wait, self.max_spin)
+        """Return how long to spin now (see `spin_budget`)."""
+        return spin_budget(own_cpu, self.peer(), self.allowed, recent_wait, self.max_spin)
 
 
 def spin_until_ready(ready: Callable[[], object], budget: float) -> bool:

@@ -121,7 +121,7 @@ class Server:
         self._channel = channel
         self._plugin = plugin
         self._board = board  # shared with the host when spinning is on (`_spin.py`)
-        self._last_wait = float("inf")  # seconds between the last answer and the next call
+        self._last_wait = 0.0  # seconds between an answer and the next call, last timed apart
         self._queued: deque[list[Any]] = deque()
         self._current: RemoteContext | _Running | None = None
         self._context_lock = threading.Lock()
@@ -134,8 +134,8 @@ class Server:
         while True:
             if queued:
                 message: list[Any] | None = queued.popleft()
-            elif self._board is not None:
-                message = self._receive_timed()
+            elif self._board is not None and (cpu := self._board.apart()) >= 0:
+                message = self._receive_timed(cpu)
             else:
                 with read_lock:
                     message = receive()
@@ -149,12 +149,11 @@ class Server:
             else:
                 self._handle_control(message)
 
-    def _receive_timed(self) -> list[Any] | None:
-        """Wait for the next message, spinning first if the host waits on another CPU and calls
-        have been coming close together; time the wait for the next decision."""
+    def _receive_timed(self, cpu: int) -> list[Any] | None:
+        """Wait for the next message on `cpu` while the host last waited on another: spin first if
+        calls have been coming close together, and time the wait for the next decision."""
         board = self._board
         assert board is not None
-        cpu = board.publish()
         spin = board.budget(cpu, self._last_wait)
         start = time.perf_counter()
         with self._channel.read_lock:

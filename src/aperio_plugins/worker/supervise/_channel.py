@@ -307,15 +307,14 @@ class HostChannel:
             alone = len(self._calls) == 1
         board = self.board
         # Published before the write, so that the worker knows where its caller waits.
-        cpu = board.publish() if board is not None else -1
+        apart = board.apart() if board is not None else -1
         try:
             self.write(payload, deadline)
             if self._read_lock.acquire(blocking=False):
                 # The usual case: nobody else is reading, so this caller reads its own answer and,
                 # having it, gives up the lead and its registration under one lock.
-                spin = board.budget(cpu, self._last_wait) if board is not None and alone else 0.0
                 try:
-                    answer = self._timed_lead(call, spin) if board is not None and alone else self._lead(call)
+                    answer = self._timed_lead(call, apart) if apart >= 0 and alone else self._lead(call)
                 except BaseException:
                     self._release_lead(call)
                     raise
@@ -425,11 +424,12 @@ class HostChannel:
             if answer is not None:
                 return answer
 
-    def _timed_lead(self, call: Call, spin: float) -> list[Any] | None:
-        """`_lead`, spinning up to `spin` seconds before each sleep, and timing the wait for the next
-        call's decision (a call whose answer takes long would not have been caught by a spin)."""
+    def _timed_lead(self, call: Call, cpu: int) -> list[Any] | None:
+        """`_lead` for a caller alone on `cpu` while the worker last ran on another: it spins, if
+        recent answers came quickly, before each sleep, and times the wait for the next decision."""
         board = self.board
         assert board is not None
+        spin = board.budget(cpu, self._last_wait)
         start = time.perf_counter()
         if spin > 0:
             board.spins += 1
