@@ -103,10 +103,12 @@ def test_apart_names_this_cpu_only_while_the_other_side_is_on_another(
     for _attempt in range(10):  # this thread may move between two lines on a busy machine: try again
         cpu = host.publish()
         worker.publish()  # the same thread: the same CPU, unless it just moved
-        together = host.apart()
+        together = [host.apart() for _ in range(_spin.CHECK_EVERY)]
         other = min(own_mask - {cpu})
         worker._map[WORKER_SLOT] = other + 1  # as a worker on another CPU writes it
-        if together == -1 and host.apart() == cpu:
+        # Found together, it looks again only every CHECK_EVERY waits; found apart, at every wait.
+        apart = [host.apart() for _ in range(_spin.CHECK_EVERY + 2)]
+        if together == [-1] * _spin.CHECK_EVERY and apart[-3:] == [cpu] * 3:
             break
     else:
         pytest.fail("apart() never told a worker on another CPU from one on this CPU")

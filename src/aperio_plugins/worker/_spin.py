@@ -31,7 +31,14 @@ MAX_SPIN_US = 10_000
 SHORT_FACTOR = 4
 """A wait spins only if the last comparable wait took at most this many spin budgets: a long one
 would not have ended within the spin anyway (at most one budget of CPU is lost when it misjudges)."""
-AFFINITY_REFRESH = 64  # waits between two reads of the allowed CPUs (about 3 µs each)
+AFFINITY_REFRESH = 61  # waits between two reads of the allowed CPUs (about 3 µs each)
+CHECK_EVERY = 8
+"""While the two sides were last found together, only every 8th wait looks again: a split lasts for
+hundreds of calls once made, and looking costs about 2 µs a side in the round trip (a ctypes call
+and two accesses to the shared page, slowed by the other process's use of the caches), against
+0.3 µs measured alone."""
+# Prime, so that a worker's reads do not fall again and again on the one call in 32 for which the
+# host restricts it to one CPU (`_placement.py`): read then, it would count itself pinned.
 
 BOARD_SIZE = 128
 HOST_SLOT = 0  # the host's calling thread writes its CPU + 1 here (0: not known)
@@ -78,7 +85,8 @@ def _cpu_function() -> Callable[[], int] | None:
     try:
         import ctypes  # only when spinning is on: a worker's start does not pay for it
 
-        function = ctypes.CDLL(None, use_errno=True).sched_getcpu
+        # PyDLL: the call keeps the GIL, which a vDSO call that never blocks need not give up.
+        function = ctypes.PyDLL(None, use_errno=True).sched_getcpu
         function.restype, function.argtypes = ctypes.c_int, []
         if function() < 0:
             return None
@@ -105,6 +113,8 @@ class CpuBoard:
         self._cpu: Callable[[], int] = self._first_cpu
         self.allowed = 1  # CPUs this thread may run on, re-read every AFFINITY_REFRESH waits
         self._countdown = 0
+        self._skip = 0  # waits left before the next look while together
+        self._was_apart = False
         self.spins = 0  # waits that spun (for tests and benchmarks)
         self.caught = 0  # of those, the ones whose answer came within the spin
 
@@ -143,7 +153,12 @@ class CpuBoard:
 
     def apart(self) -> int:
         """Before a wait: publish where this thread runs; return that CPU if the other side last ran
-        on another one and this thread may move between CPUs, else -1 (then do not spin)."""
+        on another one and this thread may move between CPUs, else -1 (then do not spin).
+
+        While the two were last found apart it looks at every wait (the next one may have them
+        together again, where a spin would take the CPU from the peer); while together, at every
+        `CHECK_EVERY`th.
+        """
         self._countdown -= 1
         if self._countdown <= 0:
             self._countdown = AFFINITY_REFRESH
@@ -155,9 +170,17 @@ class CpuBoard:
                 self.publish()  # pinned: where it runs cannot change until the mask does
         if self.allowed < 2:
             return -1
-        cpu = self.publish()
-        peer = self._map[self._peer]
-        return -1 if cpu < 0 or peer in (cpu + 1, _UNKNOWN, _TOO_HIGH) else cpu
+        if not self._was_apart:
+            self._skip -= 1
+            if self._skip > 0:
+                return -1
+            self._skip = CHECK_EVERY
+        cpu = self._cpu()
+        board = self._map
+        board[self._own] = cpu + 1 if 0 <= cpu < _TOO_HIGH - 1 else _UNKNOWN  # `publish`, inlined
+        peer = board[self._peer]
+        self._was_apart = cpu >= 0 and peer not in (cpu + 1, _UNKNOWN, _TOO_HIGH)
+        return cpu if self._was_apart else -1
 
     def budget(self, own_cpu: int, recent_wait: float) -> float:
         """Return how long to spin now (see `spin_budget`)."""
