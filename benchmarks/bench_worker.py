@@ -23,6 +23,12 @@ drift of a shared machine hits every column alike:
    imports `aperio_hookspecs` and the plugin, and `import aperio_plugins`.
 
 Figures are reported against the goals of issue #10, never asserted.
+
+    python benchmarks/bench_worker.py --spin-comparison 0,30,50,100 [--spin-rounds N]
+
+compares spin budgets (`APERIO_WORKER_SPIN_US`, one worker each) on the trivial
+call only, pinned, together, with the worker held on the other CPU, and after a
+split; `--spin-us US` sets the budget of a whole run (0: never spin).
 """
 
 from __future__ import annotations
@@ -477,6 +483,73 @@ def paired_ratio(samples: dict[str, list[list[float]]], name: str, reference: st
     return statistics.median(statistics.median(ours) / statistics.median(theirs) for ours, theirs in pairs)
 
 
+SPIN_MODES = ("pinned", "together", "held apart", "split")
+
+
+def _this_cpu() -> int:
+    return int(Path("/proc/thread-self/stat").read_bytes().rsplit(b")", 1)[1].split()[36])
+
+
+def spin_comparison(settings: HostSettings, budgets: list[int], rounds: int, calls: int = 500) -> list[str]:
+    """The trivial call through one worker per spin budget (`APERIO_WORKER_SPIN_US`), interleaved, in
+    four placements: all pinned to one CPU; unpinned ("together": where the scheduler puts them);
+    the worker held on the CPU its caller is not on ("held apart"); held there for 20 calls, then
+    set free ("split"). Returns report lines: median of the rounds' medians, range, median p99."""
+    every = set(os.sched_getaffinity(0))
+    if len(every) < 2:
+        return ["Spin comparison skipped: needs at least two CPUs"]
+    workers: dict[int, tuple[WorkerPlugin, Any]] = {}
+    try:
+        for budget in budgets:
+            os.environ["APERIO_WORKER_SPIN_US"] = str(budget)
+            plugin = WorkerPlugin.start(
+                PLUGIN_ID,
+                settings=settings,
+                search_path=[],
+                options=WorkerSettings(call_timeout=3600),
+                audit_logger=_silent_logger(),
+                logger=_silent_logger(),
+            )
+            workers[budget] = (plugin, plugin._aperio_lifecycle.acquire(time.monotonic() + 10))
+        lines = [f"Spin comparison: trivial call, {rounds} rounds of {calls} calls per budget, interleaved"]
+        for mode in SPIN_MODES:
+            pin({min(every)} if mode == "pinned" else every)
+            medians: dict[int, list[float]] = {budget: [] for budget in budgets}
+            p99s: dict[int, list[float]] = {budget: [] for budget in budgets}
+            spins = {budget: (process.board.spins if process.board else 0) for budget, (_, process) in workers.items()}
+            for round_number in range(rounds):
+                order = list(workers.items())
+                for budget, (plugin, process) in order if round_number % 2 else order[::-1]:
+                    interpreter = process._interpreter_pid()
+                    if mode in ("held apart", "split"):
+                        os.sched_setaffinity(interpreter, every - {_this_cpu()})
+                        if mode == "split":
+                            for _ in range(20):
+                                plugin.aperio_finding_raised(FINDING)  # type: ignore[attr-defined]
+                            os.sched_setaffinity(interpreter, every)
+                    times = []
+                    for _ in range(calls):
+                        start = time.perf_counter_ns()
+                        plugin.aperio_finding_raised(FINDING)  # type: ignore[attr-defined]
+                        times.append((time.perf_counter_ns() - start) / 1e3)
+                    os.sched_setaffinity(interpreter, every if mode != "pinned" else {min(every)})
+                    medians[budget].append(statistics.median(times))
+                    p99s[budget].append(percentile(times, 0.99))
+            for budget, (_, process) in workers.items():
+                spun = (process.board.spins if process.board else 0) - spins[budget]
+                values = medians[budget]
+                lines.append(
+                    f"  {mode:11} spin {budget:4} µs: {statistics.median(values):6.1f} µs"
+                    f" [{min(values):.1f}-{max(values):.1f}], p99 {statistics.median(p99s[budget]):7.1f} µs,"
+                    f" host waits that spun {spun} of {rounds * calls}"
+                )
+        return lines
+    finally:
+        pin(every)
+        for plugin, _ in workers.values():
+            plugin.stop()
+
+
 def start_times(settings: HostSettings, runs: int) -> dict[str, float]:
     """Median seconds: bare interpreters, and a worker from spawn to ready (sandbox, if any, included)."""
     plugins = str(settings.plugins_dir)
@@ -666,7 +739,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="US",
         help="A/B switch: the workers' APERIO_WORKER_SPIN_US (0: never spin; default: the setting's own)",
     )
+    parser.add_argument(
+        "--spin-comparison",
+        metavar="US,US,...",
+        help="only compare these spin budgets on the trivial call, pinned, together, held apart and split",
+    )
+    parser.add_argument("--spin-rounds", type=int, default=16, help="rounds of the spin comparison")
     args = parser.parse_args(argv)
+    if args.spin_comparison:
+        with tempfile.TemporaryDirectory(prefix="aperio-bench-worker-") as directory:
+            bench = Bench(Path(directory))
+            try:
+                budgets = [int(value) for value in args.spin_comparison.split(",")]
+                print(f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())} at the start")
+                print("\n".join(spin_comparison(bench.settings, budgets, args.spin_rounds)))
+            finally:
+                bench.close()
+        return 0
     if args.spin_us is not None:
         os.environ["APERIO_WORKER_SPIN_US"] = str(args.spin_us)
     if args.without_placement_hints:
