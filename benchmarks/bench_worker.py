@@ -486,6 +486,11 @@ def paired_ratio(samples: dict[str, list[list[float]]], name: str, reference: st
 SPIN_MODES = ("pinned", "together", "held apart", "split")
 
 
+def _spun(process: Any) -> tuple[int, int]:
+    board = process.board
+    return (board.spins, board.caught) if board is not None else (0, 0)
+
+
 def _this_cpu() -> int:
     return int(Path("/proc/thread-self/stat").read_bytes().rsplit(b")", 1)[1].split()[36])
 
@@ -516,7 +521,7 @@ def spin_comparison(settings: HostSettings, budgets: list[int], rounds: int, cal
             pin({min(every)} if mode == "pinned" else every)
             medians: dict[int, list[float]] = {budget: [] for budget in budgets}
             p99s: dict[int, list[float]] = {budget: [] for budget in budgets}
-            spins = {budget: (process.board.spins if process.board else 0) for budget, (_, process) in workers.items()}
+            spins = {budget: _spun(process) for budget, (_, process) in workers.items()}
             for round_number in range(rounds):
                 order = list(workers.items())
                 for budget, (plugin, process) in order if round_number % 2 else order[::-1]:
@@ -536,12 +541,12 @@ def spin_comparison(settings: HostSettings, budgets: list[int], rounds: int, cal
                     medians[budget].append(statistics.median(times))
                     p99s[budget].append(percentile(times, 0.99))
             for budget, (_, process) in workers.items():
-                spun = (process.board.spins if process.board else 0) - spins[budget]
+                spun, caught = (now - before for now, before in zip(_spun(process), spins[budget], strict=True))
                 values = medians[budget]
                 lines.append(
                     f"  {mode:11} spin {budget:4} µs: {statistics.median(values):6.1f} µs"
                     f" [{min(values):.1f}-{max(values):.1f}], p99 {statistics.median(p99s[budget]):7.1f} µs,"
-                    f" host waits that spun {spun} of {rounds * calls}"
+                    f" host waits that spun {spun} of {rounds * calls} (answered within the spin {caught})"
                 )
         return lines
     finally:
