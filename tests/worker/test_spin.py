@@ -170,8 +170,8 @@ def test_the_worker_receives_the_next_message_whether_it_came_during_the_spin_or
     pipes: tuple[WorkerChannel, int], spin: float, delay: float
 ) -> None:
     channel, host_write = pipes
-    sender = _send_later(host_write, [protocol.PING, 7], delay)
     start = time.perf_counter()
+    sender = _send_later(host_write, [protocol.PING, 7], delay)
 
     message = channel.receive(spin=spin)
 

@@ -124,7 +124,8 @@ class CpuBoard:
         once the worker has it), or None where memfd or mmap is missing."""
         if not hasattr(os, "memfd_create"):
             return None
-        fd = os.memfd_create("aperio-cpu-board", 0)  # inheritable on purpose: pass_fds hands it on
+        # Close-on-exec like every other descriptor: `pass_fds` hands it to the one worker it is for.
+        fd = os.memfd_create("aperio-cpu-board", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, BOARD_SIZE)
             return cls(fd, HOST_SLOT, max_spin), fd
