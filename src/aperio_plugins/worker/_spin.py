@@ -31,14 +31,15 @@ MAX_SPIN_US = 10_000
 SHORT_FACTOR = 4
 """A wait spins only if the last comparable wait took at most this many spin budgets: a long one
 would not have ended within the spin anyway (at most one budget of CPU is lost when it misjudges)."""
-AFFINITY_REFRESH = 61  # waits between two reads of the allowed CPUs (about 3 µs each)
+# Waits between two reads of the allowed CPUs (about 3 µs each). Prime, so that a worker's reads do
+# not fall again and again on the one call in 32 for which the host restricts it to one CPU
+# (`_placement.py`): read then, it would count itself pinned.
+AFFINITY_REFRESH = 61
 CHECK_EVERY = 8
 """While the two sides were last found together, only every 8th wait looks again: a split lasts for
 hundreds of calls once made, and looking costs about 2 µs a side in the round trip (a ctypes call
 and two accesses to the shared page, slowed by the other process's use of the caches), against
 0.3 µs measured alone."""
-# Prime, so that a worker's reads do not fall again and again on the one call in 32 for which the
-# host restricts it to one CPU (`_placement.py`): read then, it would count itself pinned.
 
 BOARD_SIZE = 128
 HOST_SLOT = 0  # the host's calling thread writes its CPU + 1 here (0: not known)
