@@ -23,6 +23,12 @@ drift of a shared machine hits every column alike:
    imports `aperio_hookspecs` and the plugin, and `import aperio_plugins`.
 
 Figures are reported against the goals of issue #10, never asserted.
+
+    python benchmarks/bench_worker.py --spin-comparison 0,30,50,100 [--spin-rounds N]
+
+compares spin budgets (`APERIO_WORKER_SPIN_US`, one worker each) on the trivial
+call only, pinned, together, with the worker held on the other CPU, and after a
+split; `--spin-us US` sets the budget of a whole run (0: never spin).
 """
 
 from __future__ import annotations
@@ -247,6 +253,7 @@ class Bench:
         self.variants: dict[str, Callable[[], Any]] = {}
         self.notes: list[str] = []
         self.hints: Callable[[], int] = lambda: 0
+        self.spins: Callable[[], tuple[int, int]] = lambda: (0, 0)
         self.interpreter: Callable[[], int | None] = lambda: None
 
     def close(self) -> None:
@@ -286,6 +293,13 @@ class Bench:
             return placement.hints if placement is not None else 0
 
         self.hints = hints
+
+        def spins() -> tuple[int, int]:
+            # Host-side waits that spun, and those whose answer came within the spin (`_spin.py`).
+            board = plugin._aperio_lifecycle.acquire(time.monotonic() + 10).board
+            return (board.spins, board.caught) if board is not None else (0, 0)
+
+        self.spins = spins
         self.interpreter = lambda: plugin._aperio_lifecycle.acquire(time.monotonic() + 10)._interpreter_pid()
         registered: list[Any] = []
         plugin.aperio_register_connectors(registered.append)  # type: ignore[attr-defined]
@@ -469,6 +483,78 @@ def paired_ratio(samples: dict[str, list[list[float]]], name: str, reference: st
     return statistics.median(statistics.median(ours) / statistics.median(theirs) for ours, theirs in pairs)
 
 
+SPIN_MODES = ("pinned", "together", "held apart", "split")
+
+
+def _spun(process: Any) -> tuple[int, int]:
+    board = process.board
+    return (board.spins, board.caught) if board is not None else (0, 0)
+
+
+def _this_cpu() -> int:
+    return int(Path("/proc/thread-self/stat").read_bytes().rsplit(b")", 1)[1].split()[36])
+
+
+def spin_comparison(settings: HostSettings, budgets: list[int], rounds: int, calls: int = 500) -> list[str]:
+    """The trivial call through one worker per spin budget (`APERIO_WORKER_SPIN_US`), interleaved, in
+    four placements: all pinned to one CPU; unpinned ("together": where the scheduler puts them);
+    the worker held on the CPU its caller is not on ("held apart"); held there for 20 calls, then
+    set free ("split"). Returns report lines: median of the rounds' medians, range, median p99."""
+    every = set(os.sched_getaffinity(0))
+    if len(every) < 2:
+        return ["Spin comparison skipped: needs at least two CPUs"]
+    workers: dict[int, tuple[WorkerPlugin, Any]] = {}
+    try:
+        for budget in budgets:
+            os.environ["APERIO_WORKER_SPIN_US"] = str(budget)
+            plugin = WorkerPlugin.start(
+                PLUGIN_ID,
+                settings=settings,
+                search_path=[],
+                options=WorkerSettings(call_timeout=3600),
+                audit_logger=_silent_logger(),
+                logger=_silent_logger(),
+            )
+            workers[budget] = (plugin, plugin._aperio_lifecycle.acquire(time.monotonic() + 10))
+        lines = [f"Spin comparison: trivial call, {rounds} rounds of {calls} calls per budget, interleaved"]
+        for mode in SPIN_MODES:
+            pin({min(every)} if mode == "pinned" else every)
+            medians: dict[int, list[float]] = {budget: [] for budget in budgets}
+            p99s: dict[int, list[float]] = {budget: [] for budget in budgets}
+            spins = {budget: _spun(process) for budget, (_, process) in workers.items()}
+            for round_number in range(rounds):
+                order = list(workers.items())
+                for budget, (plugin, process) in order if round_number % 2 else order[::-1]:
+                    interpreter = process._interpreter_pid()
+                    if mode in ("held apart", "split"):
+                        os.sched_setaffinity(interpreter, every - {_this_cpu()})
+                        if mode == "split":
+                            for _ in range(20):
+                                plugin.aperio_finding_raised(FINDING)  # type: ignore[attr-defined]
+                            os.sched_setaffinity(interpreter, every)
+                    times = []
+                    for _ in range(calls):
+                        start = time.perf_counter_ns()
+                        plugin.aperio_finding_raised(FINDING)  # type: ignore[attr-defined]
+                        times.append((time.perf_counter_ns() - start) / 1e3)
+                    os.sched_setaffinity(interpreter, every if mode != "pinned" else {min(every)})
+                    medians[budget].append(statistics.median(times))
+                    p99s[budget].append(percentile(times, 0.99))
+            for budget, (_, process) in workers.items():
+                spun, caught = (now - before for now, before in zip(_spun(process), spins[budget], strict=True))
+                values = medians[budget]
+                lines.append(
+                    f"  {mode:11} spin {budget:4} µs: {statistics.median(values):6.1f} µs"
+                    f" [{min(values):.1f}-{max(values):.1f}], p99 {statistics.median(p99s[budget]):7.1f} µs,"
+                    f" host waits that spun {spun} of {rounds * calls} (answered within the spin {caught})"
+                )
+        return lines
+    finally:
+        pin(every)
+        for plugin, _ in workers.values():
+            plugin.stop()
+
+
 def start_times(settings: HostSettings, runs: int) -> dict[str, float]:
     """Median seconds: bare interpreters, and a worker from spawn to ready (sandbox, if any, included)."""
     plugins = str(settings.plugins_dir)
@@ -596,6 +682,11 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
     for mode in ("pinned", "unpinned"):
         lines += report_calls(f"{mode} ({results[mode]['cpus']})", results[mode]["figures"], results[mode]["ratios"])
         lines.insert(-1, f"CPU placement hints to the worker of the trivial call and sync: {results[mode]['hints']}")
+        lines.insert(
+            -1,
+            f"Host waits that spun for that worker's answer: {results[mode]['spins']}"
+            f" (answered within the spin: {results[mode]['caught']})",
+        )
     lines += ["Start (median, interleaved, unpinned):"]
     lines += [f"  {name:50}{seconds * 1000:8.0f} ms" for name, seconds in starts.items()]
     for goal, value, target, met in start_goals(starts):
@@ -607,9 +698,10 @@ def report(results: dict[str, Any], starts: dict[str, float], notes: list[str]) 
 
 def run_calls(bench: Bench, calls: int, rounds: int, cpus: set[int]) -> dict[str, Any]:
     pin(cpus)
-    hints = bench.hints()
+    hints, (spins, caught) = bench.hints(), bench.spins()
     samples = measure(bench.variants, calls, rounds)
     hints = bench.hints() - hints
+    spins, caught = (after - before for after, before in zip(bench.spins(), (spins, caught), strict=True))
     figures = summarize(samples)
     ratios = {
         (name, reference): paired_ratio(samples, name, reference)
@@ -621,6 +713,8 @@ def run_calls(bench: Bench, calls: int, rounds: int, cpus: set[int]) -> dict[str
         "figures": figures,
         "ratios": ratios,
         "hints": hints,
+        "spins": spins,
+        "caught": caught,
     }
 
 
@@ -644,7 +738,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="A/B switch: measure with the host's CPU placement hints switched off (docs/worker-protocol.md)",
     )
+    parser.add_argument(
+        "--spin-us",
+        type=int,
+        metavar="US",
+        help="A/B switch: the workers' APERIO_WORKER_SPIN_US (0: never spin; default: the setting's own)",
+    )
+    parser.add_argument(
+        "--spin-comparison",
+        metavar="US,US,...",
+        help="only compare these spin budgets on the trivial call, pinned, together, held apart and split",
+    )
+    parser.add_argument("--spin-rounds", type=int, default=16, help="rounds of the spin comparison")
     args = parser.parse_args(argv)
+    if args.spin_comparison:
+        with tempfile.TemporaryDirectory(prefix="aperio-bench-worker-") as directory:
+            bench = Bench(Path(directory))
+            try:
+                budgets = [int(value) for value in args.spin_comparison.split(",")]
+                print(f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())} at the start")
+                print("\n".join(spin_comparison(bench.settings, budgets, args.spin_rounds)))
+            finally:
+                bench.close()
+        return 0
+    if args.spin_us is not None:
+        os.environ["APERIO_WORKER_SPIN_US"] = str(args.spin_us)
     if args.without_placement_hints:
         # For comparisons only: every hint finds nothing to do.
         Placement._restrict = lambda self: None  # type: ignore[method-assign]
@@ -679,12 +797,15 @@ def main(argv: list[str] | None = None) -> int:
             "starts": starts,
             "notes": bench.notes,
             "placement_hints": not args.without_placement_hints,
+            "spin_us": os.environ.get("APERIO_WORKER_SPIN_US"),
             "split_recovery": recovery,
         }
         for mode in ("pinned", "unpinned"):
             figures, ratios = results[mode]["figures"], results[mode]["ratios"]
             payload[mode] = {
                 "hints": results[mode]["hints"],
+                "spins": results[mode]["spins"],
+                "caught": results[mode]["caught"],
                 "figures": figures,
                 "ratios": {f"{name} / {reference}": value for (name, reference), value in ratios.items()},
                 "goals": [{"goal": g, "measured": v, "target": t, "met": m} for g, v, t, m in goals(figures, ratios)],

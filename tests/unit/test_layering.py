@@ -88,7 +88,7 @@ def test_the_worker_folder_separates_the_host_side_from_the_worker_side():
 
     folder = Path(aperio_plugins.worker.__file__).parent
     shared = sorted(path.name for path in folder.glob("*.py"))
-    assert shared == ["__init__.py", "__main__.py", "_codec.py", "_protocol.py", "_settings.py", "_tree.py"]
+    assert shared == ["__init__.py", "__main__.py", "_codec.py", "_protocol.py", "_settings.py", "_spin.py", "_tree.py"]
     assert (folder / "supervise" / "_proxy.py").is_file()
     assert (folder / "serve" / "_server.py").is_file()
 

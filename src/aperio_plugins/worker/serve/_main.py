@@ -8,6 +8,7 @@ on stdin and stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import _protocol as protocol
+from .._spin import WORKER_SLOT, CpuBoard
 from ._bootstrap import LoadFailure, load
 from ._containment import (
     apply_limits,
@@ -39,12 +41,32 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-frame-bytes", type=int, default=64 * 1024 * 1024)
     # What contains this worker (see _sandbox.py): "bwrap" (a sandbox whose init is our parent) or "subreaper".
     parser.add_argument("--containment", choices=("bwrap", "subreaper"), default="subreaper")
+    # The CPU board the host shares (a descriptor it passed) and the longest spin per wait (`_spin.py`).
+    parser.add_argument("--cpu-board", type=int, default=-1)
+    parser.add_argument("--spin-us", type=int, default=0)
     return parser.parse_args(argv)
+
+
+def _board(fd: int, spin_us: int) -> CpuBoard | None:
+    """Return this side of the CPU board the host passed, or None (no board, or spinning is off).
+
+    Called first thing, before any descriptor is opened: the number cannot name anything else yet.
+    """
+    if fd < 0:
+        return None
+    try:
+        return CpuBoard(fd, WORKER_SLOT, spin_us / 1e6) if spin_us > 0 else None
+    except (OSError, ValueError):  # not a board after all: serve without spinning
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # the mapping stays; a plugin's subprocesses must not inherit the descriptor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker; return its exit status (0 when the host closed the channel)."""
     args = _arguments(argv)
+    board = _board(args.cpu_board, args.spin_us)
     # 1. Containment, before any plugin code can run.
     if args.containment == "bwrap":
         # Our parent is the sandbox's init, which dies with the host (--die-with-parent) and takes
@@ -84,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     channel.send([protocol.READY, description])
     # 4. Serve until the host closes stdin.
     try:
-        return Server(channel, plugin).run()
+        return Server(channel, plugin, board).run()
     except protocol.ProtocolError as exc:
         print(f"aperio worker: protocol error from the host: {exc}", file=sys.stderr)
         return EXIT_PROTOCOL_ERROR

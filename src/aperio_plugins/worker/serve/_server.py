@@ -10,6 +10,7 @@ never asks the host anything is supervised by its deadline on the host side.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import select
@@ -25,6 +26,7 @@ from aperio_hookspecs import DeliveryBatch, PluginAPIError, RemediationRequest, 
 
 from .. import _protocol as protocol
 from .._codec import EnvelopeData, EnvelopeError, envelope_ext, materialize
+from .._spin import CpuBoard, spin_until_ready
 from ._rebuild import rebuild
 from ._remote import RemoteContext, remote_exception
 
@@ -51,6 +53,7 @@ class WorkerChannel:
         self._ready: deque[list[Any]] = deque()
         self._poller = select.poll()
         self._poller.register(fd_in, select.POLLIN)
+        self._poll_now = functools.partial(self._poller.poll, 0)
 
     def send(self, message: list[Any]) -> None:
         """Send one message; raise TypeError, ValueError or OverflowError if it cannot be encoded."""
@@ -69,9 +72,10 @@ class WorkerChannel:
             while line:
                 line = line[os.write(self.fd_out, line) :]
 
-    def receive(self, timeout: float | None = None) -> list[Any] | None:
+    def receive(self, timeout: float | None = None, spin: float = 0.0) -> list[Any] | None:
         """Return the next message, None at end of input; raise TimeoutError after `timeout` seconds.
 
+        With `spin` (seconds), check for input without sleeping for that long before a blocking read.
         The caller holds `read_lock`. Raises `ProtocolError` for a malformed frame.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -80,6 +84,9 @@ class WorkerChannel:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._poller.poll(max(1, int(remaining * 1000))):
                     raise TimeoutError
+            elif spin > 0:
+                spin_until_ready(self._poll_now, spin)  # then the read finds the input, or blocks
+                spin = 0.0
             data = os.read(self.fd_in, 1 << 16)
             if not data:
                 return None
@@ -110,9 +117,11 @@ class _Running:
 class Server:
     """Serves one plugin over one channel until the host closes it."""
 
-    def __init__(self, channel: WorkerChannel, plugin: Plugin) -> None:
+    def __init__(self, channel: WorkerChannel, plugin: Plugin, board: CpuBoard | None = None) -> None:
         self._channel = channel
         self._plugin = plugin
+        self._board = board  # shared with the host when spinning is on (`_spin.py`)
+        self._last_wait = 0.0  # seconds between an answer and the next call, last timed apart
         self._queued: deque[list[Any]] = deque()
         self._current: RemoteContext | _Running | None = None
         self._context_lock = threading.Lock()
@@ -125,6 +134,8 @@ class Server:
         while True:
             if queued:
                 message: list[Any] | None = queued.popleft()
+            elif self._board is not None and (cpu := self._board.apart()) >= 0:
+                message = self._receive_timed(cpu)
             else:
                 with read_lock:
                     message = receive()
@@ -137,6 +148,21 @@ class Server:
                 self._execute(message)
             else:
                 self._handle_control(message)
+
+    def _receive_timed(self, cpu: int) -> list[Any] | None:
+        """Wait for the next message on `cpu` while the host last waited on another: spin first if
+        calls have been coming close together, and time the wait for the next decision."""
+        board = self._board
+        assert board is not None
+        spin = board.budget(cpu, self._last_wait)
+        start = time.perf_counter()
+        with self._channel.read_lock:
+            message = self._channel.receive(spin=spin)
+        self._last_wait = time.perf_counter() - start
+        if spin > 0:
+            board.spins += 1
+            board.caught += self._last_wait <= spin
+        return message
 
     def _handle_control(self, message: list[Any]) -> None:
         """Answer a ping, note a cancel, or queue a call that arrived while another one runs."""

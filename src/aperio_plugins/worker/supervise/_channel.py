@@ -12,6 +12,7 @@ pongs are read by the supervisor's `drain()`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import queue
@@ -24,6 +25,7 @@ from typing import Any
 from ...errors import WorkerError
 from .. import _protocol as protocol
 from .._settings import WorkerSettings
+from .._spin import CpuBoard, spin_until_ready
 
 _SAFETY_WAKE = 1.0  # a waiting call re-checks for the lead this often, whatever it was told
 
@@ -86,6 +88,11 @@ class HostChannel:
         self._pings: dict[int, float] = {}  # ping id -> when it was sent
         self._dead = False  # end of file seen: every call fails from now on
         self._poisoned = False  # a malformed frame was read: nothing after it can be trusted
+        # The CPU board shared with the worker (`_spin.py`), when spinning is on: a caller alone may
+        # spin for its answer while the worker runs on another CPU.
+        self.board: CpuBoard | None = None
+        self._last_wait = 0.0  # seconds from the last spinnable call's write to its answer
+        self._poll_now = functools.partial(self._poller.poll, 0)
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -156,15 +163,18 @@ class HostChannel:
 
     # -- reading -------------------------------------------------------------------
 
-    def read(self, timeout: float) -> list[list[Any]] | None:
+    def read(self, timeout: float, spin: float = 0.0) -> list[list[Any]] | None:
         """Return the messages that arrive within `timeout` seconds ([] if none), None at end of file.
 
+        With `spin` (seconds, at most `timeout`), check for data without sleeping for that long first.
         The caller holds the lead. A malformed frame kills the worker.
         """
         try:
             data = os.read(self._fd_read, 1 << 16)
         except BlockingIOError:
-            if not self._poller.poll(max(0, int(timeout * 1000) + (timeout > 0))):
+            if spin > 0 and spin_until_ready(self._poll_now, min(spin, timeout)):
+                pass  # the answer came while this thread was still awake: no wake-up to wait for
+            elif not self._poller.poll(max(0, int(timeout * 1000) + (timeout > 0))):
                 return []
             try:
                 data = os.read(self._fd_read, 1 << 16)
@@ -294,13 +304,17 @@ class HostChannel:
             if self._dead:
                 raise self.crash_error()
             self._calls[call_id] = call
+            alone = len(self._calls) == 1
+        board = self.board
+        # Published before the write, so that the worker knows where its caller waits.
+        apart = board.apart() if board is not None else -1
         try:
             self.write(payload, deadline)
             if self._read_lock.acquire(blocking=False):
                 # The usual case: nobody else is reading, so this caller reads its own answer and,
                 # having it, gives up the lead and its registration under one lock.
                 try:
-                    answer = self._lead(call)
+                    answer = self._timed_lead(call, apart) if apart >= 0 and alone else self._lead(call)
                 except BaseException:
                     self._release_lead(call)
                     raise
@@ -410,7 +424,22 @@ class HostChannel:
             if answer is not None:
                 return answer
 
-    def _lead(self, call: Call) -> list[Any] | None:
+    def _timed_lead(self, call: Call, cpu: int) -> list[Any] | None:
+        """`_lead` for a caller alone on `cpu` while the worker last ran on another: it spins, if
+        recent answers came quickly, before each sleep, and times the wait for the next decision."""
+        board = self.board
+        assert board is not None
+        spin = board.budget(cpu, self._last_wait)
+        start = time.perf_counter()
+        if spin > 0:
+            board.spins += 1
+        answer = self._lead(call, spin)
+        self._last_wait = time.perf_counter() - start
+        if spin > 0 and self._last_wait <= spin:
+            board.caught += 1
+        return answer
+
+    def _lead(self, call: Call, spin: float = 0.0) -> list[Any] | None:
         """Read until something arrives for `call`, its deadline passes, or the worker is gone.
 
         Returns `call`'s answer when that is what arrived last in a read (the
@@ -421,7 +450,7 @@ class HostChannel:
             remaining = call.deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            messages = self.read(remaining)
+            messages = self.read(remaining, spin)
             if messages is None:
                 self.on_eof()
                 return None

@@ -108,6 +108,7 @@ class WorkerProcess(HostChannel):
         self.exited = threading.Event()
         # CPU placement hints need Linux's affinity calls; elsewhere calls go as they are.
         self.placement = Placement(self._interpreter_pid) if hasattr(os, "sched_setaffinity") else None
+        self.board = getattr(popen, "board", None)  # set by `spawn` when spinning is on
 
     # -- life and death ------------------------------------------------------------
 

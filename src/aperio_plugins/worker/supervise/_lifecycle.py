@@ -21,6 +21,7 @@ from typing import Any
 from ..._settings import HostSettings
 from ...errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
 from .._settings import WorkerSettings
+from .._spin import spin_seconds
 from ._client import WorkerProcess, describe_exit
 from ._description import Description
 from ._sandbox import SandboxPlan, plan
@@ -84,6 +85,7 @@ class Lifecycle:
         self._supervisor = Supervisor.shared()
         self._command = worker_command(plugin_id, search_path, options, self.sandbox.containment)
         self._environment = worker_environment(settings, options)
+        self._spin = spin_seconds()  # APERIO_WORKER_SPIN_US; ConfigurationError for a bad value
         self._condition = threading.Condition()
         self.state = WorkerState.STARTING
         self._process: WorkerProcess | None = None
@@ -272,7 +274,9 @@ class Lifecycle:
             self._generation += 1
             generation = self._generation
         try:
-            popen = self._supervisor.call(lambda: spawn(self._command, self._environment, self.plugin_id, self.sandbox))
+            popen = self._supervisor.call(
+                lambda: spawn(self._command, self._environment, self.plugin_id, self.sandbox, self._spin)
+            )
         except OSError as exc:
             self._start_failed(None, HandshakeError(f"could not start a worker for plugin {self.plugin_id!r}: {exc}"))
             return

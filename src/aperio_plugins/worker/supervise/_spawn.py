@@ -25,6 +25,7 @@ from typing import Any
 from ..._receipt import host_public_key_path
 from ..._settings import HostSettings
 from .._settings import WorkerSettings
+from .._spin import CpuBoard
 from .._tree import kill_descendants
 from ._runtime import private_directory, record_group, remove_private_directory
 from ._sandbox import Containment, SandboxPlan, wrap
@@ -128,11 +129,12 @@ def worker_command(
 
 
 def spawn(
-    command: Sequence[str], env: Mapping[str, str], plugin_id: str, sandbox: SandboxPlan
-) -> subprocess.Popen[bytes]:
+    command: Sequence[str], env: Mapping[str, str], plugin_id: str, sandbox: SandboxPlan, spin: float = 0.0
+) -> ContainedPopen:
     """Start the worker contained as `sandbox` says, in a new private directory of its own: pipes
     on stdin, stdout and stderr, its own session (a terminal's Ctrl-C is for the host, which stops
-    its workers itself), no inherited descriptors. Raises `OSError`.
+    its workers itself), no inherited descriptors but its CPU board when `spin` (seconds, the
+    longest spin per wait; `_spin.py`) is above 0. Raises `OSError`.
 
     bwrap itself gets the scrubbed environment too: as the sandbox's pid 1 it
     stays visible to the worker, and so would its environment, at /proc/1/environ.
@@ -140,6 +142,11 @@ def spawn(
     directory = private_directory(plugin_id)
     # The filesystem is read-only in the sandbox: a plugin's temporary files go to its directory.
     environment = {**env, "TMPDIR": str(directory)}
+    created = CpuBoard.create(spin) if spin > 0 and sys.platform.startswith("linux") else None
+    board_fd: tuple[int, ...] = ()
+    if created is not None:
+        board_fd = (created[1],)
+        command = [*command, "--cpu-board", str(created[1]), "--spin-us", str(round(spin * 1e6))]
     try:
         popen = ContainedPopen(
             wrap(sandbox, command, directory),
@@ -153,13 +160,18 @@ def spawn(
             close_fds=True,
             start_new_session=True,
             bufsize=0,
+            pass_fds=board_fd,
         )
+        popen.board = None if created is None else created[0]
         if sandbox.containment is Containment.SUBREAPER:
             record_group(directory, popen.pid)  # for the next host, should this one be SIGKILLed
         return popen
     except BaseException:
         remove_private_directory(directory)
         raise
+    finally:
+        for fd in board_fd:
+            os.close(fd)  # the worker has its copy; the host keeps the mapping
 
 
 class ContainedPopen(subprocess.Popen[bytes]):
@@ -180,6 +192,7 @@ class ContainedPopen(subprocess.Popen[bytes]):
         # The tree walk needs /proc and waitid(WNOWAIT): Linux. Elsewhere only the directory is looked after.
         self._subreaper = containment is Containment.SUBREAPER and sys.platform.startswith("linux")
         self.directory = directory
+        self.board: CpuBoard | None = None  # the host's side of the CPU board, when spinning is on
         self._cleanup_lock = threading.Lock()
         self._cleaned = False
         self._group_killed = False
