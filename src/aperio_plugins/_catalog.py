@@ -28,7 +28,7 @@ def _registration_hooks() -> dict[str, tuple[PluginKind, type[Any]]]:
 
 
 def __getattr__(name: str) -> Any:
-    # `REGISTRATION_HOOKS` stays importable as before (PEP 562); it is the same dict on every access.
+    # `REGISTRATION_HOOKS` stays importable as before (PEP 562), with the same classes in it.
     if name == "REGISTRATION_HOOKS":
         return _registration_hooks()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
