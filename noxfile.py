@@ -54,4 +54,4 @@ def compat(session: nox.Session) -> None:
     version_file.write_text(version_file.read_text().replace('__version__ = "1.1.0"', '__version__ = "1.2.0"'))
     session.install(f"{newer}[http]")
     session.install("-e", ".")
-    session.run("python", "scripts/compat_check.py", "--expect-api", "1.2.0", str(work / "check"))
+    session.run("python", "scripts/compat_check.py", "--expect-api", "1.2.1", str(work / "check"))

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
-
-from aperio_hookspecs import Connector, Destination, RemediationHandler
+from typing import TYPE_CHECKING, Any
 
 from ._model import PluginKind
 
-REGISTRATION_HOOKS: dict[str, tuple[PluginKind, type[Any]]] = {
-    "aperio_register_connectors": (PluginKind.CONNECTOR, Connector),
-    "aperio_register_remediations": (PluginKind.REMEDIATION, RemediationHandler),
-    "aperio_register_destinations": (PluginKind.DESTINATION, Destination),
-}
+if TYPE_CHECKING:
+    REGISTRATION_HOOKS: dict[str, tuple[PluginKind, type[Any]]]
+
+
+@functools.cache
+def _registration_hooks() -> dict[str, tuple[PluginKind, type[Any]]]:
+    # The SDK's extension classes: importing them builds every envelope model, so they are imported on
+    # first use and a host that only lists plugins never pays for them (issue 11, docs/performance.md).
+    from aperio_hookspecs import Connector, Destination, RemediationHandler
+
+    return {
+        "aperio_register_connectors": (PluginKind.CONNECTOR, Connector),
+        "aperio_register_remediations": (PluginKind.REMEDIATION, RemediationHandler),
+        "aperio_register_destinations": (PluginKind.DESTINATION, Destination),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    # `REGISTRATION_HOOKS` stays importable as before (PEP 562), with the same classes in it.
+    if name == "REGISTRATION_HOOKS":
+        return _registration_hooks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ def collect_registrations(
     repeated name, or a kind the manifest does not declare.
     """
     entries: dict[PluginKind, Mapping[str, CatalogEntry]] = {}
-    for hook_name, (kind, expected) in REGISTRATION_HOOKS.items():
+    for hook_name, (kind, expected) in _registration_hooks().items():
         collected: dict[str, CatalogEntry] = {}
 
         def register(

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 import aperio_hookspecs
-from aperio_hookspecs import Payload
 
 from . import _installed as installed
 from . import _lifecycle as lifecycle
@@ -49,6 +48,8 @@ from .pipeline.discover import Discovery
 from .worker import WorkerSettings
 
 if TYPE_CHECKING:
+    from aperio_hookspecs import Payload
+
     from ._context import CredentialProvider
 
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from ._catalog import REGISTRATION_HOOKS
 from ._model import Activation, Inspected, Isolation, Origin, PluginInfo, PluginKind, PluginState, TrustMode
 from ._receipt import RECEIPT_FILE_NAME
 from ._statement import SIGNATURE_FILE_NAME
@@ -72,6 +71,8 @@ class PendingActivations:
 
 def registration_hook(kind: PluginKind) -> str:
     """Return the registration hook through which plugins add entries of `kind` to the catalog."""
+    from ._catalog import REGISTRATION_HOOKS  # names the SDK's extension classes: not for a listing
+
     return next(hook for hook, (hook_kind, _) in REGISTRATION_HOOKS.items() if hook_kind is kind)
 
 

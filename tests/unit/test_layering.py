@@ -162,6 +162,10 @@ NOT_FOR_LISTING = (
     "aperio_plugins._context",
     # Reading the trusted keys (canonical Ed25519 PEM) needs no SSH, RSA, EC or cipher modules.
     "cryptography.hazmat.primitives.serialization",
+    # The SDK's pydantic models and the extension classes built on them load on first use (SDK 1.2.1).
+    "aperio_hookspecs._envelopes",
+    "aperio_hookspecs._context",
+    "aperio_hookspecs._extensions",
 )
 # Read only to inspect a plugin, which a warm start finds in the discovery cache. Project names are
 # normalized without `packaging.utils`, which imports `packaging.tags` (and with it subprocess).
@@ -223,3 +227,50 @@ def test_plugin_list_verifies_a_pending_plugin_without_importing_what_it_does_no
 def test_a_host_application_does_not_import_what_only_some_hosts_use():
     loaded = imported_after("from aperio_plugins import HostSettings, PluginHost")
     assert _among(loaded, NOT_FOR_LISTING + NOT_FOR_A_WARM_LISTING) == []
+
+
+SDK_MODELS = ("aperio_hookspecs._envelopes", "aperio_hookspecs._context", "aperio_hookspecs._extensions")
+
+
+def test_the_sdk_imports_its_models_on_first_use_of_one_of_their_names():
+    # The markers, the hookspecs and the constants are all a host needs to build its plugin manager.
+    loaded = imported_after(
+        "import aperio_hookspecs, aperio_hookspecs.specs\n"
+        "from aperio_hookspecs import API_VERSION, PROJECT_NAME, hookimpl, hookspec, propagate_errors, PluginAPIError"
+    )
+    assert _among(loaded, SDK_MODELS) == []
+    # What a plugin author writes still works, in a fresh interpreter, and imports what it names.
+    loaded = imported_after("from aperio_hookspecs import Finding, Connector, InvocationContext")
+    assert _among(loaded, SDK_MODELS) == sorted(SDK_MODELS)
+
+
+def test_every_lazy_name_of_the_sdk_is_the_object_its_private_module_defines():
+    import importlib
+
+    import aperio_hookspecs
+    from aperio_hookspecs import _context, _envelopes, _errors, _extensions, _markers
+
+    private = [_context, _envelopes, _errors, _extensions, _markers]
+    own = {"API_VERSION", "DISTRIBUTION_NAME", "ENTRY_POINT_GROUP", "__version__"}
+    for name in aperio_hookspecs.__all__:
+        if name in own:
+            continue
+        # A private module may import a name from another (`_extensions` names the context): all are one object.
+        defined = {id(vars(module)[name]) for module in private if name in vars(module)}
+        assert defined == {id(getattr(aperio_hookspecs, name))}, name
+    assert aperio_hookspecs.Finding is importlib.import_module("aperio_hookspecs._envelopes").Finding
+    assert set(aperio_hookspecs.__all__) <= set(dir(aperio_hookspecs))
+    with pytest.raises(AttributeError, match="has no attribute 'Findings'"):
+        _ = aperio_hookspecs.Findings
+    with pytest.raises(ImportError, match="Findings"):
+        exec("from aperio_hookspecs import Findings", {})
+
+
+def test_dir_of_a_fresh_sdk_lists_the_lazy_names_without_importing_them():
+    statement = (
+        "import aperio_hookspecs\n"
+        "names = dir(aperio_hookspecs)\n"
+        "assert set(aperio_hookspecs.__all__) <= set(names), set(aperio_hookspecs.__all__) - set(names)\n"
+        "assert {'Finding', 'InvocationContext', 'Connector'} <= set(names)"
+    )
+    assert _among(imported_after(statement), SDK_MODELS) == []

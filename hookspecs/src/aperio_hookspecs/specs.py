@@ -7,11 +7,17 @@ reach every enabled plugin.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ._envelopes import Finding
-from ._extensions import Connector, Destination, RemediationHandler
 from ._markers import hookspec
+
+if TYPE_CHECKING:
+    # Annotations only: pluggy reads a hookspec's parameter names, never its annotations, so the host
+    # registers these specs without importing the SDK's models (docs/performance.md, issue 11).
+    from collections.abc import Callable
+
+    from ._envelopes import Finding
+    from ._extensions import Connector, Destination, RemediationHandler
 
 
 @hookspec
