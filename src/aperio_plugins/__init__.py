@@ -1,27 +1,15 @@
 """aperio-plugins: a plugin host that discovers, verifies, admits, loads and runs plugin wheels.
 
-The data types and errors load with the package; the host, its settings and its state store
-load on first use (PEP 562), so that `import aperio_plugins` and an `aperio` command that
-needs none of them do not pay for pydantic-settings, the worker machinery or sigstore.
+The errors load with the package; the data types, the host, its settings and its state store load
+on first use (PEP 562, `_lazy_names`), so that `import aperio_plugins` costs no more than its errors
+and an `aperio` command pays only for what it uses.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._model import (
-    FailureStage,
-    Isolation,
-    LoadReport,
-    Origin,
-    PluginInfo,
-    PluginKind,
-    PluginState,
-    SandboxMode,
-    SignatureStatus,
-    TrustMode,
-)
+from ._lazy_names import lazy_names
 from .errors import (
     AperioError,
     AperioWarning,
@@ -45,35 +33,49 @@ if TYPE_CHECKING:
     from ._catalog import CatalogEntry
     from ._context import CredentialProvider
     from ._host import PluginHost
+    from ._model import (
+        FailureStage,
+        Isolation,
+        LoadReport,
+        Origin,
+        PluginInfo,
+        PluginKind,
+        PluginState,
+        SandboxMode,
+        SignatureStatus,
+        TrustMode,
+    )
     from ._settings import HostSettings
     from ._state import SQLiteStateStore, StateStore
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "BreakerPolicy": "._breaker",
-    "BreakerState": "._breaker",
-    "CatalogEntry": "._catalog",
-    "CredentialProvider": "._context",
-    "HostSettings": "._settings",
-    "PluginHost": "._host",
-    "SQLiteStateStore": "._state",
-    "StateStore": "._state",
+_WHERE = {
+    "BreakerPolicy": "_breaker",
+    "BreakerState": "_breaker",
+    "CatalogEntry": "_catalog",
+    "CredentialProvider": "_context",
+    "HostSettings": "_settings",
+    "PluginHost": "_host",
+    "SQLiteStateStore": "_state",
+    "StateStore": "_state",
+    **dict.fromkeys(
+        (
+            "FailureStage",
+            "Isolation",
+            "LoadReport",
+            "Origin",
+            "PluginInfo",
+            "PluginKind",
+            "PluginState",
+            "SandboxMode",
+            "SignatureStatus",
+            "TrustMode",
+        ),
+        "_model",
+    ),
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # the next lookup does not come back here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
 
 __all__ = [
     "PluginHost",
