@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,25 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from postgres_server import MISSING, PostgresServer, find_bindir, start_server
+from postgres_server import PostgresServer, postgres_server
 from serve_process import APERIO, TOKEN, ServeProcess, free_port, run_aperio
 
 # Re-exported: tests import these names from here.
 __all__ = ["APERIO", "TOKEN", "Fleet", "Served", "fleet", "free_port", "postgres_server", "wait_for"]
 _databases = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip(MISSING)
-    server = start_server(bindir)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 class Served(ServeProcess):

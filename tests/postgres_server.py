@@ -16,8 +16,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 SUPERUSER = "aperio_test"
 MISSING = (
@@ -138,3 +141,18 @@ def start_server(bindir: Path) -> PostgresServer:
         raise RuntimeError(f"initdb failed: {result.stderr}{result.stdout}")
     server.start()
     return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on 127.0.0.1 for the whole session (the test is skipped where none is
+    installed), stopped and removed at the end. Import it into a conftest or helper to use it."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(MISSING)
+    server = start_server(bindir)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,25 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres_server import MISSING, PostgresServer, find_bindir, start_server
+from postgres_server import PostgresServer, postgres_server  # noqa: F401 (the fixture, registered by this import)
 
 from aperio_plugins._migrations import MIGRATIONS, Migration
 from aperio_plugins._state import SQLiteStateStore
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server on 127.0.0.1 for the whole session, stopped and removed at the end."""
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip(MISSING)
-    server = start_server(bindir)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.directory, ignore_errors=True)
-
 
 _databases = itertools.count(1)
 
