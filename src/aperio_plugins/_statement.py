@@ -7,7 +7,7 @@ backends sign. Its format is documented in docs/signing.md.
 
 from __future__ import annotations
 
-import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,7 @@ SIGNATURE_FILE_NAME = "aperio-signature.json"
 # rewrite it, and the signature file itself.
 UNSIGNED_METADATA_FILES = frozenset({"RECORD", SIGNATURE_FILE_NAME})
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX = "0123456789abcdef"  # a sha256 digest is 64 of these, lower case
 
 
 def is_signed_path(path: str) -> bool:
@@ -97,12 +97,15 @@ def parse_statement(payload: bytes, *, predicate_type: str = PREDICATE_TYPE) -> 
     if not isinstance(subjects, list) or not subjects:
         raise _fail("no subjects")
     digests: dict[str, str] = {}
+    # One pass, no regular expression and no exception per subject: a plugin of 2,000 files has 2,000.
     for subject in subjects:
-        name = subject.get("name") if isinstance(subject, dict) else None
-        digest = subject.get("digest", {}).get("sha256") if isinstance(subject, dict) else None
-        if not isinstance(name, str) or not isinstance(digest, str) or not _SHA256.match(digest):
-            raise _fail(f"subject {subject!r} needs a name and a sha256 digest")
-        if name.startswith("/") or ".." in name.split("/") or name in digests:
-            raise _fail(f"subject name {name!r} is absolute, escapes the install root, or repeats")
+        try:
+            name, digest = subject["name"], subject["digest"]["sha256"]
+        except (TypeError, KeyError):  # not an object, or a digest that is not one
+            name = digest = None
+        if not isinstance(name, str) or not isinstance(digest, str) or len(digest) != 64 or digest.strip(_HEX):
+            raise _fail(f"subject {reprlib.repr(subject)} needs a name and a sha256 digest")
+        if name.startswith("/") or (".." in name and ".." in name.split("/")) or name in digests:
+            raise _fail(f"subject name {reprlib.repr(name)} is absolute, escapes the install root, or repeats")
         digests[name] = digest
     return SignedStatement(predicate["distribution"], predicate["version"], digests, predicate)

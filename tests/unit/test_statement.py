@@ -69,6 +69,14 @@ def statement(**changes: object) -> bytes:
         (statement(predicate={"distribution": "acme-box"}), "predicate must name the distribution and version"),
         (statement(subject=[]), "no subjects"),
         (statement(subject=[{"name": "x.py", "digest": {"sha256": "short"}}]), "needs a name and a sha256 digest"),
+        (statement(subject=[{"name": "x.py", "digest": {"sha256": A.upper()}}]), "needs a name and a sha256 digest"),
+        (statement(subject=[{"name": "x.py", "digest": {"sha256": A + "\n"}}]), "needs a name and a sha256 digest"),
+        # Shapes that used to escape as AttributeError from a parser that must only refuse.
+        (statement(subject=[{"name": "x.py", "digest": A}]), "needs a name and a sha256 digest"),
+        (statement(subject=[{"name": "x.py", "digest": [A]}]), "needs a name and a sha256 digest"),
+        (statement(subject=["x.py"]), "needs a name and a sha256 digest"),
+        (statement(subject=[{"name": 7, "digest": {"sha256": A}}]), "needs a name and a sha256 digest"),
+        (statement(subject=[{"name": "a/../../escape.py", "digest": {"sha256": A}}]), "escapes the install root"),
         (statement(subject=[{"name": "../escape.py", "digest": {"sha256": A}}]), "escapes the install root"),
         (statement(subject=[{"name": "/etc/passwd", "digest": {"sha256": A}}]), "is absolute"),
         (
