@@ -48,16 +48,21 @@ def _read_text(path: str) -> str | None:
         return None
 
 
-def _record_rows(text: str) -> Iterable[str]:
+def _record_entries(text: str) -> Iterable[tuple[str, str]]:
+    """Yield (path, size as written) for each row of a RECORD file."""
     for line in text.splitlines():
         if line.startswith('"'):  # a quoted path (it holds a comma or a quote): the csv module reads it
             try:
-                yield next(csv.reader(io.StringIO(line)), [""])[0]
+                row = next(csv.reader(io.StringIO(line)), [""])
             except csv.Error:
                 continue
-        else:
+            yield row[0], row[2] if len(row) > 2 else ""
+        elif line.count(",") >= 2:
             # path,hash,size: the hash and size never hold a comma, so the path is what is left.
-            yield line.rsplit(",", 2)[0] if line.count(",") >= 2 else line.partition(",")[0]
+            path, _, size = line.rsplit(",", 2)
+            yield path, size
+        else:
+            yield line.partition(",")[0], ""
 
 
 def record_rows(metadata_dir: Path | str) -> list[str]:
@@ -66,7 +71,23 @@ def record_rows(metadata_dir: Path | str) -> list[str]:
     RECORD is unsigned and rewritten by installers: whatever it holds, this never raises.
     """
     text = _read_text(os.path.join(metadata_dir, "RECORD"))
-    return [] if text is None else list(_record_rows(text))
+    return [] if text is None else [path for path, _ in _record_entries(text)]
+
+
+def record_sizes(metadata_dir: Path | str) -> dict[str, int | None]:
+    """Return each path RECORD lists with the size it states (None where it states none or no number).
+
+    Like `record_rows`, this never raises; the sizes are RECORD's word, good for planning, not for trust.
+    """
+    text = _read_text(os.path.join(metadata_dir, "RECORD"))
+    if text is None:
+        return {}
+    return {path: _size(size) for path, size in _record_entries(text)}
+
+
+def _size(written: str) -> int | None:
+    # isdigit alone admits "²" and a 5,000-digit number, which int() refuses: RECORD is anyone's text.
+    return int(written) if written.isascii() and written.isdigit() and len(written) <= 18 else None
 
 
 def record_paths(metadata_dir: Path | str) -> list[str]:

@@ -21,7 +21,7 @@ from ._hashing import file_sha256 as file_sha256  # re-exported: _receipt hashes
 from ._hashing import hash_files
 from ._keys import verify_envelope
 from ._model import FileCheck, FileStatus, Inspected, Origin, SignatureStatus, TrustMode, Verification
-from ._ownership import record_rows
+from ._ownership import record_sizes
 from ._receipt import RECEIPT_FILE_NAME, verify_receipt
 from ._signature_file import Ed25519Signature, parse_signature_file
 from ._statement import PAYLOAD_TYPE, SIGNATURE_FILE_NAME, SignedStatement, is_signed_path, parse_statement
@@ -115,8 +115,10 @@ def _installed_files(
                 present.update(f"{relative_dir}/{name}" for name in names)
 
     # The walk for unsigned files runs while other threads hash (a large plugin's files are hashed in parallel).
-    actual = hash_files(base, list(statement.digests), while_hashing=walk)
-    present.update(record_rows(metadata_dir))
+    recorded = record_sizes(metadata_dir)
+    sizes = {path: size for path, size in recorded.items() if size is not None}
+    actual = hash_files(base, list(statement.digests), size_hints=sizes, while_hashing=walk)
+    present.update(recorded)
     unexpected = {
         path
         for path in present

@@ -14,6 +14,7 @@ from aperio_plugins._ownership import (
     collision,
     import_names,
     record_paths,
+    record_sizes,
     scan_plugins_dir,
     wheel_layout_problem,
 )
@@ -40,6 +41,25 @@ def test_record_paths_keep_quoted_paths_and_drop_paths_outside_the_root(tmp_path
     )
     assert record_paths(tmp_path / "d.dist-info") == ["pkg/__init__.py", "pkg/a,b.txt", "pkg/__pycache__/x.pyc"]
     assert record_paths(tmp_path / "missing.dist-info") == []
+
+
+def test_record_sizes_are_read_where_stated_and_none_where_not_a_plain_number(tmp_path):
+    (tmp_path / "d.dist-info").mkdir()
+    (tmp_path / "d.dist-info" / "RECORD").write_text(
+        'pkg/a.py,sha256=a,120\n"pkg/a,b.txt",sha256=b,7\nd.dist-info/RECORD,,\n'
+        f"pkg/sup.bin,sha256=c,\u00b2\npkg/huge.bin,sha256=d,{'9' * 5000}\npkg/neg.bin,sha256=e,-1\nbare\n",
+        encoding="utf-8",
+    )
+    assert record_sizes(tmp_path / "d.dist-info") == {
+        "pkg/a.py": 120,
+        "pkg/a,b.txt": 7,
+        "d.dist-info/RECORD": None,
+        "pkg/sup.bin": None,
+        "pkg/huge.bin": None,
+        "pkg/neg.bin": None,
+        "bare": None,
+    }
+    assert record_sizes(tmp_path / "missing.dist-info") == {}
 
 
 @pytest.mark.parametrize(
