@@ -18,14 +18,14 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
+
+import msgspec
 
 HELD_LIMIT = 10_000  # events; about 2 MB with the trail's bound on one event's fields
 
 
-@dataclass(frozen=True)
-class HeldEvent:
+class HeldEvent(msgspec.Struct, frozen=True):
     """One `AuditTrail.record_event` call, kept as it was made (its time is when it happened)."""
 
     event: str

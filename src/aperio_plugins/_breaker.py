@@ -24,7 +24,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+
+import msgspec
 
 from .errors import ConfigurationError, WorkerCrashedError
 
@@ -35,8 +36,7 @@ class BreakerState(str, enum.Enum):
     HALF_OPEN = "half_open"
 
 
-@dataclass(frozen=True)
-class BreakerPolicy:
+class BreakerPolicy(msgspec.Struct, frozen=True):
     """When a plugin's breaker opens and for how long. Defaults suit a plugin called a few times a minute."""
 
     failure_threshold: int = 5

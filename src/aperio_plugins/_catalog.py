@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ._model import PluginKind
 
@@ -34,8 +35,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass(frozen=True)
-class CatalogEntry:
+class CatalogEntry(msgspec.Struct, frozen=True):
     """One registered implementation and the plugin that provides it."""
 
     plugin_id: str
@@ -45,11 +45,10 @@ class CatalogEntry:
     description: str
 
 
-@dataclass(frozen=True)
-class PluginRegistrations:
+class PluginRegistrations(msgspec.Struct, frozen=True):
     """What one plugin registered, by kind and name."""
 
-    entries: Mapping[PluginKind, Mapping[str, CatalogEntry]] = field(default_factory=dict)
+    entries: Mapping[PluginKind, Mapping[str, CatalogEntry]] = msgspec.field(default_factory=dict)
 
     def names(self, kind: PluginKind) -> tuple[str, ...]:
         return tuple(sorted(self.entries.get(kind, {})))

@@ -20,10 +20,10 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 from packaging.utils import canonicalize_name
 
 from aperio_hookspecs import API_VERSION
@@ -46,8 +46,7 @@ IMPORT_CHECK_TIMEOUT = 60.0
 BUILD_TIMEOUT = 600.0
 
 
-@dataclass(frozen=True)
-class CheckProblem:
+class CheckProblem(msgspec.Struct, frozen=True):
     """One finding: `check` names the rule, `message` what to change."""
 
     check: str
@@ -58,16 +57,15 @@ class CheckProblem:
         return f"{self.severity}: {self.check}: {self.message}"
 
 
-@dataclass(frozen=True)
-class CheckReport:
+class CheckReport(msgspec.Struct, frozen=True):
     """What `check_wheel` found in one wheel; `ok` when a strict host would refuse nothing but the
     missing signature."""
 
     wheel: Path
     distribution: str | None = None
     version: str | None = None
-    plugins: dict[str, str] = field(default_factory=dict)
-    hooks: dict[str, list[str]] = field(default_factory=dict)
+    plugins: dict[str, str] = msgspec.field(default_factory=dict)
+    hooks: dict[str, list[str]] = msgspec.field(default_factory=dict)
     signature: str | None = None
     problems: tuple[CheckProblem, ...] = ()
 

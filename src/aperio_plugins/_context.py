@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from pydantic import SecretStr
 
 from aperio_hookspecs import Credential, CredentialNotGrantedError, DeadlineExceededError
@@ -18,8 +18,7 @@ CredentialProvider = Callable[[str, str], "Credential | str"]
 """Called as `provider(plugin_id, scope)`; returns a credential (or a bare secret) minted for one invocation."""
 
 
-@dataclass(frozen=True)
-class PluginKeyValueStore:
+class PluginKeyValueStore(msgspec.Struct, frozen=True):
     """The `KeyValueStore` of one plugin: every key lives in that plugin's namespace."""
 
     store: PluginKV
@@ -40,8 +39,7 @@ class PluginKeyValueStore:
         return self.store.kv_keys(self.plugin_id, prefix)
 
 
-@dataclass(frozen=True)
-class ScopedCredentials:
+class ScopedCredentials(msgspec.Struct, frozen=True):
     """Mints credentials only for the scopes the plugin's manifest declared."""
 
     plugin_id: str
@@ -65,8 +63,7 @@ class ScopedCredentials:
         return minted
 
 
-@dataclass(frozen=True)
-class HostInvocationContext:
+class HostInvocationContext(msgspec.Struct, frozen=True):
     """The `InvocationContext` the host hands to one in-process invocation."""
 
     plugin_id: str

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import pydantic
 import pydantic_core
 
@@ -39,8 +40,7 @@ _log = logging.getLogger(__name__)
 _log.addHandler(logging.NullHandler())
 
 
-@dataclass(frozen=True)
-class DispatchPolicy:
+class DispatchPolicy(msgspec.Struct, frozen=True):
     """How the dispatcher retries: attempts before the dead letters, backoff bounds, lease, batch size."""
 
     max_attempts: int = 8

@@ -8,16 +8,16 @@ ISO 8601 in UTC, which compare correctly as text on both databases.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
+
+import msgspec
 
 # The PostgreSQL channel a decision's or a pin's transaction notifies on (delivered at its commit).
 CHANGES_CHANNEL = "aperio_fleet_changes"
 
 
-@dataclass(frozen=True)
-class PinnedLock:
+class PinnedLock(msgspec.Struct, frozen=True):
     """The fleet's desired plugin set: a lock file's JSON text and who pinned it, where and when."""
 
     revision: int
@@ -27,8 +27,7 @@ class PinnedLock:
     pinned_on: str | None
 
 
-@dataclass(frozen=True)
-class HostBeat:
+class HostBeat(msgspec.Struct, frozen=True):
     """A serving host's last heartbeat; `report` is its JSON text (plugins, refusals, drift)."""
 
     host_name: str

@@ -14,8 +14,9 @@ import inspect
 import keyword
 import types
 from collections.abc import Callable, Generator, Hashable
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from ._breaker import Permit, incident_of
 from .errors import PluginCallError, WorkerCrashedError, WorkerTimeoutError
@@ -234,8 +235,7 @@ class _AlwaysClosed:
         pass
 
 
-@dataclass(frozen=True)
-class _Policy:
+class _Policy(msgspec.Struct, frozen=True):
     record: ErrorRecorder
     gate: Gate
     refuse: Refuse

@@ -4,13 +4,13 @@ fail has run."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from pydantic import BaseModel
 
 import aperio_hookspecs
@@ -176,7 +176,7 @@ class PluginHost:
         calls it before retrying a release refused for a signer it did not trust."""
         trust = load_trust_store(self.settings)
         with self._lock:
-            self._env = dataclasses.replace(self._env, trust=trust)
+            self._env = msgspec.structs.replace(self._env, trust=trust)
         return trust
 
     # -- the pipeline --------------------------------------------------------

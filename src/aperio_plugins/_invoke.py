@@ -4,9 +4,9 @@ boundary check of what the plugin returned. A malformed result is the plugin's f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
+import msgspec
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from aperio_hookspecs import (
@@ -35,8 +35,7 @@ class HostValidatedResults:
     does not validate such a result a second time; it still checks that it answers the payload."""
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(msgspec.Struct, frozen=True):
     kind: PluginKind
     target: str
     method: str

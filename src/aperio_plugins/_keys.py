@@ -12,10 +12,10 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -52,23 +52,20 @@ def load_public_key(data: bytes) -> object:
     return serialization.load_pem_public_key(data)
 
 
-@dataclass(frozen=True)
-class TrustedKey:
+class TrustedKey(msgspec.Struct, frozen=True):
     key_id: str
     path: Path
     public_key: Ed25519PublicKey
 
 
-@dataclass(frozen=True)
-class KeyProblem:
+class KeyProblem(msgspec.Struct, frozen=True):
     """A file in the keys directory that could not be used, and why."""
 
     path: Path
     reason: str
 
 
-@dataclass(frozen=True)
-class Keyring:
+class Keyring(msgspec.Struct, frozen=True):
     keys: tuple[TrustedKey, ...]
     problems: tuple[KeyProblem, ...]
 
@@ -157,8 +154,7 @@ def sign_envelope(payload: bytes, payload_type: str, private_key: Ed25519Private
     }
 
 
-@dataclass(frozen=True)
-class VerifiedEnvelope:
+class VerifiedEnvelope(msgspec.Struct, frozen=True):
     payload: bytes
     payload_type: str
     key: TrustedKey

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pluggy
 
 from ._model import Activation, Inspected, Isolation, Origin, PluginInfo, PluginKind, PluginState, TrustMode
@@ -30,8 +30,7 @@ from ._statement import SIGNATURE_FILE_NAME
 PENDING_DETAIL = "not checked yet: verified when the plugin is first used (lazy activation)"
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(msgspec.Struct, frozen=True):
     """A plugin admitted for lazy activation, with what its activation needs."""
 
     plugin_id: str

@@ -8,10 +8,10 @@ that is `host.hook`, and when a pending plugin is brought up.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pluggy
 
 from . import _lazy
@@ -147,7 +147,7 @@ class LazyActivation:
                     slot.info = evaluated.info
                     continue
                 verification = evaluated.verification
-                slot.info = dataclasses.replace(
+                slot.info = msgspec.structs.replace(
                     slot.info,
                     signature_status=verification.status,
                     signature_detail=verification.detail,

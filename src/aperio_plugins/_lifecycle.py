@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pluggy
 
 from ._catalog import Catalog, PluginRegistrations
@@ -28,8 +28,7 @@ BringUp = Callable[[Candidate, bool, Isolation | None], Slot]
 """(candidate, enabled flag, isolation override) -> its record after the host's walk of the whole pipeline."""
 
 
-@dataclass(frozen=True)
-class Desk:
+class Desk(msgspec.Struct, frozen=True):
     """What an operator's action changes besides the plugin's record, and where it is audited."""
 
     decisions: OperatorDecisions
@@ -68,7 +67,9 @@ def enable(desk: Desk, slot: Slot, candidate_of: Callable[[str], Candidate], bri
     desk.manager.register(slot.activated.prepared.registered, name=plugin_id)
     desk.catalog.add(plugin_id, slot.registrations)
     desk.audit.info("plugin.enabled", plugin_id=plugin_id)
-    return dataclasses.replace(slot, info=dataclasses.replace(slot.info, state=PluginState.ENABLED, enabled_flag=True))
+    return dataclasses.replace(
+        slot, info=msgspec.structs.replace(slot.info, state=PluginState.ENABLED, enabled_flag=True)
+    )
 
 
 def disable(desk: Desk, slot: Slot) -> Slot:
@@ -82,7 +83,7 @@ def disable(desk: Desk, slot: Slot) -> Slot:
     if slot.info.state is not PluginState.DISABLED:
         desk.audit.info("plugin.disabled", plugin_id=plugin_id, previous=slot.info.state.value)
     return dataclasses.replace(
-        slot, info=dataclasses.replace(slot.info, state=PluginState.DISABLED, enabled_flag=False)
+        slot, info=msgspec.structs.replace(slot.info, state=PluginState.DISABLED, enabled_flag=False)
     )
 
 
@@ -99,7 +100,7 @@ def unload(desk: Desk, slot: Slot) -> Slot:
         forget_modules(slot.candidate)
     if slot.activated is not None:
         slot.activated.loaded.release()
-    unloaded = dataclasses.replace(slot.info, state=PluginState.UNLOADED)
+    unloaded = msgspec.structs.replace(slot.info, state=PluginState.UNLOADED)
     desk.audit.info("plugin.unloaded", plugin_id=plugin_id)
     return Slot(walk.with_registrations(unloaded, PluginRegistrations()), slot.candidate)
 
@@ -149,7 +150,7 @@ def _reload_in_memory(
         # but it stays out of the manager until it is enabled.
         desk.manager.unregister(name=plugin_id)
     state = PluginState.ENABLED if was_enabled else PluginState.DISABLED
-    fresh = dataclasses.replace(evaluated.info, state=state, call_failures=0, last_call_error=None)
+    fresh = msgspec.structs.replace(evaluated.info, state=state, call_failures=0, last_call_error=None)
     info = walk.with_registrations(fresh, activated.registrations)
     desk.audit.info("plugin.reload.completed", plugin_id=plugin_id, version=info.version, state=state.value)
     return Slot(info, candidate, activated)

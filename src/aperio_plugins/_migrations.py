@@ -13,8 +13,9 @@ is written once when it is portable, per database when it is not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
+
+import msgspec
 
 from .errors import StateStoreError
 
@@ -24,8 +25,7 @@ class Dialect(str, Enum):
     POSTGRES = "postgres"
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(msgspec.Struct, frozen=True):
     """One numbered step: the statements that bring a store of version `version - 1` to `version`."""
 
     version: int

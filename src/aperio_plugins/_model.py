@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 
 class PluginState(str, enum.Enum):
@@ -74,8 +75,7 @@ class FailureStage(str, enum.Enum):
     REGISTER = "register"
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(msgspec.Struct, frozen=True):
     """One `aperio.plugins` entry point of one installed distribution (discover)."""
 
     plugin_id: str
@@ -100,8 +100,7 @@ class Candidate:
         return f"{self.distribution} {self.version} ({self.root})"
 
 
-@dataclass(frozen=True)
-class ManifestEntry:
+class ManifestEntry(msgspec.Struct, frozen=True):
     """What a plugin declares about itself, read without importing it."""
 
     summary: str
@@ -118,8 +117,7 @@ class ManifestEntry:
     imported at load). Checked against the module when it is signed, checked and imported."""
 
 
-@dataclass(frozen=True)
-class Inspected:
+class Inspected(msgspec.Struct, frozen=True):
     """A candidate whose manifest and plugin API requirement were read and validated (inspect)."""
 
     candidate: Candidate
@@ -157,14 +155,12 @@ class FileStatus(str, enum.Enum):
     UNEXPECTED = "unexpected"
 
 
-@dataclass(frozen=True)
-class FileCheck:
+class FileCheck(msgspec.Struct, frozen=True):
     path: str
     status: FileStatus
 
 
-@dataclass(frozen=True)
-class Verification:
+class Verification(msgspec.Struct, frozen=True):
     """The outcome of the verify stage: a status, who signed, and a per-file report.
 
     For a `verified` plugin, `digests` maps every signed file outside the
@@ -176,15 +172,14 @@ class Verification:
     detail: str
     files: tuple[FileCheck, ...] = ()
     signer: str | None = None
-    digests: Mapping[str, str] = field(default_factory=dict)
+    digests: Mapping[str, str] = msgspec.field(default_factory=dict)
     packages: frozenset[str] = frozenset()
 
     def with_status(self, status: FileStatus) -> tuple[str, ...]:
         return tuple(check.path for check in self.files if check.status is status)
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(msgspec.Struct, frozen=True):
     """Why a plugin did not pass a stage. Failures are data."""
 
     stage: FailureStage
@@ -192,8 +187,7 @@ class Refusal:
     event: str = "plugin.load.failed"
 
 
-@dataclass(frozen=True)
-class PluginInfo:
+class PluginInfo(msgspec.Struct, frozen=True):
     """Everything the host knows about one plugin id, as a snapshot."""
 
     id: str
@@ -275,8 +269,7 @@ class PluginInfo:
         }
 
 
-@dataclass(frozen=True)
-class LoadReport:
+class LoadReport(msgspec.Struct, frozen=True):
     """What one `PluginHost.load()` did: which plugins loaded and which were refused, and why."""
 
     plugins: tuple[PluginInfo, ...]

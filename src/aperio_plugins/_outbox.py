@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from functools import cached_property
 from typing import Any, Protocol
+
+import msgspec
 
 from ._migrations import Dialect
 
@@ -32,8 +33,7 @@ class BatchState(str, Enum):
     DEAD = "dead"
 
 
-@dataclass(frozen=True)
-class ClaimedBatch:
+class ClaimedBatch(msgspec.Struct, frozen=True, dict=True):
     """A batch this host holds a lease on: deliver it, then complete, retry or dead-letter it.
 
     `payload` is the stored JSON document (`{"envelopes": [...], "config": {...}}`); `envelopes`
@@ -69,8 +69,7 @@ class ClaimedBatch:
         return f"{head[:-1]},{self.payload[1:]}"
 
 
-@dataclass(frozen=True)
-class OutboxCount:
+class OutboxCount(msgspec.Struct, frozen=True):
     """How many batches (and events) one destination has in one state."""
 
     destination: str
@@ -79,8 +78,7 @@ class OutboxCount:
     events: int
 
 
-@dataclass(frozen=True)
-class DeadBatch:
+class DeadBatch(msgspec.Struct, frozen=True):
     """A dead-lettered batch and the receiver's reason."""
 
     id: str

@@ -16,8 +16,9 @@ import io
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
@@ -133,8 +134,7 @@ def _has_plugin_entry_points(metadata_dir: str) -> bool:
     return any(line.strip() == f"[{ENTRY_POINT_GROUP}]" for line in text.splitlines())
 
 
-@dataclass(frozen=True)
-class OwnedDistribution:
+class OwnedDistribution(msgspec.Struct, frozen=True):
     """A distribution in the plugins directory and exactly the files its RECORD gives it."""
 
     name: str
@@ -153,8 +153,7 @@ class OwnedDistribution:
         return f"{self.name} {self.version}"
 
 
-@dataclass(frozen=True)
-class LayoutProblem:
+class LayoutProblem(msgspec.Struct, frozen=True):
     """Something in the plugins directory that no admitted code path accounts for."""
 
     error: bool
@@ -162,16 +161,15 @@ class LayoutProblem:
     message: str
 
 
-@dataclass(frozen=True)
-class PluginsDirLayout:
+class PluginsDirLayout(msgspec.Struct, frozen=True):
     """What the plugins directory holds: its distributions, and what none of them owns."""
 
     root: Path
     distributions: tuple[OwnedDistribution, ...] = ()
     unowned: tuple[str, ...] = ()  # relative POSIX paths; a directory ends with "/"
     duplicates: tuple[tuple[str, ...], ...] = ()  # .dist-info names of one distribution, when more than one
-    _by_name: Mapping[str, tuple[OwnedDistribution, ...]] = field(default_factory=dict, compare=False, repr=False)
-    _by_metadata_dir: Mapping[str, OwnedDistribution] = field(default_factory=dict, compare=False, repr=False)
+    _by_name: Mapping[str, tuple[OwnedDistribution, ...]] = msgspec.field(default_factory=dict)
+    _by_metadata_dir: Mapping[str, OwnedDistribution] = msgspec.field(default_factory=dict)
 
     def owners(self, name: str) -> tuple[OwnedDistribution, ...]:
         """Return the distributions whose files provide top-level import name `name`."""

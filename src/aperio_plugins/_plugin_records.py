@@ -7,11 +7,12 @@ death) change one field of one record here, never the host.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ._catalog import PluginRegistrations
 from ._model import Candidate, Isolation, PluginInfo, PluginState
@@ -64,7 +65,7 @@ class Records:
         with self.lock:
             slot = self.slots.get(plugin_id)
             if slot is not None:
-                slot.info = dataclasses.replace(slot.info, **changes)
+                slot.info = msgspec.structs.replace(slot.info, **changes)
 
     def call_failed(self, plugin_id: str, hook_name: str, exc: BaseException) -> None:
         """Count a failed call against `plugin_id` and audit it (`plugin.call.failed`)."""
@@ -76,7 +77,7 @@ class Records:
         with self.lock:
             slot = self.slots.get(plugin_id)
             if slot is not None:
-                slot.info = dataclasses.replace(
+                slot.info = msgspec.structs.replace(
                     slot.info,
                     call_failures=slot.info.call_failures + 1,
                     last_call_error=f"{hook_name}: {error_type}: {error}",
@@ -97,7 +98,7 @@ def snapshot(slot: Slot) -> PluginInfo:
     if not isinstance(worker, WorkerPlugin):
         return slot.info
     live = worker.status()
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         slot.info,
         worker_pid=live.pid,
         worker_restarts=live.restarts,

@@ -5,13 +5,12 @@ call it, so an install refuses exactly what a load would, in the same words. Ver
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from ._model import SignatureStatus, TrustMode, Verification
 
 
-@dataclass(frozen=True)
-class TrustDecision:
+class TrustDecision(msgspec.Struct, frozen=True):
     """`refusal` is why the plugin is refused (None: accepted); `warning` is said when it is accepted anyway."""
 
     refusal: str | None = None

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -40,8 +40,7 @@ MAX_RECEIPT_BYTES = 16 * 1024 * 1024
 _NOT_COVERED = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "aperio-signature.json"})
 
 
-@dataclass(frozen=True)
-class VerifiedReceipt:
+class VerifiedReceipt(msgspec.Struct, frozen=True):
     """A receipt this host signed: the statement of the installed files, and who published them."""
 
     statement: SignedStatement

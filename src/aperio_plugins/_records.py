@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+import msgspec
 
 from .errors import StateStoreError
 
@@ -34,8 +35,7 @@ def audit_insert(
     )
 
 
-@dataclass(frozen=True)
-class TokenRecord:
+class TokenRecord(msgspec.Struct, frozen=True):
     """One API token as stored: its name, the sha256 of the secret (never the secret), and its limits."""
 
     name: str
@@ -46,8 +46,7 @@ class TokenRecord:
     revoked_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class AuditRecord:
+class AuditRecord(msgspec.Struct, frozen=True):
     """One audit event as kept in the trail; `id` grows with time and pages the trail."""
 
     id: int

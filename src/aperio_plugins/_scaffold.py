@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import msgspec
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -59,8 +59,7 @@ def default_plugin_id(project: str) -> str:
     return f"{vendor}.{rest}" if dash else project
 
 
-@dataclass(frozen=True)
-class Scaffold:
+class Scaffold(msgspec.Struct, frozen=True):
     project: str
     kind: ScaffoldKind
     plugin_id: str

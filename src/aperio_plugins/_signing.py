@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from ._keys import load_private_key, sign_envelope
 from ._signature_file import (
@@ -37,8 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SignedWheel:
+class SignedWheel(msgspec.Struct, frozen=True):
     path: Path
     signer: str
     signatures: int

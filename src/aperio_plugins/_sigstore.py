@@ -18,9 +18,10 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from aperio_plugins._untrusted_json import loads_bounded
 from aperio_plugins.errors import AperioError, ConfigurationError, SigningError, VerificationError
@@ -46,8 +47,7 @@ _PUBLISHER_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*trusted_publisher[ \t]*\]\]", 
 _PUBLISHER_KEYS = {"github": ("repository", "workflow"), "gitlab": ("repository", "workflow_filepath")}
 
 
-@dataclass(frozen=True)
-class TrustedIdentity:
+class TrustedIdentity(msgspec.Struct, frozen=True):
     """One signer the operator trusts: a certificate identity and its OIDC issuer, both exact."""
 
     identity: str
@@ -64,8 +64,7 @@ class TrustedIdentity:
         return f"sigstore identity {self.identity} (issuer {self.issuer})"
 
 
-@dataclass(frozen=True)
-class TrustedPublisher:
+class TrustedPublisher(msgspec.Struct, frozen=True):
     """A Trusted Publisher the operator pinned for PEP 740 attestations: a CI workflow of one repository.
 
     `kind` is "github" (`repository` is OWNER/REPO, `workflow` the workflow file name) or "gitlab"
@@ -85,8 +84,7 @@ class TrustedPublisher:
         return f"{self.kind} trusted publisher {self.repository} (workflow {self.workflow}{environment})"
 
 
-@dataclass(frozen=True)
-class SigstoreTrust:
+class SigstoreTrust(msgspec.Struct, frozen=True):
     """Trusted identities and publishers, and the trusted root (None: sigstore's embedded production root)."""
 
     identities: tuple[TrustedIdentity, ...]
@@ -94,8 +92,7 @@ class SigstoreTrust:
     publishers: tuple[TrustedPublisher, ...] = ()
 
 
-@dataclass(frozen=True)
-class VerifiedDsse:
+class VerifiedDsse(msgspec.Struct, frozen=True):
     """The content of a verified DSSE bundle and who signed it."""
 
     payload: bytes

@@ -14,10 +14,11 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from ._fleet_records import SQLFleetRecords
 from ._migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Dialect, Migration, failed, pending
@@ -62,8 +63,7 @@ def configure_sqlite(connection: sqlite3.Connection, path: Path) -> None:
     connection.execute("PRAGMA synchronous = FULL")
 
 
-@dataclass(frozen=True)
-class SeenIndex:
+class SeenIndex(msgspec.Struct, frozen=True):
     """The newest state of a plugin index this host has accepted (for rollback protection)."""
 
     format_version: int

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import rfc8785
 
 from ._names import canonicalize_name
@@ -36,14 +36,13 @@ def is_signed_path(path: str) -> bool:
     return not (directory.endswith(".dist-info") and "/" not in directory and name in UNSIGNED_METADATA_FILES)
 
 
-@dataclass(frozen=True)
-class SignedStatement:
+class SignedStatement(msgspec.Struct, frozen=True):
     """What a signature vouches for: one distribution release and the digest of each of its files."""
 
     distribution: str
     version: str
     digests: Mapping[str, str]
-    predicate: Mapping[str, object] = field(default_factory=dict)
+    predicate: Mapping[str, object] = msgspec.field(default_factory=dict)
 
     def matches_release(self, distribution: str, version: str) -> bool:
         return canonicalize_name(self.distribution) == canonicalize_name(distribution) and self.version == version

@@ -8,10 +8,11 @@ use (lazy activation) reads none.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from ._boundary import Boundary
 from ._reports import Reporter
@@ -41,7 +42,7 @@ class Surroundings:
         self.broken = tuple(self.reporter.broken(found.discovery))
         # Once per discovery, not per plugin: each call makes every finder on sys.path list its directory again.
         importlib.invalidate_caches()
-        return found.discovery, dataclasses.replace(env, roots=found.roots)
+        return found.discovery, msgspec.structs.replace(env, roots=found.roots)
 
     def scanned(self, env: Environment) -> Environment:
         """Return `env` with the plugins directory's ownership, scanning it if this discovery has not; serve

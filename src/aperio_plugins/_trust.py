@@ -9,8 +9,9 @@ and used.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from ._keys import Keyring, load_keyring
 from ._model import TrustMode
@@ -27,8 +28,7 @@ class Severity(str, enum.Enum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True)
-class TrustProblem:
+class TrustProblem(msgspec.Struct, frozen=True):
     severity: Severity
     subject: str
     message: str
@@ -37,8 +37,7 @@ class TrustProblem:
         return f"{self.severity.value}: {self.subject}: {self.message}"
 
 
-@dataclass(frozen=True)
-class TrustStore:
+class TrustStore(msgspec.Struct, frozen=True):
     """What signers the host trusts, with every problem found while loading it."""
 
     mode: TrustMode

@@ -6,7 +6,6 @@ file. Both return a `Verification` and never raise for a plugin's fault.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -14,6 +13,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
@@ -171,14 +172,14 @@ def verify_installed(inspected: Inspected, trust: TrustStore) -> Verification:
         if outcome.status is SignatureStatus.VERIFIED:
             key = verified.key_id[:16]
             detail = f"signed by {verified.publisher}, verified at install; install receipt (host key {key})"
-            outcome = dataclasses.replace(outcome, detail=detail)
+            outcome = msgspec.structs.replace(outcome, detail=detail)
         outcomes.append(outcome)
     # Every signature the plugin carries must hold; the first outcome decides what the loader may run.
     failed = next((outcome for outcome in outcomes if outcome.status is not SignatureStatus.VERIFIED), None)
     if failed is not None:
         return failed
     if len(outcomes) == 2:
-        return dataclasses.replace(outcomes[0], detail=f"{outcomes[0].detail}; {outcomes[1].detail}")
+        return msgspec.structs.replace(outcomes[0], detail=f"{outcomes[0].detail}; {outcomes[1].detail}")
     return outcomes[0]
 
 

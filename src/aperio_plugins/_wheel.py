@@ -41,10 +41,10 @@ import time
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import msgspec
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
@@ -76,8 +76,7 @@ _PKWARE_UNIX_EXTRA = 0x000D
 _PKWARE_UNIX_FIXED = 12
 
 
-@dataclass(frozen=True)
-class WheelLimits:
+class WheelLimits(msgspec.Struct, frozen=True):
     """Bounds on what reading one wheel may cost. A plugin of 2,000 files / 20 MB is large."""
 
     max_members: int = 20_000
@@ -128,8 +127,7 @@ class WheelMembers(Mapping[str, bytes]):
         return self._sizes[name]
 
 
-@dataclass(frozen=True)
-class Wheel:
+class Wheel(msgspec.Struct, frozen=True):
     """A checked wheel: its members by archive path, and the release it carries."""
 
     path: Path

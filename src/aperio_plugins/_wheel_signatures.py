@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import msgspec
 
 from ._sigstore import SigstoreTrust
 from .errors import ConfigurationError, VerificationError
@@ -32,8 +33,7 @@ SIDE_FILES: dict[str, WheelSignatureKind] = {
 MAX_SIDE_FILE_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class WheelSignature:
+class WheelSignature(msgspec.Struct, frozen=True):
     """One signature over a wheel file, and where it came from (named in reports)."""
 
     kind: WheelSignatureKind
@@ -77,8 +77,7 @@ def verify_wheel_signature(signature: WheelSignature, filename: str, sha256: str
         raise VerificationError(f"{signature.origin}: {exc.message}") from None
 
 
-@dataclass(frozen=True)
-class WheelVerdict:
+class WheelVerdict(msgspec.Struct, frozen=True):
     """The signers of the wheel-level signatures that verified, and why the others did not."""
 
     signers: tuple[str, ...]

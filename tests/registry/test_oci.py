@@ -11,10 +11,10 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 from oci_registry import OciRegistry, docker_registry_available
 from tls_certs import make_server_certificate
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from aperio_plugins import HostSettings
@@ -69,7 +70,7 @@ def outbox_variables() -> dict[str, str]:
     """The `APERIO_OUTBOX_*` variables `DispatchPolicy.from_environment` reads, found by giving each policy
     field a bad value and seeing which ones it refuses by name."""
     read = {}
-    for field in dataclasses.fields(DispatchPolicy):
+    for field in msgspec.structs.fields(DispatchPolicy):
         variable = f"APERIO_OUTBOX_{field.name.upper()}"
         try:
             DispatchPolicy.from_environment({variable: "not-a-number"})

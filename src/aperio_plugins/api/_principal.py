@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from ..errors import TokenError
 
@@ -40,8 +41,7 @@ class Permission(str, enum.Enum):
 ALL_PERMISSIONS: frozenset[Permission] = frozenset(Permission)
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(msgspec.Struct, frozen=True):
     """An authenticated caller: the name audited as actor, and the permissions it holds."""
 
     name: str

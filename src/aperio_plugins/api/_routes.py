@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -358,7 +359,7 @@ def build_router(context: ApiContext) -> APIRouter:
         rows = context.trail.audit_events(plugin_id=plugin_id, event=event, actor=actor, before=before, limit=limit + 1)
         page = rows[:limit]
         return EventPage(
-            events=[EventModel(**vars(row)) for row in page],
+            events=[EventModel(**msgspec.structs.asdict(row)) for row in page],
             next_before=page[-1].id if len(rows) > limit else None,
         )
 

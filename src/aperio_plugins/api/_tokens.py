@@ -20,8 +20,9 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+
+import msgspec
 
 from .._records import TokenRecord, TokenStore
 from ..errors import StateStoreError, TokenError
@@ -53,16 +54,14 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-@dataclass(frozen=True)
-class IssuedToken:
+class IssuedToken(msgspec.Struct, frozen=True):
     """A token just created: `token` is the secret, shown once and never stored."""
 
     record: TokenRecord
     token: str
 
 
-@dataclass(frozen=True)
-class Authentication:
+class Authentication(msgspec.Struct, frozen=True):
     """The outcome of checking a token: a principal, or why not (and the token's name, when known)."""
 
     principal: Principal | None

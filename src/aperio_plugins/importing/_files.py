@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from ..errors import TamperedFileError, VerificationError
 
 # FileFinder's order of preference, which an attacker would exploit: an extension
@@ -24,8 +26,7 @@ _SUFFIXES = (
 _HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True)
-class VerifiedTree:
+class VerifiedTree(msgspec.Struct, frozen=True):
     """The verify stage's result that the load stage consumes."""
 
     plugin_id: str

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from .._compat import incompatibility
 from .._dev import is_development_build
@@ -20,8 +21,7 @@ class Decision(str, enum.Enum):
     REFUSE = "refuse"
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(msgspec.Struct, frozen=True):
     decision: Decision
     refusal: Refusal | None = None
     warning: str | None = None

@@ -11,8 +11,9 @@ import functools
 import importlib.metadata
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from aperio_hookspecs import ENTRY_POINT_GROUP
 
@@ -21,16 +22,14 @@ from .._model import Candidate, Origin
 from .._ownership import HostModules, PluginsDirLayout, scan_plugins_dir
 
 
-@dataclass(frozen=True)
-class SearchRoot:
+class SearchRoot(msgspec.Struct, frozen=True):
     """One directory to look for distributions in, and where it came from."""
 
     path: Path
     origin: Origin
 
 
-@dataclass(frozen=True)
-class BrokenDistribution:
+class BrokenDistribution(msgspec.Struct, frozen=True):
     """A distribution whose entry points or metadata could not be read."""
 
     root: Path
@@ -38,8 +37,7 @@ class BrokenDistribution:
     reason: str
 
 
-@dataclass(frozen=True)
-class Discovery:
+class Discovery(msgspec.Struct, frozen=True):
     candidates: tuple[Candidate, ...]
     broken: tuple[BrokenDistribution, ...]
 
@@ -160,8 +158,7 @@ def discover(roots: Sequence[SearchRoot], cache: DiscoveryCache | None = None) -
     return Discovery(tuple(candidates), tuple(broken))
 
 
-@dataclass(frozen=True)
-class Survey:
+class Survey(msgspec.Struct, frozen=True, dict=True):
     """What one discovery found: the candidates, the directories searched, who owns what in the
     plugins directory (`layout`, read on first use), and the top-level names the host's environment
     provides."""

@@ -7,11 +7,11 @@ The host builds one when it starts and replaces it after each discovery (`with_s
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from .._breaker import CircuitBreaker
 from .._cache import DiscoveryCache
@@ -43,8 +43,7 @@ RecorderFactory = Callable[[str], "ErrorRecorder"]
 """plugin id -> what its guards call with each exception the plugin raised."""
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(msgspec.Struct, frozen=True):
     """The trust store, the API version, the audit sink, the worker starter, the breaker factory,
     and what the last discovery found around the plugins: everything a stage reads besides its input."""
 
@@ -68,7 +67,7 @@ class Environment:
 
     def with_survey(self, roots: tuple[Path, ...], layout: PluginsDirLayout, host_modules: HostModules) -> Environment:
         """Return this environment with what a new discovery found."""
-        return dataclasses.replace(self, roots=roots, layout=layout, host_modules=host_modules)
+        return msgspec.structs.replace(self, roots=roots, layout=layout, host_modules=host_modules)
 
 
 class Refused(Exception):

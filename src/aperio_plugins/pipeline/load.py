@@ -14,8 +14,9 @@ import sys
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from .._boundary import record_tree
 from .._model import Candidate, FailureStage, Inspected, Isolation, Origin, Refusal, SignatureStatus, Verification
@@ -102,8 +103,7 @@ def import_plugin(candidate: Candidate) -> object:
     return obj
 
 
-@dataclass(frozen=True)
-class Loaded:
+class Loaded(msgspec.Struct, frozen=True):
     """A plugin object ready for register, and what to undo when it goes.
 
     `plugin` is whatever carries the hookimpls (the entry point's object imported in this

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pluggy
 
 from .._breaker import CircuitBreaker, Permit
@@ -35,8 +35,7 @@ class GuardedPlugin(types.ModuleType):
         super().__init__(f"<guarded plugin {plugin_id}>")
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(msgspec.Struct, frozen=True):
     """An imported plugin, ready to register: its object, what pluggy will hold, and its raw hookimpls."""
 
     inspected: Inspected
@@ -135,8 +134,7 @@ def register(manager: pluggy.PluginManager, catalog: Catalog, prepared: Prepared
     return registrations
 
 
-@dataclass(frozen=True)
-class Activated:
+class Activated(msgspec.Struct, frozen=True):
     """A registered plugin: what pluggy holds, its catalog entries, what was loaded, its breaker."""
 
     prepared: Prepared

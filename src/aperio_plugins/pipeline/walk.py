@@ -7,10 +7,9 @@ state of theirs: the caller records the result.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
 import pluggy
 
 from .._catalog import Catalog, PluginRegistrations
@@ -37,8 +36,7 @@ if TYPE_CHECKING:
     from .register import Activated
 
 
-@dataclass(frozen=True)
-class Evaluated:
+class Evaluated(msgspec.Struct, frozen=True):
     """One candidate after inspect, verify and admit."""
 
     info: PluginInfo
@@ -47,8 +45,7 @@ class Evaluated:
     verification: Verification | None = None
 
 
-@dataclass(frozen=True)
-class Walked:
+class Walked(msgspec.Struct, frozen=True):
     """One candidate after the whole walk: its info (state enabled, disabled or failed) and, when it
     came up, what was activated."""
 
@@ -112,13 +109,13 @@ def bring_up(
         return Walked(evaluated.info)
     if evaluated.decision is Decision.KEEP_DISABLED:
         env.audit.info("plugin.disabled", plugin_id=candidate.plugin_id, reason="operator flag; not imported")
-        return Walked(dataclasses.replace(evaluated.info, state=PluginState.DISABLED))
+        return Walked(msgspec.structs.replace(evaluated.info, state=PluginState.DISABLED))
     try:
         with restore_on_failure(candidate):
             activated = activate(evaluated, env, isolation, manager, catalog)
     except Refused as refused:
         return Walked(refuse(tampered_if_verify(evaluated.info, refused.refusal), refused.refusal, env))
-    info = dataclasses.replace(evaluated.info, state=PluginState.ENABLED, isolation=activated.loaded.isolation)
+    info = msgspec.structs.replace(evaluated.info, state=PluginState.ENABLED, isolation=activated.loaded.isolation)
     return Walked(with_registrations(info, activated.registrations), activated)
 
 
@@ -128,7 +125,7 @@ def refuse(info: PluginInfo, refusal: Refusal, env: Environment) -> PluginInfo:
     if refusal.event != "plugin.load.failed":
         env.audit.warning(refusal.event, reason=refusal.reason, **fields)
     env.audit.warning("plugin.load.failed", reason=refusal.reason, **fields)
-    return dataclasses.replace(info, state=PluginState.FAILED, error=refusal.reason, failure_stage=refusal.stage)
+    return msgspec.structs.replace(info, state=PluginState.FAILED, error=refusal.reason, failure_stage=refusal.stage)
 
 
 def failed_info(candidate: Candidate, refusal: Refusal, env: Environment, *, enabled_flag: bool = True) -> PluginInfo:
@@ -163,13 +160,13 @@ def tampered_if_verify(info: PluginInfo, refusal: Refusal) -> PluginInfo:
     """`info` with signature status invalid when `refusal` comes from a file changed after verification."""
     # Caught at import: the status is invalid whatever verification said a moment earlier.
     if refusal.stage is FailureStage.VERIFY:
-        return dataclasses.replace(info, signature_status=SignatureStatus.INVALID)
+        return msgspec.structs.replace(info, signature_status=SignatureStatus.INVALID)
     return info
 
 
 def with_registrations(info: PluginInfo, registrations: PluginRegistrations) -> PluginInfo:
     """`info` naming the connectors, remediations and destinations in `registrations`."""
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         info,
         connectors=registrations.names(PluginKind.CONNECTOR),
         remediations=registrations.names(PluginKind.REMEDIATION),

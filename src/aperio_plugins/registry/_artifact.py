@@ -13,9 +13,9 @@ import hmac
 import importlib.metadata
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -52,8 +52,7 @@ from ._index import (
 from ._plugins_dir import installed_distributions
 
 
-@dataclass(frozen=True)
-class ExpectedRelease:
+class ExpectedRelease(msgspec.Struct, frozen=True):
     """What the index or lock file says the artifact is; None fields are not checked."""
 
     plugin_id: str | None = None
@@ -62,8 +61,7 @@ class ExpectedRelease:
     sha256: str | None = None
 
 
-@dataclass(frozen=True)
-class CheckedArtifact:
+class CheckedArtifact(msgspec.Struct, frozen=True):
     """A wheel that passed every check, with what the checks found."""
 
     wheel: Wheel

@@ -14,12 +14,13 @@ import importlib.metadata
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from aperio_hookspecs import API_VERSION, ENTRY_POINT_GROUP
@@ -71,14 +72,12 @@ def index_source(location: str) -> str:
     return Path(location).expanduser().resolve().as_uri()
 
 
-@dataclass(frozen=True)
-class LoadedIndex:
+class LoadedIndex(msgspec.Struct, frozen=True):
     index: PluginIndex
     source: str
 
 
-@dataclass(frozen=True)
-class InstallResult:
+class InstallResult(msgspec.Struct, frozen=True):
     """What an install did: the release, where it came from, what it replaced, and any trust warnings."""
 
     plugin_ids: tuple[str, ...]
@@ -249,7 +248,7 @@ class RegistryClient:
         limits = self.limits
         if release.size is not None:
             # A server sending more than the index declared is cut off at the declared size.
-            limits = replace(limits, max_bytes=min(limits.max_bytes, release.size))
+            limits = msgspec.structs.replace(limits, max_bytes=min(limits.max_bytes, release.size))
         expected = ExpectedRelease(
             resolved.plugin.id, resolved.plugin.distribution, release.version, expected_sha256 or release.sha256
         )
@@ -270,7 +269,7 @@ class RegistryClient:
             checked = self._check(
                 pulled.wheel.path, pulled.wheel.sha256, expected, pulled.signature, pulled.wheel_signatures
             )
-            pinned = replace(reference, tag=None, digest=pulled.manifest_digest)
+            pinned = msgspec.structs.replace(reference, tag=None, digest=pulled.manifest_digest)
             return self._place(checked, pulled.wheel.path, pulled.wheel.sha256, str(pinned))
 
     def _install_file(self, location: str, *, expected_sha256: str | None) -> InstallResult:
@@ -336,7 +335,7 @@ class RegistryClient:
             refuse_collisions(self.plugins_dir, checked)
             outcome = stage_and_install(lock, wheel, record, functools.partial(self._check_staged, checked=checked))
         result = self._result(record, checked.verification.detail, outcome, checked.warnings)
-        result = replace(
+        result = msgspec.structs.replace(
             result, signature_status=checked.verification.status.value, receipt=checked.wheel_signer is not None
         )
         self.audit.info(

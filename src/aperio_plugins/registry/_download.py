@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
+import msgspec
 import requests
 import urllib3
 
@@ -62,8 +63,7 @@ class _Job:
             raise _Refused(f"took longer than {self.limits.total_timeout:g} s (total timeout)")
 
 
-@dataclass(frozen=True)
-class _Body:
+class _Body(msgspec.Struct, frozen=True):
     total: int | None
     chunks: Iterator[bytes]
 

@@ -23,7 +23,6 @@ the manifest and of every blob checked against what was asked for.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -33,10 +32,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import oras.auth  # type: ignore[import-untyped]  # oras-py ships no type information
 import oras.container  # type: ignore[import-untyped]
 import oras.provider  # type: ignore[import-untyped]
@@ -79,8 +78,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _WHEEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.!+-]*\.whl")
 
 
-@dataclass(frozen=True)
-class OciReference:
+class OciReference(msgspec.Struct, frozen=True):
     """Where an artifact lives: `oci://HOST[:PORT]/REPOSITORY[:TAG][@sha256:HEX]`."""
 
     registry: str
@@ -110,18 +108,16 @@ class OciReference:
         return f"oci://{self.registry}/{self.repository}{tag}{digest}"
 
 
-@dataclass(frozen=True)
-class PulledWheel:
+class PulledWheel(msgspec.Struct, frozen=True):
     """A pulled wheel (digest-checked), its signature layer's bytes (None: unsigned), the manifest's digest."""
 
     wheel: Fetched
     signature: bytes | None
     manifest_digest: str
-    wheel_signatures: list[WheelSignature] = dataclasses.field(default_factory=list)
+    wheel_signatures: list[WheelSignature] = msgspec.field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Layer:
+class _Layer(msgspec.Struct, frozen=True):
     media_type: str
     digest: str
     size: int
@@ -151,8 +147,7 @@ class _Registry(oras.provider.Registry):  # type: ignore[misc]  # oras-py is unt
         return cast(requests.Response, _REQUEST_ONCE(self, *args, **kwargs))
 
 
-@dataclass(frozen=True)
-class _Remote:
+class _Remote(msgspec.Struct, frozen=True):
     """An oras-py client, its container (oras' name for repository and tag or digest), the reference errors name."""
 
     registry: _Registry

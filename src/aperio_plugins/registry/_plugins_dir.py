@@ -14,9 +14,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from packaging.utils import canonicalize_name
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
@@ -43,8 +43,7 @@ class InstallRecord(BaseModel):
     installed_at: AwareDatetime
 
 
-@dataclass(frozen=True)
-class InstalledDistribution:
+class InstalledDistribution(msgspec.Struct, frozen=True):
     """A distribution in the plugins directory and the top-level entries it owns there."""
 
     name: str
@@ -150,8 +149,7 @@ def _move_out(transaction: Transaction, plugins_dir: Path, release: InstalledDis
         transaction.move(record, trash / "record.json")
 
 
-@dataclass(frozen=True)
-class InstallOutcome:
+class InstallOutcome(msgspec.Struct, frozen=True):
     installed: InstalledDistribution
     replaced: str | None
 

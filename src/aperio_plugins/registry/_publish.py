@@ -8,11 +8,11 @@ contents is refused (listing the very same artifact again changes nothing), and
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
@@ -40,8 +40,7 @@ from ._index import (
 from ._resolve import url_file_name
 
 
-@dataclass(frozen=True)
-class AddedRelease:
+class AddedRelease(msgspec.Struct, frozen=True):
     plugin_ids: tuple[str, ...]
     version: str
     sha256: str

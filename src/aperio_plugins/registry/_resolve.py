@@ -9,9 +9,9 @@ not to run it, whoever asked for it.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
 
+import msgspec
 from packaging.version import InvalidVersion, Version
 
 from .._compat import incompatibility
@@ -19,8 +19,7 @@ from ..errors import ResolutionError
 from ._index import IndexedPlugin, PluginIndex, Release
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(msgspec.Struct, frozen=True):
     """The release chosen for `plugin`, with its download URL made absolute."""
 
     plugin: IndexedPlugin

@@ -7,10 +7,10 @@ both sources obey the same size and time limits and report progress the same way
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
 import urllib3
 
 from .._settings import HostSettings
@@ -18,8 +18,7 @@ from .._settings import HostSettings
 CHUNK_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class TransferLimits:
+class TransferLimits(msgspec.Struct, frozen=True):
     """Bounds on one transfer.
 
     `total_timeout` bounds the whole transfer, so that a server dripping a byte just
@@ -48,8 +47,7 @@ class TransferLimits:
         )
 
 
-@dataclass(frozen=True)
-class Fetched:
+class Fetched(msgspec.Struct, frozen=True):
     """A file written by a transfer: where, its sha256 (hex) and size, computed while it streamed."""
 
     path: Path

@@ -11,10 +11,11 @@ install would check them.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -28,8 +29,7 @@ from ._resolve import download_url, url_file_name
 from ._transfer import Progress, TransferLimits
 
 
-@dataclass(frozen=True)
-class ReleaseCheck:
+class ReleaseCheck(msgspec.Struct, frozen=True):
     plugin_id: str
     version: str
     problems: tuple[str, ...]
@@ -67,7 +67,7 @@ def _download_problems(
 ) -> list[str]:
     url = download_url(source, release.url)
     if release.size is not None:
-        limits = replace(limits, max_bytes=min(limits.max_bytes, release.size))
+        limits = msgspec.structs.replace(limits, max_bytes=min(limits.max_bytes, release.size))
     expected = ExpectedRelease(plugin.id, plugin.distribution, release.version, release.sha256)
     detached = signature_document(release.signatures)
     over_wheel = wheel_level_signatures(release.signatures, "the index's")
