@@ -13,13 +13,16 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import ConfigurationError, VerificationError
+
+if TYPE_CHECKING:
+    # cryptography is imported by the functions that use a key: a host with no trusted key files (and a
+    # listing of plugins that are not signed) never needs its Rust bindings, a few ms of every start.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 # `cryptography.hazmat.primitives.serialization` imports its SSH, RSA, EC and cipher modules, a few ms
 # that every start paid to read the trusted keys. An Ed25519 SubjectPublicKeyInfo is these 12 DER bytes
@@ -46,6 +49,8 @@ def load_public_key(data: bytes) -> object:
         except binascii.Error:
             der = b""
         if len(der) == len(_ED25519_SPKI_PREFIX) + 32 and der.startswith(_ED25519_SPKI_PREFIX):
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
             return Ed25519PublicKey.from_public_bytes(der[len(_ED25519_SPKI_PREFIX) :])
     from cryptography.hazmat.primitives import serialization
 
@@ -76,6 +81,7 @@ def generate_keypair(name: str, directory: Path) -> tuple[Path, Path]:
     Raises `ConfigurationError` if either file exists: a key is never overwritten.
     """
     from cryptography.hazmat.primitives import serialization  # author side and receipts only
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     if not name or "/" in name or name.startswith("."):
         raise ConfigurationError(f"key name {name!r} must be a plain file name")
@@ -102,6 +108,7 @@ def generate_keypair(name: str, directory: Path) -> tuple[Path, Path]:
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Return the Ed25519 private key in the PEM file `path`; raise `ConfigurationError` otherwise."""
     from cryptography.hazmat.primitives import serialization  # author side and receipts only
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -122,6 +129,11 @@ def load_keyring(directory: Path) -> Keyring:
         paths = sorted(path for path in directory.iterdir() if path.suffix == ".pem")
     except OSError:
         return Keyring((), ())
+    if not paths:
+        return Keyring((), ())
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     for path in paths:
         try:
             public_key = load_public_key(path.read_bytes())
@@ -176,6 +188,8 @@ def verify_envelope(envelope: Any, keys: Sequence[TrustedKey]) -> VerifiedEnvelo
         raise VerificationError("malformed DSSE envelope: no payload type or no signatures")
     if not keys:
         raise VerificationError("no trusted Ed25519 keys are configured")
+    from cryptography.exceptions import InvalidSignature
+
     message = pae(payload_type, payload)
     for _, signature in signatures:
         for key in keys:

@@ -19,14 +19,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ._keys import TrustedKey, key_id, load_private_key, load_public_key, sign_envelope, verify_envelope
 from ._statement import PAYLOAD_TYPE, SignedStatement, build_statement, parse_statement
 from .errors import ConfigurationError, InstallError, VerificationError
+
+if TYPE_CHECKING:  # cryptography only when a receipt is made or checked (see _keys)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 RECEIPT_FILE_NAME = "aperio-receipt.json"
 RECEIPT_PREDICATE_TYPE = "https://aperio-plugins.dev/install-receipt/v1"
@@ -61,6 +63,7 @@ def host_key(state_dir: Path) -> Ed25519PrivateKey:
     if private_path.exists():
         return load_private_key(private_path)
     from cryptography.hazmat.primitives import serialization  # writing a key: installs only
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -88,6 +91,9 @@ def host_key(state_dir: Path) -> Ed25519PrivateKey:
 def _public_key(path: Path | None) -> Ed25519PublicKey:
     if path is None:
         raise VerificationError("install receipt refused: this host has no receipt key configured")
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = load_public_key(path.read_bytes())
     except FileNotFoundError:

@@ -60,7 +60,7 @@ def sign_wheel(
     existing = _existing_signatures(wheel)
     signature, signer = sign(wheel_statement(wheel))
     document = SignatureFile(format=SIGNATURE_FORMAT, signatures=[*existing, signature])
-    payload = json.dumps(document.model_dump(mode="json"), indent=2, sort_keys=True).encode() + b"\n"
+    payload = document.to_json()
     target = destination if destination is not None else source
     write_wheel(wheel, {f"{wheel.dist_info}/{SIGNATURE_FILE_NAME}": payload}, target)
     return SignedWheel(target, signer, len(document.signatures))
@@ -72,7 +72,7 @@ def ed25519_signer(key_path: Path) -> Callable[[bytes], tuple[Ed25519Signature |
 
     def sign(statement: bytes) -> tuple[Ed25519Signature | SigstoreSignature, str]:
         envelope = sign_envelope(statement, PAYLOAD_TYPE, private_key)
-        return Ed25519Signature(kind="ed25519", envelope=envelope), f"ed25519 key {envelope['signatures'][0]['keyid']}"
+        return Ed25519Signature(envelope=envelope), f"ed25519 key {envelope['signatures'][0]['keyid']}"
 
     return sign
 
@@ -86,6 +86,6 @@ def sigstore_signer(
         from ._sigstore import sign_dsse_bundle
 
         bundle = json.loads(sign_dsse_bundle(statement, identity_token=identity_token))
-        return SigstoreSignature(kind="sigstore", bundle=bundle), "sigstore"
+        return SigstoreSignature(bundle=bundle), "sigstore"
 
     return sign

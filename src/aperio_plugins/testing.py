@@ -219,7 +219,7 @@ def sign_wheel_with_sigstore(wheel: Path, instance: PrivateSigstore, *, identity
 
     def sign(statement: bytes) -> tuple[Ed25519Signature | SigstoreSignature, str]:
         bundle = json.loads(instance.sign_dsse(statement, identity=identity, issuer=issuer))
-        return SigstoreSignature(kind="sigstore", bundle=bundle), f"sigstore identity {identity}"
+        return SigstoreSignature(bundle=bundle), f"sigstore identity {identity}"
 
     return sign_wheel(wheel, None, sign).path
 
