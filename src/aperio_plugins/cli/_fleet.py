@@ -6,7 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import click
@@ -31,15 +31,12 @@ def recording_host() -> Iterator[PluginHost]:
     from ..api._trail import acting_as, recording_audit_logger
 
     settings = HostSettings.from_environment()
-    store = open_state_store(settings)
-    try:
-        with (
-            acting_as(cli_actor()),
-            PluginHost(settings, state_store=store, audit_logger=recording_audit_logger(store)) as host,
-        ):
-            yield host
-    finally:
-        store.close()
+    with (
+        closing(open_state_store(settings)) as store,
+        acting_as(cli_actor()),
+        PluginHost(settings, state_store=store, audit_logger=recording_audit_logger(store)) as host,
+    ):
+        yield host
 
 
 @click.group("fleet")
@@ -60,8 +57,7 @@ def pin(lock_file: Path) -> None:
     from ..registry import read_lock_file
 
     lock = read_lock_file(lock_file)
-    store = open_state_store(HostSettings.from_environment())
-    try:
+    with closing(open_state_store(HostSettings.from_environment())) as store:
         text = json.dumps(lock.model_dump(mode="json"), sort_keys=True)
         revision = store.pin_lock(text, pinned_by=cli_actor(), pinned_on=host_name())
         record(
@@ -70,8 +66,6 @@ def pin(lock_file: Path) -> None:
             actor=cli_actor(),
             fields={"revision": revision, "releases": [f"{r.distribution} {r.version}" for r in lock.plugins]},
         )
-    finally:
-        store.close()
     click.echo(f"pinned {len(lock.plugins)} plugin release(s) from {lock_file} as fleet lock revision {revision}")
 
 
@@ -81,11 +75,8 @@ def status(as_json: bool) -> None:
     """Show the pinned lock and every live host: what it runs, what it could not install and why."""
     from .._fleet import fleet_view
 
-    store = open_state_store(HostSettings.from_environment())
-    try:
+    with closing(open_state_store(HostSettings.from_environment())) as store:
         view = fleet_view(store)
-    finally:
-        store.close()
     if as_json:
         print_json(view)
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import click
 
 from .._outbox import status_document
@@ -23,11 +25,8 @@ def outbox_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Counts and dead letters as one JSON object.")
 def outbox_status(as_json: bool) -> None:
     """Batches and events per destination and state, and each dead letter with the receiver's reason."""
-    store = _store()
-    try:
+    with closing(_store()) as store:
         document = status_document(store)
-    finally:
-        store.close()
     if as_json:
         print_json(document)
         return
@@ -46,11 +45,8 @@ def outbox_status(as_json: bool) -> None:
 @click.option("--batch", "batch_id", help="Only this batch (its id, the idempotency key).")
 def outbox_retry(destination: str | None, batch_id: str | None) -> None:
     """Queue dead-lettered batches again, their attempts counted from zero."""
-    store = _store()
-    try:
+    with closing(_store()) as store:
         count = store.outbox_retry(destination=destination, batch_id=batch_id)
-    finally:
-        store.close()
     click.echo(f"{count} dead-lettered batch(es) queued again")
 
 
@@ -59,11 +55,8 @@ def outbox_retry(destination: str | None, batch_id: str | None) -> None:
 @click.option("--destination", help="Only this destination's batches.")
 def outbox_purge(dead: bool, destination: str | None) -> None:
     """Delete delivered batches (queued ones are never purged)."""
-    store = _store()
-    try:
+    with closing(_store()) as store:
         count = store.outbox_purge(dead=dead, destination=destination)
-    finally:
-        store.close()
     click.echo(f"{count} batch(es) purged")
 
 
@@ -75,13 +68,9 @@ def outbox_run() -> None:
 
     policy = DispatchPolicy.from_environment()
     settings = HostSettings.from_environment()
-    store = open_state_store(settings)
-    try:
-        with PluginHost(settings, state_store=store) as host:
-            host.load()
-            dispatcher = Dispatcher(host, store, policy)
-            claimed = dispatcher.drain()
-    finally:
-        store.close()
+    with closing(open_state_store(settings)) as store, PluginHost(settings, state_store=store) as host:
+        host.load()
+        dispatcher = Dispatcher(host, store, policy)
+        claimed = dispatcher.drain()
     c = dispatcher.counters
     click.echo(f"{claimed} claim(s): {c.delivered} delivered, {c.retried} to retry, {c.dead_lettered} dead-lettered")

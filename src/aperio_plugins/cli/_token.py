@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING
 
 import click
@@ -15,13 +17,15 @@ if TYPE_CHECKING:
 _PERMISSIONS = [permission.value for permission in Permission]
 
 
-def _tokens() -> tuple[HostStateStore, Tokens]:
+@contextmanager
+def _tokens() -> Iterator[tuple[HostStateStore, Tokens]]:
+    """The state store and its tokens, the store closed when the command is done with it."""
     # Imported here: the settings and the store load only for the commands that use them.
     from .._settings import HostSettings
     from .._state_url import open_state_store
 
-    store = open_state_store(HostSettings.from_environment())
-    return store, Tokens(store)
+    with closing(open_state_store(HostSettings.from_environment())) as store:
+        yield store, Tokens(store)
 
 
 @click.group("token")
@@ -38,11 +42,8 @@ def token_group() -> None:
 def create_token(name: str, permissions: tuple[str, ...], expires: str | None) -> None:
     """Create a token NAME and print it once: only its sha256 is stored."""
     expires_in = parse_duration(expires) if expires else None
-    store, tokens = _tokens()
-    try:
+    with _tokens() as (_, tokens):
         issued = tokens.create(name, permissions, expires_in=expires_in)
-    finally:
-        store.close()
     until = f", expires {issued.record.expires_at:%Y-%m-%d %H:%M} UTC" if issued.record.expires_at else ""
     click.echo(f"token {name!r} ({' '.join(issued.record.permissions)}{until}); shown only now:", err=True)
     click.echo(issued.token)
@@ -52,11 +53,8 @@ def create_token(name: str, permissions: tuple[str, ...], expires: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token.")
 def list_tokens(as_json: bool) -> None:
     """List tokens: name, permissions, created, expires, revoked (never the tokens themselves)."""
-    store, tokens = _tokens()
-    try:
+    with _tokens() as (_, tokens):
         records = tokens.list()
-    finally:
-        store.close()
     rows: list[dict[str, object]] = [
         {
             "name": record.name,
@@ -88,12 +86,9 @@ def revoke_token(name: str) -> None:
     from ..api._trail import record
     from ._fleet import cli_actor
 
-    store, tokens = _tokens()
-    try:
+    with _tokens() as (store, tokens):
         tokens.revoke(name)
         # Every host reads tokens from the shared store per request, so the revocation is in force
         # on all of them at once; the trail records where it was made.
         record(store, "token.revoked", actor=cli_actor(), fields={"name": name})
-    finally:
-        store.close()
     click.echo(f"revoked {name}")
