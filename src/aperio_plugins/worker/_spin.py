@@ -167,10 +167,19 @@ class CpuBoard:
 
 
 def spin_until_ready(ready: Callable[[], object], budget: float) -> bool:
-    """Call `ready` (a non-blocking check) until it is true or `budget` seconds pass; return whether it was."""
+    """Call `ready` (a non-blocking check) until it is true or `budget` seconds pass; return whether it was.
+
+    Between checks the thread yields its CPU: the board says where the peer last *waited*, and the
+    scheduler may since have moved the peer onto this CPU (woken beside its waker, or pulled over
+    while it spun itself), where a spin that kept the CPU would hold up the very answer it waits
+    for until the budget ran out (docs/worker-protocol.md, "Third pass"). With nothing else to run
+    here, `sched_yield` returns at once (about a microsecond).
+    """
     end = time.perf_counter() + budget
+    yield_cpu = os.sched_yield
     while True:
         if ready():
             return True
         if time.perf_counter() >= end:
             return False
+        yield_cpu()

@@ -285,7 +285,6 @@ class WorkerProcess(HostChannel):
     def call(
         self,
         message: list[Any],
-        *,
         context: Any,
         label: str,
         deadline: float,
@@ -299,12 +298,12 @@ class WorkerProcess(HostChannel):
         """
         placement = self.placement
         if placement is None or not placement.due():
-            answer = self.request(message, context=context, label=label, deadline=deadline, encode=encode)
+            answer = self.request(message, context, label, deadline, encode)
         else:
             hinted = placement.before(alone=not self._calls)
             start = time.monotonic()
             try:
-                answer = self.request(message, context=context, label=label, deadline=deadline, encode=encode)
+                answer = self.request(message, context, label, deadline, encode)
             finally:
                 placement.after(hinted, time.monotonic() - start)
         self.answered = True

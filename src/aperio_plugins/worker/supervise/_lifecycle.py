@@ -42,6 +42,11 @@ class WorkerState(str, enum.Enum):
     STOPPED = "stopped"
 
 
+# Looked up once: an enum member read through its class costs a descriptor call per access on 3.11,
+# and `acquire` makes one on every call.
+_READY = WorkerState.READY
+
+
 @dataclass(frozen=True)
 class WorkerStatus:
     """A snapshot of one plugin's worker, for `aperio plugin list` and the API."""
@@ -134,7 +139,7 @@ class Lifecycle:
         cancelled call's answer at `deadline`; `WorkerError` once stopped.
         """
         process = self._process  # the common case, without the lock: reading references is atomic
-        if self.state is WorkerState.READY and process is not None and process.accepting():
+        if self.state is _READY and process is not None and process.accepting():
             return process
         while True:
             with self._condition:
