@@ -506,10 +506,9 @@ def spin_comparison(settings: HostSettings, budgets: list[int], rounds: int, cal
     workers: dict[int, tuple[WorkerPlugin, Any]] = {}
     try:
         for budget in budgets:
-            os.environ["APERIO_WORKER_SPIN_US"] = str(budget)
             plugin = WorkerPlugin.start(
                 PLUGIN_ID,
-                settings=settings,
+                settings=settings.model_copy(update={"worker_spin_us": budget}),
                 search_path=[],
                 options=WorkerSettings(call_timeout=3600),
                 audit_logger=_silent_logger(),
@@ -797,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
             "starts": starts,
             "notes": bench.notes,
             "placement_hints": not args.without_placement_hints,
-            "spin_us": os.environ.get("APERIO_WORKER_SPIN_US"),
+            "spin_us": bench.settings.worker_spin_us,
             "split_recovery": recovery,
         }
         for mode in ("pinned", "unpinned"):

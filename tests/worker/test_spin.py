@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aperio_hookspecs import Finding, Resource
+from aperio_plugins import HostSettings
 from aperio_plugins.errors import ConfigurationError
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker import _spin
-from aperio_plugins.worker._spin import WORKER_SLOT, CpuBoard, spin_budget, spin_seconds
+from aperio_plugins.worker._spin import WORKER_SLOT, CpuBoard, spin_budget
 from aperio_plugins.worker.serve._server import WorkerChannel
 
 BUDGET = 50e-6
@@ -42,19 +46,46 @@ def test_the_spin_decision(own: int, peer: int | None, allowed: int, wait: float
     assert spin_budget(own, peer, allowed, wait, budget) == (budget if spins else 0.0)
 
 
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [(None, _spin.DEFAULT_SPIN_US / 1e6), ("", _spin.DEFAULT_SPIN_US / 1e6), ("0", 0.0), ("30", 30e-6)],
-)
-def test_the_spin_setting(value: str | None, seconds: float) -> None:
-    environ = {} if value is None else {_spin.SPIN_ENV: value}
-    assert spin_seconds(environ) == pytest.approx(seconds)
+SPIN_VARIABLE = "APERIO_WORKER_SPIN_US"
 
 
-@pytest.mark.parametrize("value", ["-1", "fifty", "1.5", str(_spin.MAX_SPIN_US + 1)])
-def test_a_bad_spin_setting_is_a_configuration_error_naming_it(value: str) -> None:
-    with pytest.raises(ConfigurationError, match=_spin.SPIN_ENV):
-        spin_seconds({_spin.SPIN_ENV: value})
+@pytest.mark.parametrize(("value", "spin_us"), [(None, 50), ("0", 0), ("30", 30), ("10000", 10_000)])
+def test_the_spin_setting_is_a_host_setting(monkeypatch: pytest.MonkeyPatch, value: str | None, spin_us: int) -> None:
+    if value is None:
+        monkeypatch.delenv(SPIN_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(SPIN_VARIABLE, value)
+    assert HostSettings.from_environment().worker_spin_us == spin_us
+
+
+@pytest.mark.parametrize("value", ["-1", "fifty", "1.5", "10001", ""])
+def test_a_bad_spin_setting_is_a_configuration_error_naming_it(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(SPIN_VARIABLE, value)
+    with pytest.raises(ConfigurationError, match=SPIN_VARIABLE):
+        HostSettings.from_environment()
+
+
+def test_a_bad_spin_setting_stops_a_command_before_it_runs(tmp_path: Path) -> None:
+    # Refused with the other settings when the CLI reads them: a clear error, no traceback, nothing listed.
+    environment = {
+        **os.environ,
+        SPIN_VARIABLE: "a lot",
+        "APERIO_PLUGINS_DIR": str(tmp_path / "plugins"),
+        "APERIO_STATE_DIR": str(tmp_path / "state"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from aperio_plugins.cli import main; sys.exit(main())", "plugin", "list"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"{SPIN_VARIABLE}='a lot'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "state").exists()
 
 
 two_cpus = pytest.mark.skipif(
@@ -226,7 +257,7 @@ def _process(plugin: Any) -> Any:
 def test_calls_answer_correctly_with_host_and_worker_apart_spinning_on_or_off(
     start_worker: Any, monkeypatch: pytest.MonkeyPatch, own_mask: set[int], spin_us: str
 ) -> None:
-    monkeypatch.setenv(_spin.SPIN_ENV, spin_us)  # 2 ms: long enough to catch every answer, even under load
+    monkeypatch.setenv(SPIN_VARIABLE, spin_us)  # 2 ms: long enough to catch every answer, even under load
     plugin = start_worker(ECHO_ID, source=ECHO_SOURCE)
     process = _process(plugin)
     interpreter = process._interpreter_pid()
@@ -286,11 +317,3 @@ def test_calls_from_many_threads_answer_correctly_with_spinning_on(start_worker:
 
     assert not errors
     assert results == {index: [f"f-{index * 1000 + n}" for n in range(50)] for index in range(4)}
-
-
-def test_a_bad_spin_setting_refuses_to_start_a_worker_with_a_configuration_error(
-    start_worker: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(_spin.SPIN_ENV, "a lot")
-    with pytest.raises(ConfigurationError, match=_spin.SPIN_ENV):
-        start_worker(ECHO_ID, source=ECHO_SOURCE)

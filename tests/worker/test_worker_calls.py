@@ -291,7 +291,8 @@ def test_the_worker_environment_is_scrubbed_and_only_the_allowlist_passes(start_
     assert "host-token-do-not-leak" not in json.dumps(environment)
     assert environment["ACME_PROXY_URL"] == "http://proxy.internal:3128"
     assert environment["APERIO_PLUGIN_TRUST_MODE"] == "warn"
-    allowed = {"PATH", "LANG", "TZ", "PYTHONPATH", "ACME_PROXY_URL", "TMPDIR"}
+    # APERIO_WORKER_SPIN_US is a host setting, written to the worker's environment like the others.
+    allowed = {"PATH", "LANG", "TZ", "PYTHONPATH", "ACME_PROXY_URL", "TMPDIR", "APERIO_WORKER_SPIN_US"}
     unexpected = [
         name
         for name in environment

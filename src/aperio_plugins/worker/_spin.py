@@ -20,14 +20,8 @@ from __future__ import annotations
 import mmap
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from ..errors import ConfigurationError
-
-SPIN_ENV = "APERIO_WORKER_SPIN_US"
-DEFAULT_SPIN_US = 50
-"""Longest spin per wait, in µs: about two cross-CPU wake-ups on this VM, a few short calls' worth."""
-MAX_SPIN_US = 10_000
 SHORT_FACTOR = 4
 """A wait spins only if the last comparable wait took at most this many spin budgets: a long one
 would not have ended within the spin anyway (at most one budget of CPU is lost when it misjudges)."""
@@ -46,23 +40,6 @@ HOST_SLOT = 0  # the host's calling thread writes its CPU + 1 here (0: not known
 WORKER_SLOT = 64  # the worker's serving thread here: another cache line than the host's
 _UNKNOWN = 0
 _TOO_HIGH = 255  # a CPU number of 254 or more does not fit the byte: counted as not known
-
-
-def spin_seconds(environ: Mapping[str, str] | None = None) -> float:
-    """Return the spin budget `APERIO_WORKER_SPIN_US` asks for, in seconds (0: never spin).
-
-    Raises `ConfigurationError` for a value that is not a whole number from 0 to 10,000.
-    """
-    text = (os.environ if environ is None else environ).get(SPIN_ENV)
-    if text is None or not text.strip():
-        return DEFAULT_SPIN_US / 1e6
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SPIN_US:
-        raise ConfigurationError(f"{SPIN_ENV}={text!r}: expected a whole number of µs from 0 to {MAX_SPIN_US}")
-    return value / 1e6
 
 
 def spin_budget(own_cpu: int, peer_cpu: int | None, allowed_cpus: int, recent_wait: float, max_spin: float) -> float:
@@ -190,10 +167,19 @@ class CpuBoard:
 
 
 def spin_until_ready(ready: Callable[[], object], budget: float) -> bool:
-    """Call `ready` (a non-blocking check) until it is true or `budget` seconds pass; return whether it was."""
+    """Call `ready` (a non-blocking check) until it is true or `budget` seconds pass; return whether it was.
+
+    Between checks the thread yields its CPU: the board says where the peer last *waited*, and the
+    scheduler may since have moved the peer onto this CPU (woken beside its waker, or pulled over
+    while it spun itself), where a spin that kept the CPU would hold up the very answer it waits
+    for until the budget ran out (docs/worker-protocol.md, "Third pass"). With nothing else to run
+    here, `sched_yield` returns at once (about a microsecond).
+    """
     end = time.perf_counter() + budget
+    yield_cpu = os.sched_yield
     while True:
         if ready():
             return True
         if time.perf_counter() >= end:
             return False
+        yield_cpu()

@@ -129,12 +129,21 @@ class Server:
 
     def run(self) -> int:
         """Serve until the host closes the channel; return the process exit status."""
-        channel, queued = self._channel, self._queued
+        channel, queued, board = self._channel, self._queued, self._board
         read_lock, receive = channel.read_lock, channel.receive
+        # Bound once: the loop runs once per call, and each lookup is paid there.
+        hook, execute, control, hook_kind, invoke_kind = (
+            self._hook,
+            self._execute,
+            self._handle_control,
+            protocol.HOOK,
+            protocol.INVOKE,
+        )
+        apart = board.apart if board is not None else None
         while True:
             if queued:
                 message: list[Any] | None = queued.popleft()
-            elif self._board is not None and (cpu := self._board.apart()) >= 0:
+            elif apart is not None and (cpu := apart()) >= 0:
                 message = self._receive_timed(cpu)
             else:
                 with read_lock:
@@ -142,12 +151,12 @@ class Server:
             if message is None:
                 return 0
             kind = message[0]
-            if kind == protocol.HOOK:
-                self._hook(message)
-            elif kind == protocol.INVOKE:
-                self._execute(message)
+            if kind == hook_kind:
+                hook(message)
+            elif kind == invoke_kind:
+                execute(message)
             else:
-                self._handle_control(message)
+                control(message)
 
     def _receive_timed(self, cpu: int) -> list[Any] | None:
         """Wait for the next message on `cpu` while the host last waited on another: spin first if
@@ -196,7 +205,16 @@ class Server:
             function = self._plugin.hooks.get(hook)
             if function is None:
                 raise KeyError(f"plugin {self._plugin.plugin_id!r} does not implement hook {hook!r}")
-            kwargs = materialize(arguments, rebuild)  # the host validated them: no second validation
+            # The host validated them: no second validation. An envelope argument, the usual case, is
+            # rebuilt directly; anything else goes through the general walk.
+            kwargs = (
+                {
+                    key: rebuild(value) if type(value) is EnvelopeData else materialize(value, rebuild)
+                    for key, value in arguments.items()
+                }
+                if type(arguments) is dict
+                else materialize(arguments, rebuild)
+            )
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             self._send_error(call_id, exc, boundary=isinstance(exc, EnvelopeError))
             return

@@ -36,6 +36,8 @@ def unwrap(plugin_id: str, label: str, answer: list[Any], result: type[_M] | Non
     if answer[0] == protocol.ERROR:
         raise _error(plugin_id, label, answer)
     value = answer[2] if len(answer) == 3 else None
+    if value is None and result is None:
+        return None  # a hook's usual answer: nothing to validate
     try:
         return materialize(value) if result is None else _validated(value, result)
     except EnvelopeError as exc:

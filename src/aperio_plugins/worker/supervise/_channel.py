@@ -284,7 +284,6 @@ class HostChannel:
     def request(
         self,
         message: list[Any],
-        *,
         context: Any,
         label: str,
         deadline: float,

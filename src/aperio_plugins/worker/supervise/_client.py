@@ -106,9 +106,12 @@ class WorkerProcess(HostChannel):
         self.reported_failure = False
         self.returncode: int | None = None
         self.exited = threading.Event()
-        # CPU placement hints need Linux's affinity calls; elsewhere calls go as they are.
-        self.placement = Placement(self._interpreter_pid) if hasattr(os, "sched_setaffinity") else None
         self.board = getattr(popen, "board", None)  # set by `spawn` when spinning is on
+        # CPU placement hints need Linux's affinity calls, and are given only where nothing spins: with
+        # spinning on, a pair on two CPUs answers sooner than a pair on one, and each hint's move
+        # between the two placements was what made the unpinned p99 (docs/worker-protocol.md, "Third pass").
+        hints = hasattr(os, "sched_setaffinity") and self.board is None
+        self.placement = Placement(self._interpreter_pid) if hints else None
 
     # -- life and death ------------------------------------------------------------
 
@@ -285,7 +288,6 @@ class WorkerProcess(HostChannel):
     def call(
         self,
         message: list[Any],
-        *,
         context: Any,
         label: str,
         deadline: float,
@@ -299,12 +301,12 @@ class WorkerProcess(HostChannel):
         """
         placement = self.placement
         if placement is None or not placement.due():
-            answer = self.request(message, context=context, label=label, deadline=deadline, encode=encode)
+            answer = self.request(message, context, label, deadline, encode)
         else:
             hinted = placement.before(alone=not self._calls)
             start = time.monotonic()
             try:
-                answer = self.request(message, context=context, label=label, deadline=deadline, encode=encode)
+                answer = self.request(message, context, label, deadline, encode)
             finally:
                 placement.after(hinted, time.monotonic() - start)
         self.answered = True

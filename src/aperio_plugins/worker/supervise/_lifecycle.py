@@ -21,7 +21,6 @@ from typing import Any
 from ..._settings import HostSettings
 from ...errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
 from .._settings import WorkerSettings
-from .._spin import spin_seconds
 from ._client import WorkerProcess, describe_exit
 from ._description import Description
 from ._sandbox import SandboxPlan, plan
@@ -41,6 +40,11 @@ class WorkerState(str, enum.Enum):
     FAILED = "failed"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+
+# Looked up once: an enum member read through its class costs a descriptor call per access on 3.11,
+# and `acquire` makes one on every call.
+_READY = WorkerState.READY
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class Lifecycle:
         self._supervisor = Supervisor.shared()
         self._command = worker_command(plugin_id, search_path, options, self.sandbox.containment)
         self._environment = worker_environment(settings, options)
-        self._spin = spin_seconds()  # APERIO_WORKER_SPIN_US; ConfigurationError for a bad value
+        self._spin = settings.worker_spin_us / 1e6  # APERIO_WORKER_SPIN_US, validated with the settings
         self._condition = threading.Condition()
         self.state = WorkerState.STARTING
         self._process: WorkerProcess | None = None
@@ -135,7 +139,7 @@ class Lifecycle:
         cancelled call's answer at `deadline`; `WorkerError` once stopped.
         """
         process = self._process  # the common case, without the lock: reading references is atomic
-        if self.state is WorkerState.READY and process is not None and process.accepting():
+        if self.state is _READY and process is not None and process.accepting():
             return process
         while True:
             with self._condition:

@@ -233,22 +233,24 @@ class WorkerPlugin:
 
             return register_locally
         lifecycle = self._aperio_lifecycle
-        label = f"hook {hook.hook}"
+        label, name = f"hook {hook.hook}", hook.hook
+        # Bound once: this function runs on every call of the hook, and each lookup is paid there.
+        acquire, call_timeout, monotonic = lifecycle.acquire, lifecycle.options.call_timeout, time.monotonic
+        plain_encode, checking_encode, kind = protocol.pack_plain, protocol.pack, protocol.HOOK
 
         def send(arguments: dict[str, Any]) -> Any:
-            deadline = time.monotonic() + lifecycle.options.call_timeout
-            process = lifecycle.acquire(deadline)
+            deadline = monotonic() + call_timeout
+            process = acquire(deadline)
             try:
                 # Arguments that are all SDK envelopes (the usual case) are encoded without checks;
                 # anything else goes through the checking encoder, which refuses what cannot cross.
-                exts = {name: envelope_ext(value) for name, value in arguments.items()}
+                exts = {key: envelope_ext(value) for key, value in arguments.items()}
                 plain = None not in exts.values()
-                left = max(0.0, deadline - time.monotonic())
-                message = [protocol.HOOK, None, hook.hook, exts if plain else arguments, left]
-                encode = protocol.pack_plain if plain else protocol.pack
-                answer = process.call(message, context=None, label=label, deadline=deadline, encode=encode)
+                left = max(0.0, deadline - monotonic())
+                message = [kind, None, name, exts if plain else arguments, left]
+                answer = process.call(message, None, label, deadline, plain_encode if plain else checking_encode)
             except (TypeError, ValueError, OverflowError):
-                raise _argument_error(lifecycle.plugin_id, hook.hook, arguments) from None
+                raise _argument_error(lifecycle.plugin_id, name, arguments) from None
             return unwrap(lifecycle.plugin_id, label, answer, None)
 
         return send
