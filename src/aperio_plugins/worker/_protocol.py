@@ -13,7 +13,6 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
@@ -59,8 +58,7 @@ class ProtocolError(Exception):
     """The peer broke the protocol (a malformed handshake line or frame). Internal to the worker package."""
 
 
-@dataclass(frozen=True)
-class Handshake:
+class Handshake(msgspec.Struct, frozen=True):
     """What a worker announced on its first stdout line."""
 
     protocols: tuple[int, ...]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields
+
+import msgspec
 
 from ..errors import ConfigurationError
 
 _MIB = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
+class WorkerSettings(msgspec.Struct, frozen=True):
     """Limits, timeouts and restart policy for the workers of one host. All times are in seconds.
 
     Raises `ConfigurationError` naming the field for a value out of range.
@@ -53,18 +53,18 @@ class WorkerSettings:
     """Names of host environment variables the operator lets through to workers."""
 
     def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name == "env_allowlist":
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name == "env_allowlist":
                 if isinstance(value, str) or not all(isinstance(name, str) and name for name in value):
                     raise ConfigurationError("WorkerSettings.env_allowlist: expected a tuple of variable names")
                 continue
-            if value is None and item.name in ("memory_limit", "cpu_time_limit"):
+            if value is None and name in ("memory_limit", "cpu_time_limit"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigurationError(f"WorkerSettings.{item.name}={value!r}: expected a finite number")
+                raise ConfigurationError(f"WorkerSettings.{name}={value!r}: expected a finite number")
             if value <= 0:
-                raise ConfigurationError(f"WorkerSettings.{item.name}={value!r}: must be greater than 0")
+                raise ConfigurationError(f"WorkerSettings.{name}={value!r}: must be greater than 0")
         if self.restart_multiplier < 1:
             raise ConfigurationError(f"WorkerSettings.restart_multiplier={self.restart_multiplier!r}: must be >= 1")
         if self.restart_max_delay < self.restart_initial_delay:

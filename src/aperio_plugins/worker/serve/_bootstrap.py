@@ -10,10 +10,10 @@ KV lives in the parent, which serves it over the channel).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pluggy
 
 import aperio_hookspecs
@@ -35,8 +35,7 @@ from ...pipeline.environment import CODE_CACHE_DIR, Environment
 from ._server import Plugin
 
 
-@dataclass(frozen=True)
-class LoadFailure:
+class LoadFailure(msgspec.Struct, frozen=True):
     message: str
     stage: str | None
 

@@ -19,8 +19,9 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, NoReturn
+
+import msgspec
 
 from aperio_hookspecs import DeliveryBatch, PluginAPIError, RemediationRequest, SyncRequest
 
@@ -94,8 +95,7 @@ class WorkerChannel:
         return self._ready.popleft()
 
 
-@dataclass(frozen=True)
-class Plugin:
+class Plugin(msgspec.Struct, frozen=True):
     """What the worker serves: the plugin's hookimpls by hook name and its registrations by (kind, name)."""
 
     plugin_id: str

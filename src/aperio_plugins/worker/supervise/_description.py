@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from aperio_hookspecs import ActionDefinition
 
@@ -24,8 +25,7 @@ class DescriptionError(ValueError):
     """The worker's description is malformed; the message says where."""
 
 
-@dataclass(frozen=True)
-class HookDescription:
+class HookDescription(msgspec.Struct, frozen=True):
     hook: str
     params: tuple[str, ...]
     options: Mapping[str, Any]
@@ -35,8 +35,7 @@ class HookDescription:
         return bool(self.options.get("wrapper") or self.options.get("hookwrapper"))
 
 
-@dataclass(frozen=True)
-class RegistrationDescription:
+class RegistrationDescription(msgspec.Struct, frozen=True):
     kind: str
     name: str
     description: str
@@ -44,8 +43,7 @@ class RegistrationDescription:
     action: ActionDefinition | None = None
 
 
-@dataclass(frozen=True)
-class Description:
+class Description(msgspec.Struct, frozen=True):
     plugin_id: str
     distribution: str | None
     version: str | None

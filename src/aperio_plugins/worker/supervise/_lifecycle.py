@@ -15,8 +15,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from ..._settings import HostSettings
 from ...errors import HandshakeError, WorkerCrashedError, WorkerError, WorkerTimeoutError
@@ -47,8 +48,7 @@ class WorkerState(str, enum.Enum):
 _READY = WorkerState.READY
 
 
-@dataclass(frozen=True)
-class WorkerStatus:
+class WorkerStatus(msgspec.Struct, frozen=True):
     """A snapshot of one plugin's worker, for `aperio plugin list` and the API."""
 
     plugin_id: str

@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ..._model import SandboxMode
 from ..._settings import HostSettings
@@ -55,8 +56,7 @@ _GAPS = {
 }
 
 
-@dataclass(frozen=True)
-class SandboxPlan:
+class SandboxPlan(msgspec.Struct, frozen=True):
     """How this host's workers of one plugin are contained, and why."""
 
     containment: Containment
