@@ -160,3 +160,30 @@ def test_audit_events_go_to_stderr_and_stdout_stays_json(aperio, installed):
     events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")]
     assert "plugin.loaded" in events
     assert "plugin.load.failed" in events
+
+
+def test_pydantic_plugins_of_the_environment_are_not_imported_unless_the_operator_asks(aperio, tmp_path, monkeypatch):
+    # A distribution on the path that declares a `pydantic` entry point: pydantic imports it when it
+    # builds its first model, unless its plugins are off.
+    site = tmp_path / "site"
+    (site / "pyd_probe-1.0.dist-info").mkdir(parents=True)
+    (site / "pyd_probe-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: pyd-probe\nVersion: 1.0\n")
+    (site / "pyd_probe-1.0.dist-info" / "entry_points.txt").write_text("[pydantic]\nprobe = pyd_probe:plugin\n")
+    marker = tmp_path / "pydantic-plugin-imported"
+    (site / "pyd_probe.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "class Plugin:\n"
+        "    def new_schema_validator(self, *args, **kwargs):\n"
+        "        return None, None, None\n"
+        "plugin = Plugin()\n"
+    )
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+
+    listed = aperio("plugin", "list", "--json", PYTHONPATH=str(site))
+    assert listed.returncode == 0, listed.stderr
+    assert not marker.exists()
+
+    # The operator's own setting wins: with pydantic's plugins on, the same command imports the probe.
+    listed = aperio("plugin", "list", "--json", PYTHONPATH=str(site), PYDANTIC_DISABLE_PLUGINS="")
+    assert listed.returncode == 0, listed.stderr
+    assert marker.exists()
