@@ -345,16 +345,21 @@ def test_no_descendant_outlives_the_host_and_the_next_start_removes_what_it_left
             host.stdin.flush()
         host.wait(timeout=30)
 
+        ended_its_own_tree = False
         if (sandbox, ending) == ("none", "sigkill"):
-            # Without a sandbox the worker died by the parent-death signal, with no chance to end its tree:
-            # the next host kills what is left in its process group (the setsid daemon is the known gap).
+            # Without a sandbox the worker dies by the parent-death signal (SIGKILL), with no chance to end
+            # its tree: the next host kills what is left in its process group (the setsid daemon is the
+            # known gap). Unless it sees its input close first: the kernel closes the host's pipes before it
+            # sends that signal, and a worker that runs in between (seen once under a full suite's load)
+            # exits by its own path, which ends its tree. Both are fine; the next start is checked below.
             descendants = marked(marker, "child")
-            assert len(descendants) == 1
-            assert alive(descendants[0])
+            assert len(descendants) <= 1
+            ended_its_own_tree = not descendants
         else:
             assert wait_for(lambda: not any(alive(who) for who in descendants)), marked(marker)
         if ending == "sigkill":
-            assert private.is_dir()  # nobody was left to remove it
+            if not ended_its_own_tree:
+                assert private.is_dir()  # nobody was left to remove it
             tree_host(plugin_sandbox=sandbox).close()  # the next host to start a worker
         assert wait_for(lambda: not any(alive(who) for who in descendants)), marked(marker)
         assert not private.exists()
