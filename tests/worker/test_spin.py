@@ -160,6 +160,32 @@ def test_a_thread_pinned_to_one_cpu_is_never_apart_and_still_says_where_it_is(
     assert worker.peer() == pinned
 
 
+def test_a_timed_wait_spins_by_the_budget_and_counts_what_the_spin_caught(boards: tuple[CpuBoard, CpuBoard]) -> None:
+    host, worker = boards
+    host.allowed = 2  # as apart() finds it on a machine with two CPUs
+    worker._map[WORKER_SLOT] = 2  # the worker last on CPU 1; this side says it is on CPU 0
+    given: list[float] = []
+
+    def quick(spin: float) -> str:
+        given.append(spin)
+        return "answer"
+
+    assert host.timed_wait(0, 10e-6, quick)[0] == "answer"
+    assert (given, host.spins, host.caught) == ([BUDGET], 1, 1)
+
+    def slow(spin: float) -> None:
+        given.append(spin)
+        time.sleep(BUDGET * 2)
+
+    result, waited = host.timed_wait(0, 10e-6, slow)
+    assert result is None
+    assert waited >= BUDGET * 2
+    assert (given[-1], host.spins, host.caught) == (BUDGET, 2, 1)  # spun, and the answer came later
+    host.timed_wait(0, waited * 10, quick)  # the last wait was long: no spin, nothing counted
+    host.timed_wait(1, 10e-6, quick)  # the worker is on this CPU: no spin
+    assert (given[-2:], host.spins, host.caught) == ([0.0, 0.0], 2, 1)
+
+
 def test_a_value_that_does_not_name_a_cpu_reads_as_unknown(boards: tuple[CpuBoard, CpuBoard]) -> None:
     host, worker = boards
     for value in (0, 255):

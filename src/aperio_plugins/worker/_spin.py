@@ -21,6 +21,9 @@ import mmap
 import os
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 SHORT_FACTOR = 4
 """A wait spins only if the last comparable wait took at most this many spin budgets: a long one
@@ -164,6 +167,20 @@ class CpuBoard:
     def budget(self, own_cpu: int, recent_wait: float) -> float:
         """Return how long to spin now (see `spin_budget`)."""
         return spin_budget(own_cpu, self.peer(), self.allowed, recent_wait, self.max_spin)
+
+    def timed_wait(self, own_cpu: int, recent_wait: float, wait: Callable[[float], _T]) -> tuple[_T, float]:
+        """Run `wait(spin)` with this wait's spin budget (0: sleep at once); return its result and how
+        long it took, the next decision's `recent_wait`. Counts the waits that spun and those answered
+        within the spin, for both sides alike."""
+        spin = self.budget(own_cpu, recent_wait)
+        if spin > 0:
+            self.spins += 1
+        start = time.perf_counter()
+        result = wait(spin)
+        waited = time.perf_counter() - start
+        if spin > 0 and waited <= spin:
+            self.caught += 1
+        return result, waited
 
 
 def spin_until_ready(ready: Callable[[], object], budget: float) -> bool:

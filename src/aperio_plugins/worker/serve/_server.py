@@ -161,16 +161,14 @@ class Server:
     def _receive_timed(self, cpu: int) -> list[Any] | None:
         """Wait for the next message on `cpu` while the host last waited on another: spin first if
         calls have been coming close together, and time the wait for the next decision."""
-        board = self._board
+        board, channel = self._board, self._channel
         assert board is not None
-        spin = board.budget(cpu, self._last_wait)
-        start = time.perf_counter()
-        with self._channel.read_lock:
-            message = self._channel.receive(spin=spin)
-        self._last_wait = time.perf_counter() - start
-        if spin > 0:
-            board.spins += 1
-            board.caught += self._last_wait <= spin
+
+        def receive(spin: float) -> list[Any] | None:
+            with channel.read_lock:
+                return channel.receive(spin=spin)
+
+        message, self._last_wait = board.timed_wait(cpu, self._last_wait, receive)
         return message
 
     def _handle_control(self, message: list[Any]) -> None:

@@ -428,14 +428,7 @@ class HostChannel:
         recent answers came quickly, before each sleep, and times the wait for the next decision."""
         board = self.board
         assert board is not None
-        spin = board.budget(cpu, self._last_wait)
-        start = time.perf_counter()
-        if spin > 0:
-            board.spins += 1
-        answer = self._lead(call, spin)
-        self._last_wait = time.perf_counter() - start
-        if spin > 0 and self._last_wait <= spin:
-            board.caught += 1
+        answer, self._last_wait = board.timed_wait(cpu, self._last_wait, lambda spin: self._lead(call, spin))
         return answer
 
     def _lead(self, call: Call, spin: float = 0.0) -> list[Any] | None:
