@@ -13,7 +13,10 @@ drift of a shared machine hits every column alike:
    and through a worker (`WorkerPlugin`'s proxy), with a realistic request and
    result of a few hundred bytes each; and the same `sync` as a caller makes
    it, `host.run(...)`, on a host that runs the plugin in process and on one
-   that runs it in a worker (both validate the result once);
+   that runs it in a worker (both validate the result once); and, as the floor
+   under the method-alone ratio, a bare Python worker: a child that does only a `sync`'s required work (rebuild the request, call the plugin,
+   serialize the result; the host serializes the request and validates the
+   result) with no call ids, context, deadline or supervision;
 3. echoes of the same requests: raw bytes over a pipe (no codec: the floor),
    `multiprocessing.Pipe` (the envelope pickled, and its dict), gRPC unary over
    a Unix socket (go-plugin's design; skipped with a note without grpcio);
@@ -53,7 +56,7 @@ from typing import Any
 
 import structlog
 
-from aperio_hookspecs import Finding, Resource, SyncRequest
+from aperio_hookspecs import Finding, Resource, SyncRequest, SyncResult
 from aperio_plugins import HostSettings, Isolation, PluginHost, SandboxMode, TrustMode
 from aperio_plugins._context import new_context
 from aperio_plugins._state import SQLiteStateStore
@@ -143,6 +146,26 @@ while True:
     for message in decoder.feed(chunk):
         request = envelope(message[4])
         protocol.write_frame(1, protocol.pack(["result", message[1], request]))
+"""
+
+BARE_WORKER = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from aperio_bench_plugin import Bench
+from aperio_plugins.worker.serve._rebuild import rebuild
+from aperio_plugins.worker._codec import EnvelopeData
+connector, serialize, buffer = Bench(), None, b""
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    buffer += chunk
+    while len(buffer) >= 4 and len(buffer) >= 4 + (size := int.from_bytes(buffer[:4], "big")):
+        request = rebuild(EnvelopeData("sync_request", buffer[4 : 4 + size]))
+        buffer = buffer[4 + size :]
+        result = connector.sync(None, request)
+        data = type(result).__pydantic_serializer__.to_json(result)
+        os.write(1, len(data).to_bytes(4, "big") + data)
 """
 
 JSON_ECHO = """
@@ -382,6 +405,35 @@ class Bench:
         self.variants["codec: msgpack frames"] = msgpack_round_trip
         self.variants["codec: JSON lines"] = json_round_trip
 
+    def bare_worker(self) -> None:
+        """The thinnest Python worker that does a sync's required work, and nothing else: the request
+        serialized by the host and rebuilt in the child without validation (as the worker does), the
+        plugin's `sync`, its result serialized by the child and validated by the host. No call ids,
+        context, deadline, supervision or codec: the floor of any design that runs the plugin in
+        another Python process, so that `worker: sync` can be read against it."""
+        child = subprocess.Popen(
+            [sys.executable, "-c", BARE_WORKER, str(self.root / "plugins")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        self.children.append(child)
+        write, read = child.stdin.fileno(), child.stdout.fileno()  # type: ignore[union-attr]
+        serialize = SyncRequest.__pydantic_serializer__.to_json
+        pending = bytearray()
+
+        def call() -> SyncResult:
+            data = serialize(REQUEST)  # each call, like the worker's: a caller's request is new every time
+            os.write(write, len(data).to_bytes(4, "big") + data)
+            while len(pending) < 4 or len(pending) < 4 + int.from_bytes(pending[:4], "big"):
+                pending.extend(os.read(read, 65536))
+            size = int.from_bytes(pending[:4], "big")
+            answer = bytes(pending[4 : 4 + size])
+            del pending[: 4 + size]
+            return SyncResult.model_validate_json(answer)
+
+        self.variants[BARE] = call
+
     def grpc_echo(self) -> None:
         try:
             import grpc  # type: ignore[import-untyped]
@@ -600,6 +652,7 @@ TRIVIAL = "worker: trivial call (hook)"
 IN_PROCESS = "in process: sync"
 WORKER_RUN = "worker: host.run(sync)"
 IN_PROCESS_RUN = "in process: host.run(sync)"
+BARE = "bare Python worker: sync"
 RAW = "raw bytes pipe echo"
 START = "worker: spawn to ready, no sandbox"
 START_SANDBOXED = "worker: spawn to ready, bwrap sandbox"
@@ -612,6 +665,8 @@ RATIOS = (
     (TRIVIAL, "mp.Pipe echo: envelope"),
     (TRIVIAL, RAW),
     (WORKER, IN_PROCESS),
+    (BARE, IN_PROCESS),
+    (WORKER, BARE),
     (WORKER_RUN, IN_PROCESS_RUN),
     (WORKER, "mp.Pipe echo: envelope"),
     (WORKER, "mp.Pipe echo: dict"),
@@ -646,6 +701,17 @@ def goals(figures: dict[str, dict[str, float]], ratios: Ratios) -> list[tuple[st
     return rows
 
 
+def floor_note(ratios: Ratios) -> str | None:
+    """What the thinnest Python worker costs against the method in process: the floor under the
+    method-alone goal on this machine, in this run."""
+    if (BARE, IN_PROCESS) not in ratios:
+        return None
+    return (
+        f"  (floor: the bare Python worker's sync is {ratios[(BARE, IN_PROCESS)]:.2f}x the method in process;"
+        f" this worker's is {ratios[(WORKER, BARE)]:.2f}x the bare one)"
+    )
+
+
 def start_goals(starts: dict[str, float]) -> list[tuple[str, float, str, bool]]:
     rows = []
     for name, label in ((START, "no sandbox"), (START_SANDBOXED, "bwrap sandbox")):
@@ -667,6 +733,9 @@ def report_calls(mode: str, figures: dict[str, dict[str, float]], ratios: Ratios
     lines += ["", "Goals (issue #10):"]
     for goal, value, target, met in goals(figures, ratios):
         lines.append(f"  {goal:70} {value:6.2f}x  target {target:8}  {'met' if met else 'MISSED'}")
+    note = floor_note(ratios)
+    if note is not None:
+        lines.append(note)
     return [*lines, ""]
 
 
@@ -777,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.in_process,
                 bench.worker,
                 bench.raw_echo,
+                bench.bare_worker,
                 bench.codecs,
                 bench.grpc_echo,
             ):

@@ -28,6 +28,9 @@ from .._settings import WorkerSettings
 from .._spin import CpuBoard, spin_until_ready
 
 _SAFETY_WAKE = 1.0  # a waiting call re-checks for the lead this often, whatever it was told
+_PROBE_EVERY = 16
+"""While answers are not there when their callers come to read, every this many reads still try
+the pipe first, to notice when they are again."""
 
 
 class _Lead:
@@ -70,9 +73,8 @@ class HostChannel:
         self._decoder = protocol.FrameDecoder(options.max_frame_bytes)
         self._poller = select.poll()
         self._poller.register(fd_read, select.POLLIN)
-        # Both of the host's ends are non-blocking: a read tries the pipe before it waits in poll()
-        # (on one CPU the answer is usually there already: one system call instead of two), and a
-        # full pipe waits in poll() with a deadline.
+        # Both of the host's ends are non-blocking: a read may try the pipe before it waits in
+        # poll() (see `read`), and a full pipe waits in poll() with a deadline.
         os.set_blocking(fd_read, False)
         os.set_blocking(fd_write, False)
         self._write_poller = select.poll()
@@ -93,6 +95,9 @@ class HostChannel:
         self.board: CpuBoard | None = None
         self._last_wait = 0.0  # seconds from the last spinnable call's write to its answer
         self._poll_now = functools.partial(self._poller.poll, 0)
+        # Whether a read tries the pipe before it waits: see `read`.
+        self._read_first = True
+        self._probe_in = _PROBE_EVERY
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -168,10 +173,30 @@ class HostChannel:
 
         With `spin` (seconds, at most `timeout`), check for data without sleeping for that long first.
         The caller holds the lead. A malformed frame kills the worker.
+
+        Whether the answer is already in the pipe when its caller comes to read is the scheduler's
+        doing: on one CPU here, the worker woken by a trivial call ran at once and answered before
+        its caller read, and the worker woken by a `sync` did not. A read that finds the pipe empty
+        costs more than the poll() it would have saved, so a read tries the pipe first only while
+        the last reads found their data there, and otherwise waits in poll() first, trying the
+        pipe every `_PROBE_EVERY`th read (docs/worker-protocol.md, "Fourth pass").
         """
-        try:
-            data = os.read(self._fd_read, 1 << 16)
-        except BlockingIOError:
+        data = None
+        if self._read_first:
+            try:
+                data = os.read(self._fd_read, 1 << 16)
+            except BlockingIOError:
+                self._read_first = False
+        else:
+            self._probe_in -= 1
+            if self._probe_in <= 0:
+                self._probe_in = _PROBE_EVERY
+                try:
+                    data = os.read(self._fd_read, 1 << 16)
+                    self._read_first = True
+                except BlockingIOError:
+                    pass
+        if data is None:
             if spin > 0 and spin_until_ready(self._poll_now, min(spin, timeout)):
                 pass  # the answer came while this thread was still awake: no wake-up to wait for
             elif not self._poller.poll(max(0, int(timeout * 1000) + (timeout > 0))):
