@@ -14,9 +14,10 @@ drift of a shared machine hits every column alike:
    result of a few hundred bytes each; and the same `sync` as a caller makes
    it, `host.run(...)`, on a host that runs the plugin in process and on one
    that runs it in a worker (both validate the result once); and, as the floor
-   under the method-alone ratio, a bare Python worker: a child that does only a `sync`'s required work (rebuild the request, call the plugin,
-   serialize the result; the host serializes the request and validates the
-   result) with no call ids, context, deadline or supervision;
+   under the method-alone ratio, a bare Python worker: a child that does only
+   a `sync`'s required work (rebuild the request, call the plugin, serialize
+   the result; the host serializes the request and validates the result),
+   with no call ids, context, deadline or supervision;
 3. echoes of the same requests: raw bytes over a pipe (no codec: the floor),
    `multiprocessing.Pipe` (the envelope pickled, and its dict), gRPC unary over
    a Unix socket (go-plugin's design; skipped with a note without grpcio);
