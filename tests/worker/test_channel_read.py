@@ -164,3 +164,21 @@ def test_either_way_a_read_times_out_empty_sees_the_end_of_file_and_reads_split_
     os.close(worker_out)  # the worker's end closes
     assert host.read(5.0) is None
     assert host.killed == []
+
+
+def test_each_kind_of_call_keeps_its_own_choice(channel: tuple[_Channel, int], empty_reads: list[int]) -> None:
+    host, worker_out = channel
+    slow, quick = _channel.ReadChoice(), _channel.ReadChoice()
+    for number in range(_reads_until_waiting_first() + 4):
+        sender = _send_later(worker_out, [protocol.RESULT, number, None], 0.01)
+        assert host.read(5.0, choice=slow) == [[protocol.RESULT, number, None]]
+        sender.join()
+    before = len(empty_reads)
+    sender = _send_later(worker_out, [protocol.RESULT, 7, None], 0.05)
+    assert host.read(5.0, choice=quick) == [[protocol.RESULT, 7, None]]
+    sender.join()
+    assert len(empty_reads) == before + 1  # the quick kind still tries the pipe first
+    sender = _send_later(worker_out, [protocol.RESULT, 8, None], 0.05)
+    assert host.read(5.0, choice=slow) == [[protocol.RESULT, 8, None]]
+    sender.join()
+    assert len(empty_reads) == before + 1  # the slow kind waits first

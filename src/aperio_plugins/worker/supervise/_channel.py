@@ -37,6 +37,8 @@ _SHARE_WEIGHT = 1 / 32
 among mostly hits, and a run of four must not change the choice."""
 _PROBE_EVERY = 16
 """While reads wait first, every this many still try the pipe first, to keep the share current."""
+_MAX_CHOICES = 256
+"""Read choices kept per call label (a plugin's hooks and registrations); labels beyond share one."""
 
 
 class _Lead:
@@ -55,16 +57,27 @@ class Failed:
         self.error = error
 
 
+class ReadChoice:
+    """Whether reads try the pipe before they wait, for one kind of call (`HostChannel.read`)."""
+
+    __slots__ = ("empty_share", "probe_in")
+
+    def __init__(self) -> None:
+        self.empty_share = 0.0  # moving share of reads that tried the pipe first and found it empty
+        self.probe_in = _PROBE_EVERY
+
+
 class Call:
     """One call in flight: its queue receives the frames that belong to it."""
 
-    __slots__ = ("context", "deadline", "id", "label", "queue")
+    __slots__ = ("choice", "context", "deadline", "id", "label", "queue")
 
-    def __init__(self, call_id: int, context: Any, label: str, deadline: float) -> None:
+    def __init__(self, call_id: int, context: Any, label: str, deadline: float, choice: ReadChoice) -> None:
         self.id = call_id
         self.context = context
         self.label = label
         self.deadline = deadline
+        self.choice = choice
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
 
@@ -101,9 +114,10 @@ class HostChannel:
         self.board: CpuBoard | None = None
         self._last_wait = 0.0  # seconds from the last spinnable call's write to its answer
         self._poll_now = functools.partial(self._poller.poll, 0)
-        # Whether a read tries the pipe before it waits: see `read`.
-        self._empty_share = 0.0  # moving share of reads that tried the pipe first and found it empty
-        self._probe_in = _PROBE_EVERY
+        # Whether a read tries the pipe before it waits, by call label: see `read`. Reads made for no
+        # call in particular (draining pongs, settling a cancel) share one.
+        self._choices: dict[str, ReadChoice] = {}
+        self._shared_choice = ReadChoice()
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -174,7 +188,7 @@ class HostChannel:
 
     # -- reading -------------------------------------------------------------------
 
-    def read(self, timeout: float, spin: float = 0.0) -> list[list[Any]] | None:
+    def read(self, timeout: float, spin: float = 0.0, choice: ReadChoice | None = None) -> list[list[Any]] | None:
         """Return the messages that arrive within `timeout` seconds ([] if none), None at end of file.
 
         With `spin` (seconds, at most `timeout`), check for data without sleeping for that long first.
@@ -183,23 +197,26 @@ class HostChannel:
         Whether the answer is already in the pipe when its caller comes to read is the scheduler's
         doing: on one CPU here, the worker woken by a trivial call ran at once and answered before
         its caller read, and the worker woken by a `sync` did not. A read that finds the pipe empty
-        costs more than the poll() it would have saved, so reads try the pipe first while most recent
-        ones found their data there, and otherwise wait in poll() first, still trying the pipe
-        first every `_PROBE_EVERY`th read (docs/worker-protocol.md, "Fourth pass").
+        costs more than the poll() it would have saved, so reads for the kind of call `choice` keeps
+        (default: the shared one) try the pipe first while most recent ones found their data
+        there, and otherwise wait in poll() first, still trying the pipe first every
+        `_PROBE_EVERY`th read (docs/worker-protocol.md, "Fourth pass").
         """
+        if choice is None:
+            choice = self._shared_choice
         data = None
-        try_first = self._empty_share < _EMPTY_SHARE_TO_WAIT
+        try_first = choice.empty_share < _EMPTY_SHARE_TO_WAIT
         if not try_first:
-            self._probe_in -= 1
-            if self._probe_in <= 0:
-                self._probe_in = _PROBE_EVERY
+            choice.probe_in -= 1
+            if choice.probe_in <= 0:
+                choice.probe_in = _PROBE_EVERY
                 try_first = True
         if try_first:
             try:
                 data = os.read(self._fd_read, 1 << 16)
-                self._empty_share -= self._empty_share * _SHARE_WEIGHT
+                choice.empty_share -= choice.empty_share * _SHARE_WEIGHT
             except BlockingIOError:
-                self._empty_share += (1.0 - self._empty_share) * _SHARE_WEIGHT
+                choice.empty_share += (1.0 - choice.empty_share) * _SHARE_WEIGHT
         if data is None:
             if spin > 0 and spin_until_ready(self._poll_now, min(spin, timeout)):
                 pass  # the answer came while this thread was still awake: no wake-up to wait for
@@ -326,7 +343,10 @@ class HostChannel:
         worker dies first.
         """
         call_id = message[1] = next(self._ids)  # the caller's list, made for this call: no copy
-        call = Call(call_id, context, label, deadline)
+        choice = self._choices.get(label)
+        if choice is None:
+            choice = self._choice_for(label)
+        call = Call(call_id, context, label, deadline, choice)
         payload = encode(message)
         with self._state:
             if self._dead:
@@ -356,6 +376,11 @@ class HostChannel:
             raise
         self._unregister(call)
         return answer
+
+    def _choice_for(self, label: str) -> ReadChoice:
+        if len(self._choices) >= _MAX_CHOICES:
+            return self._shared_choice
+        return self._choices.setdefault(label, ReadChoice())
 
     def _finish_as_lead(self, call: Call) -> None:
         with self._state:
@@ -471,7 +496,7 @@ class HostChannel:
             remaining = call.deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            messages = self.read(remaining, spin)
+            messages = self.read(remaining, spin, call.choice)
             if messages is None:
                 self.on_eof()
                 return None
