@@ -126,15 +126,14 @@ def pack(message: Sequence[Any]) -> bytes:
 
 _PLAIN_ENCODER = msgspec.msgpack.Encoder()  # holds no state between calls: safe to share
 
+pack_plain: Callable[[Sequence[Any]], bytes] = _PLAIN_ENCODER.encode
+"""Return `message` as msgpack, for a message its caller built only from str, int, float, bool,
+None, lists and str-keyed dicts of those, and `envelope_ext` extensions.
 
-def pack_plain(message: Sequence[Any]) -> bytes:
-    """Return `message` as msgpack, for a message its caller built only from str, int, float,
-    bool, None, lists and str-keyed dicts of those, and `envelope_ext` extensions.
-
-    No check is made: msgspec would encode sets, datetimes or dataclasses that the protocol refuses,
-    so anything that comes from a plugin or a caller goes through `pack` instead.
-    """
-    return _PLAIN_ENCODER.encode(message)
+No check is made: msgspec would encode sets, datetimes or dataclasses that the protocol refuses, so
+anything that comes from a plugin or a caller goes through `pack` instead. (The encoder's own method,
+not a function around it: it runs on every call on both sides.)
+"""
 
 
 def frame(payload: bytes) -> bytes:

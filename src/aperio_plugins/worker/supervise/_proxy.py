@@ -57,9 +57,13 @@ class _Invoker:
         self, kind: str, name: str, label: str, context: InvocationContext, payload: BaseModel, result: type[_M]
     ) -> _M:
         lifecycle = self._lifecycle
-        remaining = getattr(context, "remaining", None)
-        timeout = float(remaining()) if callable(remaining) else lifecycle.options.call_timeout
-        deadline = time.monotonic() + timeout
+        # The context's own deadline (`time.monotonic()` based, as the SDK's protocol says); else
+        # what its `remaining()` says, else the worker's call timeout.
+        deadline = getattr(context, "deadline", None)
+        if type(deadline) is not float:
+            remaining = getattr(context, "remaining", None)
+            timeout = float(remaining()) if callable(remaining) else lifecycle.options.call_timeout
+            deadline = time.monotonic() + timeout
         process = lifecycle.acquire(deadline)
         scopes = sorted(map(str, getattr(context.credentials, "scopes", ())))
         # What is left after waiting for a restart, so that the plugin's deadline is the caller's.
@@ -69,7 +73,7 @@ class _Invoker:
             # Every other item is a str, a float or a list of str made here: encoded without checks.
             item, encode = (payload, protocol.pack) if ext is None else (ext, protocol.pack_plain)
             message = [protocol.INVOKE, None, kind, name, item, left, str(context.invocation_id), scopes]
-            answer = process.call(message, context=context, label=label, deadline=deadline, encode=encode)
+            answer = process.call(message, context, label, deadline, encode)
         except (TypeError, ValueError, OverflowError) as exc:
             raise WorkerBoundaryError(
                 f"plugin {lifecycle.plugin_id!r}: the request to {label} cannot cross the process boundary: {exc}",
