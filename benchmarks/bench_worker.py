@@ -155,7 +155,7 @@ sys.path.insert(0, sys.argv[1])
 from aperio_bench_plugin import Bench
 from aperio_plugins.worker.serve._rebuild import rebuild
 from aperio_plugins.worker._codec import EnvelopeData
-connector, serialize, buffer = Bench(), None, b""
+connector, buffer = Bench(), b""
 while True:
     chunk = os.read(0, 65536)
     if not chunk:
