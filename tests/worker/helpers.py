@@ -8,6 +8,8 @@ that misbehave at import time get wheels of their own.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from aperio_hookspecs import SyncRequest
 from aperio_plugins import HostSettings, TrustMode
 from aperio_plugins.testing import PluginWheel
 from aperio_plugins.worker import WorkerPlugin, WorkerSettings
+from aperio_plugins.worker import _protocol as protocol
 
 PROBE_ID = "acme.probe"
 
@@ -209,3 +212,20 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+def send_frame(fd: int, message: list[Any]) -> None:
+    """Write `message` to `fd` as one protocol frame, as the other side of a channel would."""
+    protocol.write_frame(fd, protocol.pack(message))
+
+
+def send_frame_later(fd: int, message: list[Any], delay: float) -> threading.Thread:
+    """Write `message` as one frame after `delay` seconds, from a thread; join the thread returned."""
+
+    def send() -> None:
+        time.sleep(delay)
+        send_frame(fd, message)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -16,6 +14,7 @@ from aperio_plugins.worker import WorkerSettings
 from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker.supervise import _channel
 from aperio_plugins.worker.supervise._channel import HostChannel
+from worker.helpers import send_frame, send_frame_later
 
 
 class _Channel(HostChannel):
@@ -58,27 +57,12 @@ def empty_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return found_nothing
 
 
-def _send(fd: int, message: list[Any]) -> None:
-    protocol.write_frame(fd, protocol.pack(message))
-
-
-def _send_later(fd: int, message: list[Any], delay: float) -> threading.Thread:
-    def send() -> None:
-        time.sleep(delay)
-        _send(fd, message)
-
-    thread = threading.Thread(target=send)
-    thread.start()
-    return thread
-
-
 def test_an_answer_already_waiting_is_read_at_once_and_keeps_reads_trying_the_pipe_first(
     channel: tuple[_Channel, int], empty_reads: list[int]
 ) -> None:
     host, worker_out = channel
     for number in range(40):
-        _send(worker_out, [protocol.RESULT, number, None])
-        assert host.read(5.0) == [[protocol.RESULT, number, None]]
+        _answer_waiting(host, worker_out, number)
     assert empty_reads == []
 
 
@@ -91,10 +75,19 @@ def _reads_until_waiting_first() -> int:
     return reads
 
 
-def _answer_late(host: _Channel, worker_out: int, number: int) -> None:
-    sender = _send_later(worker_out, [protocol.RESULT, number, None], 0.01)
-    assert host.read(5.0) == [[protocol.RESULT, number, None]]
+def _answer_late(
+    host: _Channel, worker_out: int, number: int, choice: _channel.ReadChoice | None = None, delay: float = 0.01
+) -> None:
+    """Read answer `number`, which the worker's end writes only `delay` seconds from now."""
+    sender = send_frame_later(worker_out, [protocol.RESULT, number, None], delay)
+    assert host.read(5.0, choice=choice) == [[protocol.RESULT, number, None]]
     sender.join()
+
+
+def _answer_waiting(host: _Channel, worker_out: int, number: int) -> None:
+    """Read answer `number`, already in the pipe when the read starts."""
+    send_frame(worker_out, [protocol.RESULT, number, None])
+    assert host.read(5.0) == [[protocol.RESULT, number, None]]
 
 
 def test_once_most_reads_find_the_pipe_empty_reads_wait_first_and_try_the_pipe_only_every_probe(
@@ -119,8 +112,7 @@ def test_a_few_empty_reads_among_many_that_find_their_answer_do_not_change_the_c
         for number in range(3):  # misses come in short runs among hits
             _answer_late(host, worker_out, number)
         for number in range(40):
-            _send(worker_out, [protocol.RESULT, number, None])
-            assert host.read(5.0) == [[protocol.RESULT, number, None]]
+            _answer_waiting(host, worker_out, number)
         assert len(empty_reads) == 3 * (round_number + 1)  # every late answer was still tried first
 
 
@@ -136,8 +128,7 @@ def test_probes_that_find_the_answer_waiting_bring_back_trying_the_pipe_first(
     assert len(empty_reads) == waiting_first  # it waited first: no read found the pipe empty
     # Answers waiting from now on: the probes find them there, and reads go back to trying first.
     for number in range(40 * _channel._PROBE_EVERY):
-        _send(worker_out, [protocol.RESULT, number, None])
-        assert host.read(5.0) == [[protocol.RESULT, number, None]]
+        _answer_waiting(host, worker_out, number)
     _answer_late(host, worker_out, 99)
     assert len(empty_reads) == waiting_first + 1  # it tried the pipe first again
 
@@ -170,15 +161,40 @@ def test_each_kind_of_call_keeps_its_own_choice(channel: tuple[_Channel, int], e
     host, worker_out = channel
     slow, quick = _channel.ReadChoice(), _channel.ReadChoice()
     for number in range(_reads_until_waiting_first() + 4):
-        sender = _send_later(worker_out, [protocol.RESULT, number, None], 0.01)
-        assert host.read(5.0, choice=slow) == [[protocol.RESULT, number, None]]
-        sender.join()
+        _answer_late(host, worker_out, number, slow)
     before = len(empty_reads)
-    sender = _send_later(worker_out, [protocol.RESULT, 7, None], 0.05)
-    assert host.read(5.0, choice=quick) == [[protocol.RESULT, 7, None]]
-    sender.join()
+    _answer_late(host, worker_out, 7, quick, delay=0.05)
     assert len(empty_reads) == before + 1  # the quick kind still tries the pipe first
-    sender = _send_later(worker_out, [protocol.RESULT, 8, None], 0.05)
-    assert host.read(5.0, choice=slow) == [[protocol.RESULT, 8, None]]
-    sender.join()
+    _answer_late(host, worker_out, 8, slow, delay=0.05)
     assert len(empty_reads) == before + 1  # the slow kind waits first
+
+
+def test_calls_keep_a_choice_per_label(channel: tuple[_Channel, int], empty_reads: list[int]) -> None:
+    host, worker_out = channel
+    call_ids = iter(range(1, 1000))  # the channel numbers its calls from 1
+
+    def call(label: str, delay: float) -> None:
+        sender = send_frame_later(worker_out, [protocol.RESULT, next(call_ids), None], delay)
+        message = [protocol.HOOK, None, "aperio_finding_raised", {}, 5.0]
+        answer = host.request(message, None, label, time.monotonic() + 5.0, protocol.pack_plain)
+        sender.join()
+        assert answer[0] == protocol.RESULT
+
+    for _ in range(_reads_until_waiting_first() + 4):
+        call("connector 'slow'", 0.01)
+    before = len(empty_reads)
+    call("hook quick", 0.05)
+    assert len(empty_reads) == before + 1  # a label not seen before tries the pipe first
+    call("connector 'slow'", 0.05)
+    assert len(empty_reads) == before + 1  # the slow label still waits first
+
+
+def test_choices_are_kept_for_at_most_max_choices_labels_and_the_rest_share_one(channel: tuple[_Channel, int]) -> None:
+    host, worker_out = channel
+    labels = [f"hook h{number}" for number in range(_channel._MAX_CHOICES + 40)]
+    for call_id, label in enumerate(labels, start=1):
+        send_frame(worker_out, [protocol.RESULT, call_id, None])
+        message = [protocol.HOOK, None, "h", {}, 5.0]
+        assert host.request(message, None, label, time.monotonic() + 5.0, protocol.pack_plain)[1] == call_id
+    assert len(host._choices) == _channel._MAX_CHOICES
+    assert host._choice_for(labels[-1]) is host._shared_choice

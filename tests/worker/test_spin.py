@@ -23,6 +23,7 @@ from aperio_plugins.worker import _protocol as protocol
 from aperio_plugins.worker import _spin
 from aperio_plugins.worker._spin import WORKER_SLOT, CpuBoard, spin_budget
 from aperio_plugins.worker.serve._server import WorkerChannel
+from worker.helpers import send_frame_later
 
 BUDGET = 50e-6
 
@@ -205,16 +206,6 @@ def pipes() -> Iterator[tuple[WorkerChannel, int]]:
         os.close(fd)
 
 
-def _send_later(fd: int, message: list[Any], delay: float) -> threading.Thread:
-    def send() -> None:
-        time.sleep(delay)
-        protocol.write_frame(fd, protocol.pack(message))
-
-    thread = threading.Thread(target=send)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize(
     ("spin", "delay"),
     [
@@ -228,7 +219,7 @@ def test_the_worker_receives_the_next_message_whether_it_came_during_the_spin_or
 ) -> None:
     channel, host_write = pipes
     start = time.perf_counter()
-    sender = _send_later(host_write, [protocol.PING, 7], delay)
+    sender = send_frame_later(host_write, [protocol.PING, 7], delay)
 
     message = channel.receive(spin=spin)
 
